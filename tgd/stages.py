@@ -1,0 +1,111 @@
+"""Declared stages and the make-style runner that skips finished work.
+
+A stage is up to date when its ``manifest.json`` records the current schema version, the hash of
+the config sections it reads and the fingerprints of its inputs (the manifests of the stages it
+depends on, or the source files for ingest). ``ensure`` runs missing or stale dependencies first.
+A stage interrupted midway leaves an ``_attempt.json``; a re-run with the same fingerprint keeps
+the partial output so the stage can resume, a different fingerprint wipes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tgd.config import RunConfig
+from tgd.schema import SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    deps: tuple[str, ...]
+    sections: tuple[str, ...]  # config sections whose values decide the output
+    run: Callable[[RunConfig, Path], dict[str, Any]]  # (config, output dir) -> manifest counts/extras
+    needs_ray: bool = False
+    source_fingerprint: Callable[[RunConfig], Any] | None = None  # inputs from outside the run dir
+
+
+def stage_dir(cfg: RunConfig, name: str) -> Path:
+    return Path(cfg.run_dir) / name
+
+
+def read_manifest(cfg: RunConfig, name: str) -> dict[str, Any] | None:
+    path = stage_dir(cfg, name) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _registry() -> dict[str, Stage]:
+    # Imported here so `tgd --help` and config validation stay fast.
+    from pipeline import graphs, ingest
+
+    stages = [
+        Stage("ingest", "read + validate the corpus; accepted rows in shards, refused rows in rejects.parquet",
+              (), ("data",), ingest.run, source_fingerprint=ingest.source_fingerprint),
+        Stage("graphs", "spaCy parse + text graphs per document on a Ray Data actor pool; training vocabulary",
+              ("ingest",), ("graph",), graphs.run, needs_ray=True),
+    ]
+    return {s.name: s for s in stages}
+
+
+STAGE_NAMES = ("ingest", "graphs")
+
+
+def get_stage(name: str) -> Stage:
+    return _registry()[name]
+
+
+def _wanted(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for dep in stage.deps:
+        m = read_manifest(cfg, dep)
+        inputs[dep] = m["fingerprint"] if m else None
+    if stage.source_fingerprint is not None:
+        inputs["source"] = stage.source_fingerprint(cfg)
+    return {"schema_version": SCHEMA_VERSION, "config_hash": cfg.section_hash(*stage.sections), "inputs": inputs}
+
+
+def is_up_to_date(cfg: RunConfig, name: str) -> bool:
+    m = read_manifest(cfg, name)
+    want = _wanted(cfg, get_stage(name))
+    return m is not None and all(m.get(k) == v for k, v in want.items())
+
+
+def ensure(cfg: RunConfig, name: str, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Bring ``name`` and its dependencies up to date; return its manifest."""
+    stage = get_stage(name)
+    for dep in stage.deps:
+        ensure(cfg, dep, log=log)
+    want = _wanted(cfg, stage)
+    manifest = read_manifest(cfg, name)
+    if not force and manifest is not None and all(manifest.get(k) == v for k, v in want.items()):
+        log(f"[{name}] up to date, skipping ({stage_dir(cfg, name)})")
+        return manifest
+
+    out = stage_dir(cfg, name)
+    attempt = out / "_attempt.json"
+    resumable = attempt.is_file() and json.loads(attempt.read_text()) == want and not force
+    if out.exists() and not resumable:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    attempt.write_text(json.dumps(want, indent=2))
+    if stage.needs_ray:
+        from cluster.ray_session import ensure_ray
+
+        ensure_ray(cfg.ray)
+    log(f"[{name}] running{' (resuming)' if resumable else ''} -> {out}")
+    t0 = time.time()
+    result = stage.run(cfg, out)
+    manifest = {"stage": name, **want, **result, "seconds": round(time.time() - t0, 2),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    manifest["fingerprint"] = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    attempt.unlink()
+    log(f"[{name}] done in {manifest['seconds']:.1f}s: " + ", ".join(
+        f"{k}={v}" for k, v in result.items() if k.endswith("_rows")))
+    return manifest
