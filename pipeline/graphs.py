@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgd.config import GraphConfig, RunConfig
-from tgd.schema import DOCUMENTS, GRAPHS, VOCAB, write_table
+from tgd.schema import DOCUMENTS, GRAPHS, VOCAB, read_manifest, stage_dir, write_table
 
 GRAPH_FIELDS = [f.name for f in GRAPHS.field("graph").type]
 
@@ -113,8 +113,6 @@ def build_vocab(out_dir: Path) -> pa.Table:
 
 
 def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
-    from tgd.stages import read_manifest, stage_dir
-
     shards = sorted((stage_dir(cfg, "ingest") / "documents").glob("part-*.parquet"))
     t0 = time.time()
     built = build_graphs(shards, out_dir, cfg.graph, cfg.data.task, cfg.ray.num_workers, cfg.ray.cpus_per_worker)

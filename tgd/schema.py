@@ -10,11 +10,14 @@ Layout of a run directory::
     RUN_DIR/ingest/rejects.parquet                REJECTS     every refused input row + reason
     RUN_DIR/graphs/part-NNNNN.parquet             GRAPHS      one row per accepted document
     RUN_DIR/graphs/vocab.parquet                  VOCAB       training-split vocabulary
+    RUN_DIR/teacher-logits/part-NNNNN.parquet     TEACHER     teacher outputs per document
     RUN_DIR/<stage>/manifest.json                 counts, config hash, input fingerprints
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -90,7 +93,42 @@ VOCAB = pa.schema(
     metadata={"name": "vocab", "version": str(SCHEMA_VERSION)},
 )
 
-ALL = {"documents": DOCUMENTS, "rejects": REJECTS, "graphs": GRAPHS, "vocab": VOCAB}
+# Teacher outputs, one row per accepted document (every split), keyed by document id. The label
+# order of ``logits`` is the ``labels`` list of the teacher-logits manifest (the ingest label
+# order). Node-level arrays are aligned to the graph nodes of the same document by character
+# offsets; a node with no teacher sub-word (truncation) has ``node_aligned`` false and zeros.
+TEACHER = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("teacher", pa.string(), nullable=False, metadata={"doc": "teacher id + weights hash"}),
+        pa.field("max_length", pa.int32(), nullable=False, metadata={"doc": "teacher max tokens per window"}),
+        pa.field("num_windows", pa.int32(), nullable=False, metadata={"doc": "sliding windows averaged"}),
+        pa.field("truncated", pa.bool_(), nullable=False, metadata={"doc": "part of the text unseen by the teacher"}),
+        pa.field("logits", pa.list_(pa.float32()), metadata={"doc": "document logits (classification/pair label)"}),
+        pa.field("topk_index", pa.list_(pa.int32()), metadata={"doc": "top-k compression: label indices kept"}),
+        pa.field("topk_rest", pa.float32(), metadata={"doc": "top-k compression: probability mass left out"}),
+        pa.field("node_logits", pa.list_(pa.float32()), metadata={"doc": "token task: [num_nodes x labels], row-major"}),
+        pa.field("node_aligned", pa.list_(pa.bool_()), metadata={"doc": "per graph node: has a teacher sub-word"}),
+        pa.field("node_states", pa.list_(pa.float16()), metadata={"doc": "[num_nodes x state_dim] projected last-layer states"}),
+        pa.field("embedding_a", pa.list_(pa.float32()), metadata={"doc": "pair task: sentence embedding of side A"}),
+        pa.field("embedding_b", pa.list_(pa.float32()), metadata={"doc": "pair task: sentence embedding of side B"}),
+        pa.field("similarity", pa.float32(), metadata={"doc": "pair task: cosine (bi-encoder) or cross-encoder score"}),
+    ],
+    metadata={"name": "teacher", "version": str(SCHEMA_VERSION)},
+)
+
+ALL = {"documents": DOCUMENTS, "rejects": REJECTS, "graphs": GRAPHS, "vocab": VOCAB, "teacher": TEACHER}
+
+
+def stage_dir(cfg, name: str) -> Path:
+    """Where stage ``name`` of the run configured by ``cfg`` keeps its outputs."""
+    return Path(cfg.run_dir) / name
+
+
+def read_manifest(cfg, name: str) -> dict[str, Any] | None:
+    path = stage_dir(cfg, name) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def shard_name(index: int) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tgd.config import RunConfig
-from tgd.schema import SCHEMA_VERSION
+from tgd.schema import SCHEMA_VERSION, read_manifest, stage_dir
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,6 @@ class Stage:
     run: Callable[[RunConfig, Path], dict[str, Any]]  # (config, output dir) -> manifest counts/extras
     needs_ray: bool = False
     source_fingerprint: Callable[[RunConfig], Any] | None = None  # inputs from outside the run dir
-
-
-def stage_dir(cfg: RunConfig, name: str) -> Path:
-    return Path(cfg.run_dir) / name
-
-
-def read_manifest(cfg: RunConfig, name: str) -> dict[str, Any] | None:
-    path = stage_dir(cfg, name) / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _registry() -> dict[str, Stage]:
