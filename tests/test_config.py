@@ -1,0 +1,58 @@
+import pytest
+
+from tgd.cli import main
+from tgd.config import ConfigError, load_config
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(write(tmp_path, "data:\n  source: brown-genre\n"), ["graph.window=5", "ray.address=null"])
+    assert cfg.data.source == "brown-genre"
+    assert cfg.graph.window == 5 and cfg.graph.min_cooccurrence == 1
+    assert cfg.ray.address is None and cfg.ray.num_workers == 2
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "graph:\n  windw: 3\n"))
+    assert "graph.windw" in str(e.value) and "unknown key" in str(e.value)
+
+
+def test_bad_values_are_named(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "graph:\n  window: 1\ndata:\n  task: regression\n"))
+    msg = str(e.value)
+    assert "graph.window" in msg and "data.task" in msg
+
+
+def test_bad_split_fractions(tmp_path):
+    with pytest.raises(ConfigError, match="data.split_fractions"):
+        load_config(None, ["data.split_fractions=[0.5, 0.1, 0.1]"])
+
+
+def test_override_syntax_error():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(None, ["graph.window"])
+
+
+def test_section_hash_tracks_only_its_section():
+    a, b = load_config(None), load_config(None, ["ray.num_workers=7"])
+    assert a.section_hash("graph") == b.section_hash("graph")
+    c = load_config(None, ["graph.window=4"])
+    assert a.section_hash("graph") != c.section_hash("graph")
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    rc = main(["ingest", str(write(tmp_path, "dta: {}\n"))])
+    assert rc == 2
+    assert "dta: unknown key" in capsys.readouterr().err
+
+
+def test_cli_missing_config(tmp_path, capsys):
+    assert main(["graphs", str(tmp_path / "nope.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""The semantic graph builder on hand-checked input, with the real pinned spaCy model."""
+from pipeline.graph_builder import GraphBuilder, chunk_text
+from tgd.config import GraphConfig
+
+SENTENCE = "The cat sat on the mat."
+
+
+def edges(g, kind):
+    if kind == "dep":
+        return list(zip(g["dep_src"], g["dep_dst"], g["dep_rel"]))
+    return list(zip(g["co_src"], g["co_dst"], g["co_weight"]))
+
+
+def test_hand_checked_sentence(graph_builder):
+    g = graph_builder.build([SENTENCE])[0]
+    assert g["token"] == ["The", "cat", "sat", "on", "the", "mat", "."]
+    assert g["lower"][0] == "the" and g["pos"] == ["DET", "NOUN", "VERB", "ADP", "DET", "NOUN", "PUNCT"]
+    assert [SENTENCE[s:e] for s, e in zip(g["start"], g["end"])] == g["token"]
+    # head -> child, typed by relation; the root (sat) has no incoming arc
+    assert sorted(edges(g, "dep")) == sorted([
+        (1, 0, "det"), (2, 1, "nsubj"), (2, 3, "prep"), (5, 4, "det"), (3, 5, "pobj"), (2, 6, "punct")])
+    # window 3: every pair at distance 1 or 2; the pair (sat, the) occurs twice -> weight 1.0, others 0.5
+    expected = {(0, 1): .5, (0, 2): 1., (1, 2): .5, (1, 3): .5, (2, 3): .5, (2, 4): 1., (3, 4): .5,
+                (3, 5): .5, (4, 5): .5, (4, 6): .5, (5, 6): .5}
+    assert {(s, d): w for s, d, w in edges(g, "co")} == expected
+    assert g["num_nodes"] == 7 and set(g["sent"]) == {0}
+
+
+def test_min_cooccurrence_and_window():
+    g = GraphBuilder(GraphConfig(min_cooccurrence=2)).build([SENTENCE])[0]
+    assert edges(g, "co") == [(0, 2, 1.0), (2, 4, 1.0)]
+    g = GraphBuilder(GraphConfig(window=2, dependency_edges=False)).build([SENTENCE])[0]
+    assert [(s, d) for s, d, _ in edges(g, "co")] == [(i, i + 1) for i in range(6)]
+    assert g["dep_src"] == []
+
+
+def test_merge_repeated_word_types():
+    g = GraphBuilder(GraphConfig(merge_repeated=True)).build([SENTENCE])[0]
+    assert g["lower"] == ["the", "cat", "sat", "on", "mat", "."]
+    assert (4, 0, "det") in edges(g, "dep")  # mat -> the (both "the"s are node 0)
+    co = {(s, d): w for s, d, w in edges(g, "co")}
+    assert co[(0, 2)] == 1.0 and all(s != d for s, d in co)
+    assert len(co) == len(set(co))
+
+
+def test_long_text_parsed_in_chunks_keeps_offsets():
+    lines = [f"Line {i} says that the quick brown fox jumps over dog number {i}." for i in range(200)]
+    text = "\n".join(lines)
+    pieces = chunk_text(text, 1000)
+    assert "".join(p for _, p in pieces) == text and all(len(p) <= 1000 for _, p in pieces)
+    assert all(text[off:off + len(p)] == p for off, p in pieces)
+    b = GraphBuilder(GraphConfig(chunk_chars=1000))
+    g = b.build([text])[0]
+    assert [text[s:e] for s, e in zip(g["start"], g["end"])] == g["token"]
+    assert g["sent"][-1] >= 199  # sentence indices keep counting across chunks
+    assert max(g["dep_src"] + g["dep_dst"]) < g["num_nodes"]
+
+
+def test_pretokenized_nodes_are_the_given_tokens(graph_builder):
+    toks = ["New", "York", "'s", "mayor", "spoke", "."]
+    g = graph_builder.build_pretokenized([toks])[0]
+    assert g["token"] == toks and g["num_nodes"] == len(toks)
+    text = " ".join(toks)
+    assert [text[s:e] for s, e in zip(g["start"], g["end"])] == toks
+
+
+def test_whitespace_tokens_are_not_nodes(graph_builder):
+    g = graph_builder.build(["Hello  \n\n  world ."])[0]
+    assert g["token"] == ["Hello", "world", "."]
