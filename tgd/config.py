@@ -68,11 +68,69 @@ class RayConfig(_Section):
     use_gpu: bool = False
 
 
+class StudentConfig(_Section):
+    """The GNN student: what it looks like (see trainers/student/)."""
+    hidden: int = Field(128, gt=0, description="node state width")
+    pos_dim: int = Field(32, gt=0, description="POS embedding width (added to the word embedding after projection)")
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1, description="attention heads of the edge-type-aware convolution")
+    conv: Literal["transformer", "rgcn"] = Field("transformer", description="transformer: attention with edge-type embeddings; rgcn: RGCNConv with basis decomposition")
+    dropout: float = Field(0.3, ge=0, lt=1)
+    readout: Literal["attention", "meanmax"] = "attention"
+    vocab_min_count: int = Field(2, ge=1, description="training-split count a word needs to get its own embedding")
+    vocab_max_size: int = Field(30000, gt=0)
+    init_from_teacher: bool = Field(False, description="initialise word embeddings from the teacher's input embeddings (mean over sub-words)")
+    edges: Literal["hybrid", "dependency", "cooccurrence"] = Field("hybrid", description="edge kinds the student sees (ablation)")
+
+
+class DistillConfig(_Section):
+    """Training of the student: losses, curriculum, sampling, Ray Train."""
+    use_teacher: bool = Field(True, description="false: plain GNN trained on labels only (the baseline)")
+    epochs_align: int = Field(1, ge=0, description="stage 1 epochs: attention-bridge alignment only")
+    epochs_fusion: int = Field(4, ge=0, description="stage 2 epochs: CE + KL (+ bridge)")
+    epochs_adaptive: int = Field(3, ge=0, description="stage 3 epochs: CE + KL with adaptive temperature")
+    bridge: bool = Field(True, description="attention-bridge alignment loss (needs teacher node_states; else skipped)")
+    adaptive_temperature: bool = Field(True, description="stage 3 per-sample temperature from teacher entropy; off: fixed T")
+    temperature: float = Field(2.0, gt=0, description="KL temperature of stage 2 (and stage 3 when not adaptive)")
+    t_min: float = Field(1.0, gt=0, description="adaptive rule: temperature for a maximally uncertain teacher")
+    t_max: float = Field(4.0, gt=0, description="adaptive rule: temperature for a fully confident teacher")
+    alpha_kl: float = Field(0.7, ge=0, le=1, description="weight of KL vs. CE (CE gets 1 - alpha)")
+    beta_bridge: float = Field(0.1, ge=0, description="weight of the bridge loss in stages 2-3")
+    curriculum: bool = Field(True, description="easy-to-hard ordering (off: all documents every epoch, shuffled)")
+    pace_start: float = Field(0.3, gt=0, le=1, description="fraction of the easiest training documents in epoch 0")
+    pace_epochs: int = Field(4, ge=1, description="epochs until the whole training set is used (root pacing)")
+    node_budget: int = Field(512, ge=8, description="max nodes per training graph; longer documents are sampled")
+    sampler: Literal["sentence", "khop"] = Field("sentence", description="subgraph sampler for long documents")
+    sampler_backend: Literal["auto", "torch", "pyg"] = Field("auto", description="pyg needs pyg-lib/torch-sparse")
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    train_fraction: float = Field(1.0, gt=0, le=1, description="use this fraction of the training split (small-data runs)")
+    seed: int = 0
+    max_failures: int = Field(1, ge=0, description="Ray Train restarts from the latest checkpoint after a worker dies")
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class EvaluateConfig(_Section):
+    """The comparison table: which extra rows to train and how to time them."""
+    ablations: list[Literal["no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only",
+                            "small_data", "teacher_init"]] = [
+        "no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only", "small_data"]
+    small_fraction: float = Field(0.1, gt=0, le=1, description="training fraction of the small-data rows")
+    latency_docs: int = Field(200, gt=0, description="test documents timed per row")
+    e2e_docs: int = Field(50, gt=0, description="raw test texts timed end to end (parse/tokenise + model)")
+    bow_hidden: int = Field(256, gt=0)
+    bow_epochs: int = Field(8, gt=0)
+
+
 class RunConfig(_Section):
     run_dir: Path = Path("runs/default")
     data: DataConfig = DataConfig()
     graph: GraphConfig = GraphConfig()
     ray: RayConfig = RayConfig()
+    student: StudentConfig = StudentConfig()
+    distill: DistillConfig = DistillConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> "RunConfig":

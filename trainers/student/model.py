@@ -1,0 +1,74 @@
+"""The student: word + POS embeddings -> typed message passing -> readout -> task head.
+
+It needs only the text graph at inference (never the teacher). Classification reads out a
+document vector (attention pooling concatenated with mean and max, or mean+max alone); the token
+task classifies every node; the pair task encodes both sides with the same encoder and scores
+[u, v, |u-v|, u*v]. ``forward_parts`` encodes a long document as several subgraphs and reads out
+over all their nodes at once (decomposed prediction with bounded memory).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch_geometric.nn import AttentionalAggregation, global_max_pool, global_mean_pool
+
+from trainers.student.encoder import Encoder
+
+
+class Readout(nn.Module):
+    def __init__(self, hidden: int, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.att = AttentionalAggregation(nn.Linear(hidden, 1)) if kind == "attention" else None
+        self.out_dim = hidden * (3 if kind == "attention" else 2)
+
+    def forward(self, h, batch, size=None):
+        parts = [global_mean_pool(h, batch, size), global_max_pool(h, batch, size)]
+        if self.att is not None:
+            parts.append(self.att(h, batch, dim_size=size))
+        return torch.cat(parts, -1)
+
+
+class Student(nn.Module):
+    def __init__(self, vocab_size: int, num_pos: int, num_edge_types: int, num_labels: int, cfg, task: str = "classification"):
+        super().__init__()
+        self.task, h = task, cfg.hidden
+        self.word = nn.Embedding(vocab_size, h, padding_idx=0)
+        self.pos = nn.Embedding(num_pos, cfg.pos_dim)
+        self.inp = nn.Sequential(nn.Linear(h + cfg.pos_dim, h), nn.LayerNorm(h))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = Encoder(h, num_edge_types, cfg.layers, cfg.heads, cfg.conv, cfg.dropout)
+        self.readout = Readout(h, cfg.readout)
+        d = {"classification": self.readout.out_dim, "token": h, "pair": 4 * self.readout.out_dim}[task]
+        self.head = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h, num_labels))
+
+    def node_states(self, data) -> torch.Tensor:
+        x = self.inp(torch.cat([self.word(data.x_tok), self.pos(data.x_pos)], -1))
+        return self.encoder(self.drop(x), data.edge_index, data.edge_type, data.edge_weight)
+
+    def graph_vector(self, h, data) -> torch.Tensor:
+        return self.readout(h, data.batch, getattr(data, "num_graphs", None))
+
+    def forward(self, data, data_b=None):
+        """-> (logits, node states). Logits are per graph (classification/pair) or per node (token)."""
+        h = self.node_states(data)
+        if self.task == "token":
+            return self.head(h), h
+        u = self.graph_vector(h, data)
+        if self.task == "pair":
+            v = self.graph_vector(self.node_states(data_b), data_b)
+            u = torch.cat([u, v, (u - v).abs(), u * v], -1)
+        return self.head(u), h
+
+    @torch.no_grad()
+    def forward_parts(self, parts) -> torch.Tensor:
+        """Decomposed prediction for one document: encode each part, read out over all nodes."""
+        h = torch.cat([self.node_states(p) for p in parts])
+        batch = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        if self.task == "token":
+            return self.head(h)
+        return self.head(self.readout(h, batch, 1))
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
