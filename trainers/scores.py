@@ -1,0 +1,24 @@
+"""Accuracy, macro-F1 and Pearson r in plain numpy: the teacher's quality per split."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy_f1(gold: list, pred: list, labels: list[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 over ``labels`` (labels absent from both gold and pred are skipped)."""
+    g, p = np.asarray(gold, dtype=object), np.asarray(pred, dtype=object)
+    f1s = []
+    for lab in labels:
+        tp = int(np.sum((g == lab) & (p == lab)))
+        fp = int(np.sum((g != lab) & (p == lab)))
+        fn = int(np.sum((g == lab) & (p != lab)))
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": round(float(np.mean(g == p)) if len(g) else 0.0, 4),
+            "macro_f1": round(float(np.mean(f1s)) if f1s else 0.0, 4), "n": int(len(g))}
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    if len(x) < 2:
+        return float("nan")
+    return round(float(np.corrcoef(np.asarray(x, float), np.asarray(y, float))[0, 1]), 4)

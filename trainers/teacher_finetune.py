@@ -1,0 +1,264 @@
+"""Stage ``teacher-finetune``: fine-tune the teacher with DeepSpeed inside a Ray Train TorchTrainer.
+
+Data-parallel over ``ray.num_workers`` workers with ZeRO stage ``teacher.zero_stage``; each worker
+reads its equal Ray Data shard of the training split. A long document contributes one randomly
+sampled window per epoch (not every window: Brown would cost ~20x more per epoch for little gain).
+Validation (all windows, averaged, as the logits stage does) is reported per epoch together with a
+Ray Train checkpoint; the best epoch by validation macro-F1 is copied out as a plain Hugging Face
+directory ``RUN_DIR/teacher-finetune/model``. With ``teacher.finetune: false`` (or a zero-shot
+``causal-lm`` teacher, or the pair task whose teacher is the sentence-embedding model) the given
+checkpoint is passed through untouched.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tgd.config import RunConfig, TeacherConfig
+from tgd.schema import DOCUMENTS, read_manifest, stage_dir
+from trainers.alignment import align_nodes
+from trainers.shard_split import split_config
+from trainers.teacher_model import IGNORE, Windower, head_labels, resolve_model_path, teacher_id, weights_fingerprint
+
+PROBE_DOCS = 8  # validation documents whose logits are stored to check that the saved checkpoint reloads
+
+
+def token_spans(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Character spans of given tokens in ``" ".join(tokens)`` (how ingest stores token-task text)."""
+    lens = np.array([len(t) for t in tokens], dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(lens + 1)[:-1]]) if len(lens) else lens
+    return start, start + lens
+
+
+def training_rows(cfg: RunConfig, split: str) -> pa.Table:
+    cols = ["id", "split", "text", "text_b", "label", "tokens", "tags"]
+    files = sorted((stage_dir(cfg, "ingest") / "documents").glob("part-*.parquet"))
+    t = pa.concat_tables(pq.read_table(f, schema=DOCUMENTS, columns=cols, filters=[("split", "=", split)]) for f in files)
+    if cfg.data.task == "token":  # validation aligns to the given tokens, as the graph nodes do
+        spans = [token_spans(toks) for toks in t.column("tokens").to_pylist()]
+        t = t.append_column("node_start", pa.array([s.tolist() for s, _ in spans], pa.list_(pa.int64())))
+        t = t.append_column("node_end", pa.array([e.tolist() for _, e in spans], pa.list_(pa.int64())))
+    else:
+        t = t.append_column("node_start", pa.array([[]] * t.num_rows, pa.list_(pa.int64())))
+        t = t.append_column("node_end", pa.array([[]] * t.num_rows, pa.list_(pa.int64())))
+    return t
+
+
+def make_batch(docs: dict[str, list], windower: Windower, task: str, label_index: dict[str, int],
+               rng: np.random.Generator) -> tuple[list[list[int]], list]:
+    """One sampled window per document -> (input rows, labels per row)."""
+    encs = windower.encode(docs["text"])
+    rows, labels = [], []
+    for d, e in enumerate(encs):
+        spans = windower.spans(len(e.ids))
+        a, b = spans[int(rng.integers(len(spans)))]
+        rows.append(windower.wrap(e.ids[a:b]))
+        if task == "token":
+            s, t = token_spans(list(docs["tokens"][d]))
+            sub = np.full(len(e.ids), IGNORE, dtype=np.int64)
+            for g, tag in zip(align_nodes(s, t, e.start, e.end), docs["tags"][d]):
+                if len(g) and sub[g[0]] == IGNORE:
+                    sub[g[0]] = label_index[tag]
+            labels.append([IGNORE] * len(windower.prefix) + sub[a:b].tolist() + [IGNORE] * len(windower.suffix))
+        else:
+            labels.append(label_index[docs["label"][d]])
+    return rows, labels
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    from trainers.deepspeed_env import setup_worker, training_config
+
+    device = setup_worker(config["use_gpu"], config["threads"])
+    import deepspeed
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig
+
+    from trainers.scores import accuracy_f1
+    from trainers.teacher_logits import process
+    from trainers.teacher_model import TeacherForward, load_model, load_tokenizer, pad_batch
+
+    tcfg = TeacherConfig.model_validate(config["teacher"])
+    task, labels, path = config["task"], config["labels"], Path(config["model_path"])
+    label_index = {l: i for i, l in enumerate(labels)}
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(tcfg.seed)
+    steps = config["steps_per_epoch"]
+    ds_config = training_config(tcfg.batch_size, tcfg.zero_stage, tcfg.lr, tcfg.weight_decay,
+                                steps * tcfg.epochs, int(tcfg.warmup_fraction * steps * tcfg.epochs))
+    dschf = HfDeepSpeedConfig(ds_config) if tcfg.zero_stage == 3 else None  # noqa: F841
+    model = load_model(path, tcfg.kind, task, labels, train=True)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                      config=ds_config)
+    tok = load_tokenizer(path)
+    windower = Windower(tok, tcfg.max_length, tcfg.stride, tcfg.max_windows)
+    pad = tok.pad_token_id
+
+    def any_all(flag: bool, op) -> bool:
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=op)
+        return t.item() > 0
+
+    def evaluate() -> tuple[dict[str, float], list]:
+        engine.module.eval()
+        vcfg = tcfg.model_copy(update={"node_states": False, "topk": None})
+        fwd = TeacherForward(engine.module, "encoder", task, pad, device)
+        batches = ({k: list(v) for k, v in b.items()}
+                   for b in ray.train.get_dataset_shard("validation").iter_batches(batch_size=256, batch_format="pandas"))
+        gold_of = {}
+        gold, pred = [], []
+
+        def remember(b):
+            for i, d in enumerate(b["id"]):
+                gold_of[d] = b["tags"][i] if task == "token" else b["label"][i]
+            return b
+
+        for rows in process((remember(b) for b in batches), fwd, vcfg, task, windower, None, "",
+                            lambda h: any_all(h, dist.ReduceOp.SUM)):
+            for r in rows:
+                if task == "token":
+                    nl = np.asarray(r["node_logits"]).reshape(len(r["node_aligned"]), -1)
+                    gold.extend(gold_of[r["id"]])
+                    pred.extend(labels[int(np.argmax(x))] if ok else None for x, ok in zip(nl, r["node_aligned"]))
+                else:
+                    gold.append(gold_of[r["id"]])
+                    pred.append(labels[int(np.argmax(r["logits"]))])
+        both = [None] * world
+        dist.all_gather_object(both, (gold, pred))
+        g = [x for gp in both for x in gp[0]]
+        p = [x for gp in both for x in gp[1]]
+        # Probe: the same few documents on every rank (ZeRO-3 forwards are collective).
+        probe = config["probe_texts"]
+        out = fwd([windower.wrap(e.ids[a:b]) for e in windower.encode(probe) for a, b in e.windows[:1]])
+        engine.module.train()
+        return accuracy_f1(g, p, labels), out["logits"].tolist()
+
+    history = []
+    for epoch in range(tcfg.epochs):
+        t0 = time.time()
+        rng = np.random.default_rng([tcfg.seed, epoch, rank])
+        it = ray.train.get_dataset_shard("train").iter_batches(
+            batch_size=tcfg.batch_size, batch_format="pandas", local_shuffle_buffer_size=4 * tcfg.batch_size,
+            local_shuffle_seed=tcfg.seed + epoch)
+        losses, n = [], 0
+        it = iter(it)
+        while n < steps:
+            b = next(it, None)
+            if not any_all(b is not None, dist.ReduceOp.MIN):  # every worker steps, or none does
+                break
+            rows, lab = make_batch({k: list(v) for k, v in b.items()}, windower, task, label_index, rng)
+            ids, mask = pad_batch(rows, pad)
+            if task == "token":
+                y, _ = pad_batch(lab, IGNORE)
+            else:
+                y = torch.tensor(lab, dtype=torch.long)
+            out = engine(input_ids=ids.to(device), attention_mask=mask.to(device), labels=y.to(device))
+            engine.backward(out.loss)
+            engine.step()
+            losses.append(float(out.loss.detach()))
+            n += 1
+        scores, probe_logits = evaluate()
+        loss_t = torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=device)
+        dist.all_reduce(loss_t)
+        metrics = {"epoch": epoch, "train_loss": float(loss_t[0] / max(loss_t[1], 1)),
+                   "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+                   "steps": n, "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"],
+                   "seconds": round(time.time() - t0, 1)}
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            params = list(engine.module.parameters())
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=tcfg.zero_stage == 3):
+                if rank == 0:
+                    state = {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
+            if rank == 0:
+                engine.module.save_pretrained(tmp, state_dict=state)
+                tok.save_pretrained(tmp)
+                (Path(tmp) / "tgd_probe.json").write_text(json.dumps({"texts": config["probe_texts"], "logits": probe_logits}))
+                ray.train.report({**metrics, "history": json.dumps(history)},
+                                 checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            else:
+                ray.train.report({**metrics, "history": json.dumps(history)})
+
+
+def _steps_per_epoch(train_rows: int, cfg: RunConfig) -> int:
+    per_worker = train_rows // cfg.ray.num_workers
+    if cfg.teacher.max_train_docs:
+        per_worker = min(per_worker, cfg.teacher.max_train_docs // cfg.ray.num_workers)
+    return max(math.ceil(per_worker / cfg.teacher.batch_size), 1)
+
+
+def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> dict[str, Any]:
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    train, val = training_rows(cfg, "train"), training_rows(cfg, "validation")
+    if train.num_rows < cfg.ray.num_workers or val.num_rows == 0:
+        raise RuntimeError(f"teacher-finetune needs training ({train.num_rows}) and validation ({val.num_rows}) documents")
+    probe_texts = val.column("text").to_pylist()[:PROBE_DOCS]
+    config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
+              "model_path": str(base), "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
+              "steps_per_epoch": _steps_per_epoch(train.num_rows, cfg), "probe_texts": probe_texts}
+    trainer = TorchTrainer(
+        worker_loop, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                               resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name="teacher-finetune", storage_path=str((out_dir / "_ray").resolve()),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_macro_f1",
+                                                         checkpoint_score_order="max")),
+        datasets={"train": ray.data.from_arrow(train), "validation": ray.data.from_arrow(val)},
+        dataset_config=split_config(equal=("train",)),
+    )
+    result = trainer.fit()
+    best_ckpt, best = max(result.best_checkpoints, key=lambda cm: cm[1]["val_macro_f1"])
+    model_dir = out_dir / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    with best_ckpt.as_directory() as d:
+        shutil.copytree(d, model_dir)
+    history = json.loads(result.metrics["history"])
+    shutil.rmtree(out_dir / "_ray", ignore_errors=True)
+    return {"model_path": str(model_dir.resolve()), "best_epoch": best["epoch"], "history": history,
+            "best_validation": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
+            "train_documents": train.num_rows, "validation_documents": val.num_rows,
+            "steps_per_epoch": config["steps_per_epoch"], "zero_stage": cfg.teacher.zero_stage}
+
+
+def source_fingerprint(cfg: RunConfig) -> dict[str, Any]:
+    """The teacher checkpoint's content: a re-saved model at the same path invalidates the stage."""
+    path = resolve_model_path(cfg.teacher.model)
+    return {"model": cfg.teacher.model, "weights": weights_fingerprint(path)}
+
+
+def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
+    ingest = read_manifest(cfg, "ingest")
+    labels, task, t = ingest["labels"], cfg.data.task, cfg.teacher
+    base = resolve_model_path(t.model)
+    skip = None
+    if not t.finetune:
+        skip = "teacher.finetune is false"
+    elif t.kind == "causal-lm":
+        skip = "causal-lm teachers are used zero-shot (prompt + verbalizer)"
+    elif task == "pair":
+        skip = "pair task: the sentence-embedding model is the similarity teacher as it is"
+    if skip:
+        have = head_labels(base)
+        if t.kind == "encoder" and task != "pair" and have != labels:
+            raise RuntimeError(f"teacher.finetune is false but {base} has no head for labels {labels} "
+                               f"(its head: {have}); fine-tune it or point teacher.model at a fine-tuned checkpoint")
+        result = {"model_path": str(base), "skipped": skip}
+    else:
+        result = finetune(cfg, out_dir, base, labels)
+    path = Path(result["model_path"])
+    return {"input_rows": ingest["accepted_rows"], "output_rows": 1, "labels": labels, "task": task,
+            "teacher_id": teacher_id(t.model, path), **result}

@@ -1,0 +1,362 @@
+"""Stage ``teacher-logits``: every document's teacher outputs, precomputed once, in Parquet (TEACHER).
+
+The teacher runs with its parameters sharded by DeepSpeed ZeRO stage 3 across the Ray Train
+workers (each holds 1/N of them, so a teacher larger than one device fits); each worker reads its
+own Ray Data shard of the documents and writes its own Parquet shards. ZeRO-3 gathers every layer
+collectively during forward, so all workers must run the same number of forwards: a worker whose
+shard is exhausted runs a dummy forward until every worker is done. The driver then checks that
+every accepted document appears exactly once.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tgd.config import RunConfig, TeacherConfig
+from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
+from trainers.alignment import align_nodes, pool_nodes
+from trainers.shard_split import split_config
+from trainers.teacher_model import Encoded, Windower
+
+ROWS_PER_FILE = 4096
+DOCS_PER_BATCH = 256
+
+
+# ---------------------------------------------------------------- documents -> windows -> rows
+class DocBatch:
+    """A batch of documents: their windows, the outputs gathered per window, and the finished rows."""
+
+    def __init__(self, docs: dict[str, list], tcfg: TeacherConfig, task: str, windower: Windower,
+                 projection: np.ndarray | None, teacher: str):
+        self.docs, self.cfg, self.task, self.win, self.proj, self.teacher = docs, tcfg, task, windower, projection, teacher
+        self.n = len(docs["id"])
+        self.sides = [windower.encode(docs["text"])]
+        if task == "pair":
+            self.sides.append(windower.encode(docs["text_b"]))
+        self.acc: dict[tuple[int, int], dict[str, Any]] = {}
+        jobs = []
+        for s, encs in enumerate(self.sides):
+            for d, e in enumerate(encs):
+                self.acc[(d, s)] = {"n": 0, "logits": 0.0, "emb": 0.0, "count": np.zeros(len(e.ids), np.int32)}
+                for a, b in e.windows:
+                    jobs.append((d, s, a, b))
+        jobs.sort(key=lambda j: j[3] - j[2])  # similar lengths together: less padding
+        self.jobs = jobs
+        self.pending = len(jobs)
+
+    def micro_batches(self, size: int) -> Iterator[list[tuple[int, int, int, int]]]:
+        for i in range(0, len(self.jobs), size):
+            yield self.jobs[i:i + size]
+
+    def rows_for(self, jobs) -> list[list[int]]:
+        return [self.win.wrap(self.sides[s][d].ids[a:b]) for d, s, a, b in jobs]
+
+    def apply(self, jobs, out: dict[str, np.ndarray]) -> None:
+        """Add one forward's outputs to the documents' running sums (windows are averaged)."""
+        want_states = self.cfg.node_states and self.proj is not None
+        for r, (d, s, a, b) in enumerate(jobs):
+            acc, e = self.acc[(d, s)], self.sides[s][d]
+            pos = int(out["shift"][r]) + len(self.win.prefix) + np.arange(b - a)
+            acc["n"] += 1
+            acc["count"][a:b] += 1
+            if self.task == "pair":
+                m = out["mask"][r]
+                acc["emb"] = acc["emb"] + out["hidden"][r][m].mean(axis=0)
+            elif self.task == "token" and "logits" in out and out["logits"].ndim == 3:
+                tl = acc.setdefault("tok_logits", np.zeros((len(e.ids), out["logits"].shape[-1]), np.float32))
+                tl[a:b] += out["logits"][r, pos]
+            else:
+                acc["logits"] = acc["logits"] + out["logits"][r]
+            if want_states and s == 0:
+                ts = acc.setdefault("tok_states", np.zeros((len(e.ids), out["hidden"].shape[-1]), np.float32))
+                ts[a:b] += out["hidden"][r, pos]
+        self.pending -= len(jobs)
+
+    def finish(self) -> list[dict[str, Any]]:
+        assert self.pending == 0
+        rows = []
+        for d in range(self.n):
+            acc, e = self.acc[(d, 0)], self.sides[0][d]
+            row: dict[str, Any] = {
+                "id": self.docs["id"][d], "split": self.docs["split"][d], "teacher": self.teacher,
+                "max_length": self.cfg.max_length, "num_windows": sum(self.acc[(d, s)]["n"] for s in range(len(self.sides))),
+                "truncated": any(self.sides[s][d].truncated for s in range(len(self.sides))),
+            }
+            seen = acc["count"] > 0
+            groups = None
+            if self.task == "token" or "tok_states" in acc:
+                end = np.where(seen, e.end, e.start)  # sub-words no window covered cannot align
+                groups = align_nodes(self.docs["node_start"][d], self.docs["node_end"][d], e.start, end)
+            denom = np.maximum(acc["count"], 1)[:, None]
+            if self.task == "pair":
+                ea = acc["emb"] / max(acc["n"], 1)
+                accb = self.acc[(d, 1)]
+                eb = accb["emb"] / max(accb["n"], 1)
+                row["embedding_a"], row["embedding_b"] = ea.astype(np.float32), eb.astype(np.float32)
+                row["similarity"] = float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-12))
+            elif self.task == "token" and "tok_logits" in acc:
+                nl, aligned = pool_nodes(acc["tok_logits"] / denom, groups, self.cfg.alignment)
+                row["node_logits"], row["node_aligned"] = nl.reshape(-1), aligned
+            else:
+                logits = (acc["logits"] / max(acc["n"], 1)).astype(np.float32)
+                k = self.cfg.topk
+                if k and k < len(logits):
+                    idx = np.argsort(-logits, kind="stable")[:k]
+                    p = np.exp(logits - logits.max())
+                    p /= p.sum()
+                    row["logits"], row["topk_index"] = logits[idx], idx.astype(np.int32)
+                    row["topk_rest"] = float(max(1.0 - p[idx].sum(), 0.0))
+                else:
+                    row["logits"] = logits
+            if "tok_states" in acc:
+                st, aligned = pool_nodes(acc["tok_states"] / denom, groups, self.cfg.alignment)
+                row["node_states"] = (st @ self.proj).astype(np.float16).reshape(-1)
+                row["node_aligned"] = aligned
+            rows.append(row)
+        return rows
+
+
+def process(batches: Iterable[dict[str, list]], forward: Callable, tcfg: TeacherConfig, task: str, windower: Windower,
+            projection: np.ndarray | None, teacher: str, sync: Callable[[bool], bool] | None = None
+            ) -> Iterator[list[dict[str, Any]]]:
+    """Run the teacher over document batches; yields finished rows per document batch.
+
+    ``sync(has_work) -> any_has_work`` keeps ZeRO-3 workers in lock step: when this worker has no
+    work left but another has, it runs a dummy forward (the collective parameter gathers need it).
+    """
+    def work() -> Iterator[tuple[DocBatch, list]]:
+        for docs in batches:
+            db = DocBatch(docs, tcfg, task, windower, projection, teacher)
+            if not db.jobs:
+                yield db, []
+            for mb in db.micro_batches(tcfg.eval_batch_size):
+                yield db, mb
+
+    it = work()
+    dummy = [windower.wrap(np.array(windower.tok("a", add_special_tokens=False)["input_ids"]))]
+    while True:
+        item = next(it, None)
+        if sync is not None and not sync(item is not None):
+            return
+        if item is None:
+            if sync is None:
+                return
+            forward(dummy)
+            continue
+        db, mb = item
+        if mb:
+            db.apply(mb, forward(db.rows_for(mb)))
+        if db.pending == 0:
+            yield db.finish()
+
+
+# ---------------------------------------------------------------- Ray Data: documents + node offsets
+def _read_shard_pair(batch: pa.Table) -> pa.Table:
+    """One (ingest shard, graph shard) pair -> the columns the teacher needs, one row per document."""
+    out = []
+    for src, gsrc in zip(batch.column("docs").to_pylist(), batch.column("graphs").to_pylist()):
+        docs = pq.read_table(src, schema=DOCUMENTS, columns=["id", "split", "text", "text_b"])
+        graphs = pq.read_table(gsrc, schema=GRAPHS, columns=["id", "graph"])
+        if docs.column("id").to_pylist() != graphs.column("id").to_pylist():
+            raise RuntimeError(f"{gsrc} does not match {src} row for row; re-run the graphs stage")
+        g = graphs.column("graph").combine_chunks()
+        out.append(pa.table({"id": docs.column("id"), "split": docs.column("split"), "text": docs.column("text"),
+                             "text_b": docs.column("text_b"), "node_start": g.field("start"), "node_end": g.field("end")}))
+    return pa.concat_tables(out)
+
+
+def documents_dataset(cfg: RunConfig):
+    import ray
+
+    doc_dir, graph_dir = stage_dir(cfg, "ingest") / "documents", stage_dir(cfg, "graphs")
+    pairs = [{"docs": str(p), "graphs": str(graph_dir / p.name)} for p in sorted(doc_dir.glob("part-*.parquet"))]
+    ds = ray.data.from_items(pairs, override_num_blocks=max(len(pairs), 1))
+    return ds.map_batches(_read_shard_pair, batch_size=1, batch_format="pyarrow")
+
+
+# ---------------------------------------------------------------- the Ray Train worker
+def worker_loop(config: dict[str, Any]) -> None:
+    """ZeRO-3 inference on this worker's shard; writes ``part-rRRR-NNNNN.parquet`` files."""
+    from trainers.deepspeed_env import peak_memory_mb, setup_worker, zero3_inference_config
+
+    device = setup_worker(config["use_gpu"], config["threads"])
+    import deepspeed
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig
+
+    from trainers.teacher_model import TeacherForward, load_model, load_tokenizer, state_projection, verbalizer_ids
+
+    t0 = time.time()
+    tcfg = TeacherConfig.model_validate(config["teacher"])
+    task, labels, path = config["task"], config["labels"], Path(config["model_path"])
+    rank, world = dist.get_rank(), dist.get_world_size()
+    ds_config = zero3_inference_config(tcfg.eval_batch_size)
+    dschf = HfDeepSpeedConfig(ds_config)  # noqa: F841  must be alive during from_pretrained: load straight into shards
+    model = load_model(path, tcfg.kind, task, labels)
+    engine, *_ = deepspeed.initialize(model=model, config=ds_config)
+    engine.module.eval()
+    tok = load_tokenizer(path)
+    causal = tcfg.kind == "causal-lm"
+    windower = Windower(tok, tcfg.max_length, tcfg.stride, tcfg.max_windows, tcfg.prompt if causal else None)
+    verb = verbalizer_ids(tok, labels, tcfg.verbalizer) if causal else None
+    forward = TeacherForward(engine.module, tcfg.kind, task, tok.pad_token_id, device, verb)
+    proj = state_projection(config["hidden"], tcfg.state_dim, tcfg.seed) if tcfg.node_states else None
+
+    def sync(has_work: bool) -> bool:
+        flag = torch.tensor([1.0 if has_work else 0.0], device=device)
+        dist.all_reduce(flag)
+        return flag.item() > 0
+
+    shard = ray.train.get_dataset_shard("docs")
+    batches = (
+        {k: list(v) for k, v in b.items()}
+        for b in shard.iter_batches(batch_size=DOCS_PER_BATCH, batch_format="pandas")
+    )
+    out_dir, buf, files, rows, windows = Path(config["out_dir"]), [], 0, 0, 0
+
+    def flush() -> None:
+        nonlocal buf, files
+        if buf:
+            write_table(pa.Table.from_pylist(buf, schema=TEACHER), out_dir / f"part-r{rank:03d}-{files:05d}.parquet", TEACHER)
+            files += 1
+            buf = []
+
+    for done in process(batches, forward, tcfg, task, windower, proj, config["teacher_id"], sync):
+        buf.extend(done)
+        rows += len(done)
+        windows += sum(r["num_windows"] for r in done)
+        if len(buf) >= ROWS_PER_FILE:
+            flush()
+    flush()
+    stats = torch.tensor([rows, windows, files, peak_memory_mb(), time.time() - t0], dtype=torch.float64, device=device)
+    gathered = [torch.zeros_like(stats) for _ in range(world)]
+    dist.all_gather(gathered, stats)
+    per_worker = [{"rank": i, "rows": int(g[0]), "windows": int(g[1]), "files": int(g[2]),
+                   "peak_rss_mb": round(float(g[3]), 1), "seconds": round(float(g[4]), 1)} for i, g in enumerate(gathered)]
+    ray.train.report({"workers": json.dumps(per_worker)})
+
+
+def run_sharded(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[str], teacher: str) -> list[dict]:
+    """Launch the ZeRO-3 TorchTrainer over the documents; returns per-worker statistics."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from trainers.teacher_model import hidden_size
+
+    for stale in out_dir.glob("part-*.parquet"):  # an interrupted attempt: start clean, never duplicate rows
+        stale.unlink()
+    config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
+              "model_path": str(model_path), "teacher_id": teacher, "out_dir": str(out_dir.resolve()),
+              "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
+              "hidden": hidden_size(model_path)}
+    trainer = TorchTrainer(
+        worker_loop, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                               resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        run_config=ray.train.RunConfig(name="teacher-logits", storage_path=str((out_dir / "_ray").resolve())),
+        datasets={"docs": documents_dataset(cfg)}, dataset_config=split_config(equal=()),
+    )
+    result = trainer.fit()
+    return json.loads(result.metrics["workers"])
+
+
+# ---------------------------------------------------------------- quality of the stored outputs
+def teacher_scores(out_dir: Path, cfg: RunConfig, labels: list[str]) -> dict[str, Any]:
+    """Per split: accuracy + macro-F1 (classification), node accuracy (token), Pearson r (pair)."""
+    from trainers.scores import accuracy_f1, pearson
+
+    all_rows = _read_outputs(out_dir).to_pylist()
+    if cfg.data.task == "pair":
+        cols = ["id", "label", "score"]
+    else:
+        cols = ["id", "label", "tags"] if cfg.data.task == "classification" else ["id", "tags"]
+    docs = pa.concat_tables(pq.read_table(f, schema=DOCUMENTS, columns=cols)
+                            for f in sorted((stage_dir(cfg, "ingest") / "documents").glob("part-*.parquet")))
+    truth = {c: dict(zip(docs.column("id").to_pylist(), docs.column(c).to_pylist())) for c in cols[1:]}
+    out: dict[str, Any] = {}
+    for split in ("train", "validation", "test"):
+        rows = [r for r in all_rows if r["split"] == split]
+        if not rows:
+            continue
+        if cfg.data.task == "classification":
+            pred = [labels[int(r["topk_index"][0]) if r["topk_index"] else int(np.argmax(r["logits"]))] for r in rows]
+            out[split] = accuracy_f1([truth["label"][r["id"]] for r in rows], pred, labels)
+        elif cfg.data.task == "token":
+            gold, pred = [], []
+            for r in rows:
+                tags = truth["tags"][r["id"]] or []
+                nl = np.asarray(r["node_logits"], dtype=np.float32).reshape(len(r["node_aligned"]), -1)
+                if len(tags) != len(nl):
+                    continue  # merged nodes: no one-to-one gold
+                for tag, row, ok in zip(tags, nl, r["node_aligned"]):
+                    gold.append(tag)
+                    pred.append(labels[int(np.argmax(row))] if ok else None)
+            out[split] = accuracy_f1(gold, pred, labels)
+        else:
+            pairs = [(r["similarity"], truth["score"][r["id"]]) for r in rows if truth["score"][r["id"]] is not None]
+            out[split] = {"pearson": pearson([p for p, _ in pairs], [s for _, s in pairs]), "n": len(pairs)}
+    return out
+
+
+def _read_outputs(out_dir: Path) -> pa.Table:
+    files = sorted(out_dir.glob("part-*.parquet"))
+    return pa.concat_tables(pq.read_table(f, schema=TEACHER) for f in files) if files else TEACHER.empty_table()
+
+
+# ---------------------------------------------------------------- the stage
+def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
+    from trainers.teacher_model import state_projection, hidden_size
+
+    ft = read_manifest(cfg, "teacher-finetune")
+    model_path, labels, teacher = Path(ft["model_path"]), ft["labels"], ft["teacher_id"]
+    input_rows = read_manifest(cfg, "ingest")["accepted_rows"]
+    t0 = time.time()
+    workers = run_sharded(cfg, out_dir, model_path, labels, teacher)
+    seconds = time.time() - t0
+    table = _read_outputs(out_dir)
+    ids = table.column("id").to_pylist()
+    if len(ids) != input_rows or len(set(ids)) != len(ids):
+        raise RuntimeError(f"teacher-logits wrote {len(ids)} rows ({len(set(ids))} distinct ids) for {input_rows} "
+                           f"documents; delete {out_dir} and re-run")
+    shutil_rm(out_dir / "_ray")
+    extras: dict[str, Any] = {}
+    if cfg.teacher.node_states:
+        proj = state_projection(hidden_size(model_path), cfg.teacher.state_dim, cfg.teacher.seed)
+        np.save(out_dir / "state_projection.npy", proj)
+        extras["state_projection"] = {"file": "state_projection.npy", "shape": list(proj.shape),
+                                      "seed": cfg.teacher.seed, "kind": "gaussian / sqrt(state_dim)"}
+    files = sorted(out_dir.glob("part-*.parquet"))
+    total = sum(f.stat().st_size for f in files)
+    ns = table.column("node_states")
+    import pyarrow.compute as pc
+
+    state_values = pc.sum(pc.list_value_length(ns)).as_py() or 0
+    return {
+        "input_rows": input_rows, "output_rows": len(ids), "labels": labels, "task": cfg.data.task,
+        "teacher_id": teacher, "model_path": str(model_path), "kind": cfg.teacher.kind,
+        "sharding": f"deepspeed-zero3 x {cfg.ray.num_workers} ray train workers",
+        "max_length": cfg.teacher.max_length, "stride": cfg.teacher.stride, "max_windows": cfg.teacher.max_windows,
+        "long_documents": "sliding windows, outputs averaged over windows",
+        "alignment": {"first": "first sub-word", "mean": "mean of sub-words"}[cfg.teacher.alignment],
+        "state_dim": cfg.teacher.state_dim if cfg.teacher.node_states else None,
+        "truncated_rows": int(pc.sum(table.column("truncated")).as_py() or 0),
+        "windows_per_document": round(float(np.mean(table.column("num_windows").to_numpy())), 3),
+        "bytes_per_document": round(total / max(len(ids), 1), 1), "total_bytes": total,
+        "state_bytes_per_document": round(2 * state_values / max(len(ids), 1), 1),
+        "documents_per_second": round(len(ids) / seconds, 2), "workers": workers,
+        "scores": teacher_scores(out_dir, cfg, labels), **extras,
+    }
+
+
+def shutil_rm(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
