@@ -11,11 +11,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray (2 CPUs), started once; stages reuse it through ensure_ray."""
+    """A real local Ray, started once; stages reuse it through ensure_ray. Sized like ensure_ray sizes a
+    local instance: 2 training workers + 1 CPU for the Ray Data tasks that feed them (with none
+    spare, Ray Data cannot schedule its read tasks while the workers hold every CPU)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -21,17 +21,24 @@ def write_vocab(path: Path) -> Path:
     return path
 
 
+def tiny_tokenizer(path: Path):
+    """A WordPiece tokenizer over WORDS + characters, saved into ``path`` (a fast tokenizer: offsets)."""
+    from transformers import BertTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = BertTokenizer(vocab=str(write_vocab(path / "vocab.txt")), do_lower_case=True)
+    tok.save_pretrained(str(path))
+    return tok
+
+
 def tiny_bert(path: Path, labels: list[str] | None = None, seed: int = 0, max_positions: int = 64) -> Path:
     """A 2-layer 32-wide random BERT (sequence-classification head when ``labels`` is given)."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = write_vocab(path / "vocab.txt")
-    tok = BertTokenizer(vocab_file=str(vocab), do_lower_case=True)
-    tok.save_pretrained(str(path))
+    tok = tiny_tokenizer(path)
     torch.manual_seed(seed)
-    kw = dict(vocab_size=len(vocab.read_text().split()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    kw = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
               intermediate_size=64, max_position_embeddings=max_positions)
     if labels:
         cfg = BertConfig(**kw, num_labels=len(labels), id2label=dict(enumerate(labels)),

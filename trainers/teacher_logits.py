@@ -26,6 +26,7 @@ from trainers.teacher_model import Encoded, Windower
 
 ROWS_PER_FILE = 4096
 DOCS_PER_BATCH = 256
+WORKER_STATS = "_workers.json"
 
 
 # ---------------------------------------------------------------- documents -> windows -> rows
@@ -236,12 +237,18 @@ def worker_loop(config: dict[str, Any]) -> None:
         if len(buf) >= ROWS_PER_FILE:
             flush()
     flush()
-    stats = torch.tensor([rows, windows, files, peak_memory_mb(), time.time() - t0], dtype=torch.float64, device=device)
+    # What this rank holds of the teacher: its ZeRO-3 partition of every parameter (1/N of the model).
+    held = sum(p.ds_tensor.numel() * p.ds_tensor.element_size() if hasattr(p, "ds_tensor") else p.numel() * p.element_size()
+               for p in engine.module.parameters())
+    stats = torch.tensor([rows, windows, files, peak_memory_mb(), time.time() - t0, held / 2**20],
+                         dtype=torch.float64, device=device)
     gathered = [torch.zeros_like(stats) for _ in range(world)]
     dist.all_gather(gathered, stats)
     per_worker = [{"rank": i, "rows": int(g[0]), "windows": int(g[1]), "files": int(g[2]),
-                   "peak_rss_mb": round(float(g[3]), 1), "seconds": round(float(g[4]), 1)} for i, g in enumerate(gathered)]
-    ray.train.report({"workers": json.dumps(per_worker)})
+                   "peak_rss_mb": round(float(g[3]), 1), "seconds": round(float(g[4]), 1),
+                   "param_mb_held": round(float(g[5]), 2)} for i, g in enumerate(gathered)]
+    if rank == 0:  # Ray Train v2 keeps metrics only with checkpoints: hand the stats over beside the shards
+        (out_dir / WORKER_STATS).write_text(json.dumps(per_worker))
 
 
 def run_sharded(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[str], teacher: str) -> list[dict]:
@@ -264,8 +271,11 @@ def run_sharded(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[st
         run_config=ray.train.RunConfig(name="teacher-logits", storage_path=str((out_dir / "_ray").resolve())),
         datasets={"docs": documents_dataset(cfg)}, dataset_config=split_config(equal=()),
     )
-    result = trainer.fit()
-    return json.loads(result.metrics["workers"])
+    trainer.fit()
+    stats = out_dir / WORKER_STATS
+    per_worker = json.loads(stats.read_text())
+    stats.unlink()
+    return per_worker
 
 
 # ---------------------------------------------------------------- quality of the stored outputs

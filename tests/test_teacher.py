@@ -1,0 +1,170 @@
+"""Teacher stages on a real local Ray with real DeepSpeed engines and tiny teachers built from a
+config: ZeRO-3 sharded logits equal the plain model's, every document appears exactly once,
+fine-tuning lowers the loss and saves a checkpoint plain `transformers` reloads, re-runs skip,
+a changed teacher invalidates, and the zero-shot causal-LM path works."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_config
+from tests.teacher_fixtures import review_corpus, tiny_bert, tiny_tokenizer
+from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_table
+from tgd.stages import ensure, is_up_to_date
+from trainers.alignment import align_nodes, pool_nodes
+from trainers.teacher_model import TeacherForward, Windower, load_model, load_tokenizer
+
+LABELS = ["fresh", "rotten"]
+QUIET = dict(log=lambda _: None)
+pytestmark = pytest.mark.timeout(420)
+
+
+def _teacher_cfg(tmp_path, model: Path, **teacher):
+    t = {"model": str(model), "finetune": False, "max_length": 24, "stride": 4, "max_windows": 8,
+         "eval_batch_size": 5, "state_dim": 8, **teacher}
+    return make_config(tmp_path, data={"source": str(review_corpus(tmp_path / "reviews.jsonl")), "labels": LABELS,
+                                       "split_fractions": [0.6, 0.2, 0.2], "shard_words": 150},
+                       teacher=t, ray={"num_workers": 2})
+
+
+def _plain_outputs(model_dir: Path, texts: list[str], cfg) -> list[np.ndarray]:
+    """Reference: the unsharded model in this process, windows averaged as the stage does."""
+    tok = load_tokenizer(model_dir)
+    win = Windower(tok, cfg.teacher.max_length, cfg.teacher.stride, cfg.teacher.max_windows)
+    fwd = TeacherForward(load_model(model_dir, "encoder", "classification", LABELS).eval(), "encoder",
+                         "classification", tok.pad_token_id, "cpu")
+    out = []
+    for e in win.encode(texts):
+        logits = fwd([win.wrap(e.ids[a:b]) for a, b in e.windows])["logits"]
+        out.append(logits.mean(axis=0))
+    return out
+
+
+# ---------------------------------------------------------------- offsets: sub-words -> graph nodes
+def test_alignment_hand_checked_with_the_packaged_tokenizer():
+    from trainers.teacher_model import resolve_model_path
+
+    tok = load_tokenizer(resolve_model_path("all-minilm-l6-v2"))
+    text = "Unbelievably,  the actors   don't shine!"
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    pieces = tok.convert_ids_to_tokens(enc["input_ids"])
+    assert pieces == ["un", "##bel", "##ie", "##va", "##bly", ",", "the", "actors", "don", "'", "t", "shine", "!"]
+    # spaCy-style nodes: words, punctuation and the clitic split "do" + "n't"; whitespace runs skipped.
+    nodes = ["Unbelievably", ",", "the", "actors", "do", "n't", "shine", "!"]
+    starts, pos = [], 0
+    for n in nodes:
+        pos = text.index(n, pos)
+        starts.append(pos)
+        pos += len(n)
+    ends = [s + len(n) for s, n in zip(starts, nodes)]
+    starts_t = [a for a, _ in enc["offset_mapping"]]
+    ends_t = [b for _, b in enc["offset_mapping"]]
+    groups = align_nodes(starts, ends, starts_t, ends_t)
+    got = [[pieces[i] for i in g] for g in groups]
+    # every sub-word of a word lands on that word, in order; the teacher splits "don't" as don ' t
+    assert got[0] == ["un", "##bel", "##ie", "##va", "##bly"]  # a word split into five sub-words
+    assert got[1] == [","] and got[2] == ["the"] and got[3] == ["actors"]
+    assert got[4] == ["don"]  # "do" overlaps the sub-word "don"
+    assert got[5] == ["don", "'", "t"]  # "n't" overlaps "don" (its n), "'" and "t"
+    assert got[6] == ["shine"] and got[7] == ["!"]
+    # pooling: first sub-word vs mean
+    vals = np.arange(len(pieces), dtype=np.float32)[:, None]
+    first, ok = pool_nodes(vals, groups, "first")
+    mean, _ = pool_nodes(vals, groups, "mean")
+    assert ok.all() and first[5, 0] == groups[5][0] and mean[5, 0] == pytest.approx(np.mean(groups[5]))
+
+
+def test_alignment_marks_nodes_without_teacher_tokens():
+    # Two nodes; the teacher saw only the first (truncation): the second is unaligned, zeros.
+    groups = align_nodes([0, 6], [5, 11], tok_start=[0, 0], tok_end=[5, 0])
+    vals, ok = pool_nodes(np.ones((2, 3), np.float32), groups, "first")
+    assert ok.tolist() == [True, False] and vals[1].tolist() == [0, 0, 0]
+
+
+# ---------------------------------------------------------------- ZeRO-3 sharded inference
+def test_zero3_two_workers_match_plain_model_every_document_once(ray_local, tmp_path):
+    model = tiny_bert(tmp_path / "teacher", labels=LABELS)
+    cfg = _teacher_cfg(tmp_path, model)
+    m = ensure(cfg, "teacher-logits", **QUIET)
+    docs = read_table(tmp_path / "run/ingest/documents", DOCUMENTS)
+    out = read_table(tmp_path / "run/teacher-logits", TEACHER)
+    assert docs.num_rows == 47 and m["input_rows"] == m["output_rows"] == 47
+    ids = out.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) and set(ids) == set(docs.column("id").to_pylist())
+    assert len(m["workers"]) == 2 and sum(w["rows"] for w in m["workers"]) == 47 and all(w["rows"] for w in m["workers"])
+    assert m["windows_per_document"] > 1  # the long reviews were cut into several windows
+
+    text_of = dict(zip(docs.column("id").to_pylist(), docs.column("text").to_pylist()))
+    ref = _plain_outputs(model, [text_of[i] for i in ids], cfg)
+    got = np.stack(out.column("logits").to_pylist())
+    assert np.abs(got - np.stack(ref)).max() < 1e-4
+
+    # node states: aligned to graph nodes, state_dim wide, float16
+    graphs = {r["id"]: r["graph"]["num_nodes"] for r in read_table(tmp_path / "run/graphs", GRAPHS).to_pylist()}
+    for r in out.select(["id", "node_states", "node_aligned"]).to_pylist():
+        assert len(r["node_aligned"]) == graphs[r["id"]] and len(r["node_states"]) == 8 * graphs[r["id"]]
+    assert out.schema.field("node_states").type.value_type == TEACHER.field("node_states").type.value_type
+    assert (tmp_path / "run/teacher-logits/state_projection.npy").is_file() and m["state_bytes_per_document"] > 0
+
+    # unchanged inputs: nothing to do; a changed teacher invalidates the stored outputs
+    assert is_up_to_date(cfg, "teacher-logits")
+    tiny_bert(tmp_path / "teacher", labels=LABELS, seed=1)  # re-saved weights at the same path
+    assert not is_up_to_date(cfg, "teacher-finetune")
+
+
+# ---------------------------------------------------------------- fine-tuning
+def test_finetune_lowers_loss_and_checkpoint_reloads_with_transformers(ray_local, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = tiny_bert(tmp_path / "base")  # no head: fine-tuning adds one in the ingest label order
+    cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=3, lr=3e-3, batch_size=8, warmup_fraction=0.0)
+    m = ensure(cfg, "teacher-finetune", **QUIET)
+    hist = m["history"]
+    assert len(hist) == 3 and all(h["steps"] > 0 for h in hist)
+    assert hist[-1]["train_loss"] < hist[0]["first_loss"]
+    assert 0 <= m["best_validation"]["accuracy"] <= 1
+
+    model_dir = Path(m["model_path"])
+    probe = json.loads((model_dir / "tgd_probe.json").read_text())
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    assert [model.config.id2label[i] for i in range(2)] == LABELS
+    with torch.no_grad():
+        enc = tok(probe["texts"], truncation=True, max_length=cfg.teacher.max_length, padding=True, return_tensors="pt")
+        logits = model(**enc).logits.numpy()
+    assert np.abs(logits - np.asarray(probe["logits"])).max() < 1e-4
+
+
+# ---------------------------------------------------------------- zero-shot causal LM teacher
+def test_causal_lm_teacher_gives_verbalizer_logits(ray_local, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path / "llm"
+    tok = tiny_tokenizer(path)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                 pad_token_id=tok.pad_token_id)).save_pretrained(str(path))
+    cfg = _teacher_cfg(tmp_path, path, kind="causal-lm", prompt="review : {text} label :", node_states=False,
+                       max_length=40, max_windows=1)
+    m = ensure(cfg, "teacher-logits", **QUIET)
+    assert m["output_rows"] == 47 and m["kind"] == "causal-lm"
+    out = read_table(tmp_path / "run/teacher-logits", TEACHER)
+    docs = read_table(tmp_path / "run/ingest/documents", DOCUMENTS)
+    text_of = dict(zip(docs.column("id").to_pylist(), docs.column("text").to_pylist()))
+    # reference: next-token logits of the label words after the prompt, plain model, one document
+    r = out.to_pylist()[0]
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    win = Windower(tok, 40, cfg.teacher.stride, 1, cfg.teacher.prompt)
+    e = win.encode([text_of[r["id"]]])[0]
+    a, b = e.windows[0]
+    ids = torch.tensor([win.wrap(e.ids[a:b])])
+    with torch.no_grad():
+        nxt = model(input_ids=ids).logits[0, -1]
+    words = [tok(" " + l, add_special_tokens=False)["input_ids"][0] for l in LABELS]
+    assert np.abs(np.asarray(r["logits"]) - nxt[words].numpy()).max() < 1e-4
