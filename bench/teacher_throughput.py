@@ -73,7 +73,8 @@ def main() -> None:
     cfg = RunConfig.model_validate({"run_dir": str(work), "data": {"source": args.corpus, "limit": args.docs},
                                     "teacher": {"model": args.model}, "ray": {"num_workers": 1}})
     model_path = resolve_model_path(cfg.teacher.model)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    # +1 logical CPU for the Ray Data read tasks that feed the workers (see cluster/ray_session.py)
+    ray.init(num_cpus=args.cpus + 1, include_dashboard=True, log_to_driver=False)
     for name, mod in (("ingest", ingest), ("graphs", graphs)):
         (work / name).mkdir(parents=True)
         m = mod.run(cfg, work / name)

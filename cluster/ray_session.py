@@ -16,6 +16,8 @@ def ensure_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        # A local instance sized to the requested workers (+1 CPU of headroom for the driver's tasks).
+        # A local instance sized to the requested workers + 1 CPU for the Ray Data tasks that feed
+        # them (Ray Data cannot schedule reads while training workers hold every CPU). The dashboard
+        # serves the state API that Ray Train's placement-group cleaner polls (and is handy to watch).
         ray.init(address="local", num_cpus=max(int(cfg.num_workers * cfg.cpus_per_worker) + 1, os.cpu_count() or 1),
-                 include_dashboard=False, log_to_driver=True)
+                 include_dashboard=True, log_to_driver=True)

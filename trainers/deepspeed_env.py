@@ -16,8 +16,12 @@ def setup_worker(use_gpu: bool, threads: int | None = None):
 
     Reuses the process group Ray Train created (gloo on CPU, NCCL on GPU).
     """
+    import warnings
+
     import torch
 
+    # DeepSpeed 0.19 still calls torch's deprecated collective names; one warning per call floods the logs.
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     if not use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -29,6 +29,7 @@ from trainers.alignment import align_nodes
 from trainers.shard_split import split_config
 from trainers.teacher_model import IGNORE, Windower, head_labels, resolve_model_path, teacher_id, weights_fingerprint
 
+PROGRESS_EVERY = 20  # steps between progress lines (rank 0)
 PROBE_DOCS = 8  # validation documents whose logits are stored to check that the saved checkpoint reloads
 
 
@@ -167,6 +168,9 @@ def worker_loop(config: dict[str, Any]) -> None:
             engine.step()
             losses.append(float(out.loss.detach()))
             n += 1
+            if rank == 0 and (n % PROGRESS_EVERY == 0 or n == steps):
+                print(f"[teacher-finetune] epoch {epoch} step {n}/{steps} loss {np.mean(losses[-PROGRESS_EVERY:]):.4f} "
+                      f"({time.time() - t0:.0f}s)", flush=True)
         scores, probe_logits = evaluate()
         loss_t = torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=device)
         dist.all_reduce(loss_t)

@@ -234,6 +234,9 @@ def worker_loop(config: dict[str, Any]) -> None:
         buf.extend(done)
         rows += len(done)
         windows += sum(r["num_windows"] for r in done)
+        if rank == 0:
+            print(f"[teacher-logits] rank 0: {rows} documents, {windows} windows ({rows / (time.time() - t0):.1f} docs/s)",
+                  flush=True)
         if len(buf) >= ROWS_PER_FILE:
             flush()
     flush()
