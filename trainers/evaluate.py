@@ -84,23 +84,19 @@ def teacher_rows(cfg, test_ids: list[str], gold: np.ndarray, labels: list[str], 
     ft = read_manifest(cfg, "teacher-finetune") or {}
     if not ft.get("model_path"):
         return row
-    from trainers.teacher_model import load_model, load_tokenizer
+    from trainers.teacher_model import Windower, load_model, load_tokenizer, pad_batch
 
-    path = Path(ft["model_path"])
-    tok, model = load_tokenizer(path), load_model(path, cfg.teacher.kind, cfg.data.task, labels).eval()
+    path, t = Path(ft["model_path"]), cfg.teacher
+    tok, model = load_tokenizer(path), load_model(path, t.kind, cfg.data.task, labels).eval()
     row["params"] = count_params(model)
-    L = cfg.teacher.max_length
+    win = Windower(tok, t.max_length, t.stride, t.max_windows)  # the windows the teacher stage uses
 
-    def windows(text):  # every window of the text, as the teacher stage sees long documents
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        step = L - 2
-        chunks = [ids[i:i + step] for i in range(0, max(len(ids), 1), step)] or [[]]
-        return [tok.build_inputs_with_special_tokens(c) for c in chunks]
+    def windows(text):
+        e = win.encode([text])[0]
+        return [win.wrap(e.ids[a:b]) for a, b in e.windows]
 
-    def forward(seqs):
-        n = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [tok.pad_token_id] * (n - len(s)) for s in seqs])
-        mask = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs])
+    def forward(seqs):  # logits only: what a deployed teacher computes
+        ids, mask = pad_batch(seqs, tok.pad_token_id)
         with torch.no_grad():
             return model(input_ids=ids, attention_mask=mask).logits
 
