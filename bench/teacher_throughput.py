@@ -70,7 +70,7 @@ def main() -> None:
     from trainers.teacher_model import resolve_model_path, teacher_id
 
     work = Path(tempfile.mkdtemp(prefix="tgd-bench-teacher-"))
-    cfg = RunConfig.model_validate({"run_dir": str(work), "data": {"source": args.corpus, "limit": args.docs, "shard_words": 1000},
+    cfg = RunConfig.model_validate({"run_dir": str(work), "data": {"source": args.corpus, "limit": args.docs},
                                     "teacher": {"model": args.model}, "ray": {"num_workers": 1}})
     model_path = resolve_model_path(cfg.teacher.model)
     # +1 logical CPU for the Ray Data read tasks that feed the workers (see cluster/ray_session.py)

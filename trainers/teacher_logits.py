@@ -27,6 +27,7 @@ from trainers.teacher_model import Encoded, Windower
 ROWS_PER_FILE = 4096
 DOCS_PER_BATCH = 256
 WORKER_STATS = "_workers.json"
+ROWS_PER_BLOCK = 64  # documents per Ray Data block handed to a worker
 
 
 # ---------------------------------------------------------------- documents -> windows -> rows
@@ -178,7 +179,10 @@ def documents_dataset(cfg: RunConfig):
     doc_dir, graph_dir = stage_dir(cfg, "ingest") / "documents", stage_dir(cfg, "graphs")
     pairs = [{"docs": str(p), "graphs": str(graph_dir / p.name)} for p in sorted(doc_dir.glob("part-*.parquet"))]
     ds = ray.data.from_items(pairs, override_num_blocks=max(len(pairs), 1))
-    return ds.map_batches(_read_shard_pair, batch_size=1, batch_format="pyarrow")
+    # Workers receive whole blocks: cut each shard into small blocks so that every worker gets a
+    # share even when the corpus has fewer ingest shards than workers.
+    return ds.map_batches(_read_shard_pair, batch_size=1, batch_format="pyarrow").repartition(
+        target_num_rows_per_block=ROWS_PER_BLOCK)
 
 
 # ---------------------------------------------------------------- the Ray Train worker
