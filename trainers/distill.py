@@ -300,22 +300,12 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
 
 
 def teacher_model_dir(cfg) -> str:
-    """The fine-tuned teacher's HF directory (teacher-finetune stage), else the configured base."""
-    from tgd.schema import read_manifest, stage_dir
+    """The fine-tuned teacher's HF directory (teacher-finetune manifest), else the configured base."""
+    from tgd.schema import read_manifest
+    from trainers.teacher_model import resolve_model_path
 
     m = read_manifest(cfg, "teacher-finetune") or {}
-    for key in ("model_path", "model_dir"):
-        if m.get(key):
-            return str(m[key])
-    for cand in (stage_dir(cfg, "teacher-finetune") / "model", stage_dir(cfg, "teacher-finetune") / "best"):
-        if (cand / "config.json").is_file():
-            return str(cand)
-    teacher = getattr(cfg, "teacher", None)
-    if teacher is not None and getattr(teacher, "model", None):
-        from trainers.teacher_model import resolve_model_path
-
-        return str(resolve_model_path(teacher.model))
-    raise RuntimeError("no teacher model directory found (teacher-finetune manifest or teacher.model)")
+    return str(m.get("model_path") or resolve_model_path(cfg.teacher.model))
 
 
 def plot_history(history: list[dict], path: Path) -> None:
