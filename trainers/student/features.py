@@ -95,11 +95,12 @@ def teacher_embedding_init(vocab: list[str], model_dir: str, dim: int, seed: int
         rows.append(emb[ids].mean(0) if ids else torch.zeros(emb.shape[1]))
     m = torch.stack(rows)
     m = m - m.mean(0, keepdim=True)
-    if dim < m.shape[1]:
+    q = min(dim, *m.shape)  # PCA rank is bounded by the vocabulary size too (tiny corpora)
+    if q < m.shape[1]:
         torch.manual_seed(seed)
-        _, _, v = torch.pca_lowrank(m, q=dim, center=False)
-        m = m @ v[:, :dim]
-    elif dim > m.shape[1]:
+        _, _, v = torch.pca_lowrank(m, q=q, center=False)
+        m = m @ v[:, :q]
+    if dim > m.shape[1]:
         m = torch.cat([m, torch.zeros(m.shape[0], dim - m.shape[1])], 1)
     m = m / (m.std() + 1e-8) * 0.1
     m[PAD] = 0
