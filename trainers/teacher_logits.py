@@ -10,12 +10,14 @@ every accepted document appears exactly once.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgd.config import RunConfig, TeacherConfig
@@ -343,7 +345,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     if len(ids) != input_rows or len(set(ids)) != len(ids):
         raise RuntimeError(f"teacher-logits wrote {len(ids)} rows ({len(set(ids))} distinct ids) for {input_rows} "
                            f"documents; delete {out_dir} and re-run")
-    shutil_rm(out_dir / "_ray")
+    shutil.rmtree(out_dir / "_ray", ignore_errors=True)
     extras: dict[str, Any] = {}
     if cfg.teacher.node_states:
         proj = state_projection(hidden_size(model_path), cfg.teacher.state_dim, cfg.teacher.seed)
@@ -353,8 +355,6 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     files = sorted(out_dir.glob("part-*.parquet"))
     total = sum(f.stat().st_size for f in files)
     ns = table.column("node_states")
-    import pyarrow.compute as pc
-
     state_values = pc.sum(pc.list_value_length(ns)).as_py() or 0
     return {
         "input_rows": input_rows, "output_rows": len(ids), "labels": labels, "task": cfg.data.task,
@@ -372,8 +372,3 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         "scores": teacher_scores(out_dir, cfg, labels), **extras,
     }
 
-
-def shutil_rm(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
