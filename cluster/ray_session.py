@@ -12,6 +12,10 @@ def ensure_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray Train v2 re-routes worker print() to a logger that also echoes to stdout, so every
+    # progress line reached the console twice; plain print (forwarded by log_to_driver) shows once.
+    # Ray Train propagates this variable from the driver to its workers.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     address = cfg.address or os.environ.get("RAY_ADDRESS")  # set inside a Ray Job
     if address:
         ray.init(address=address, log_to_driver=True)

@@ -14,8 +14,9 @@ from trainers.distill import metrics, train_student
 
 
 def gnn_baseline(cfg, out_dir: Path, prepared):
-    """The student architecture, CE only, no teacher signal, no curriculum."""
-    return train_student(cfg, out_dir, prepared=prepared, use_teacher=False)
+    """The student architecture, CE only, no teacher signal (no curriculum, no teacher embeddings)."""
+    plain = cfg.model_copy(update={"student": cfg.student.model_copy(update={"init_from_teacher": False})})
+    return train_student(plain, out_dir, prepared=prepared, use_teacher=False)
 
 
 class BowMLP(nn.Module):

@@ -23,6 +23,7 @@ import torch
 from trainers import curriculum, losses
 from trainers.data import Prepared, prepare, subsample, unpack
 from trainers.sampling import GraphSampler, decompose
+from trainers.scores import accuracy_f1
 from trainers.student.checkpoint import build_student, save_student
 from trainers.student.features import GraphEncoding
 
@@ -40,15 +41,6 @@ class Distiller(torch.nn.Module):
         logits, h = self.student(batch)
         b = self.bridge(h, batch.batch, batch.t_states.float(), batch.t_mask) if bridge and self.bridge is not None else None
         return logits, h, b
-
-
-def _f1(pred: np.ndarray, gold: np.ndarray, num_labels: int) -> float:
-    f1s = []
-    for c in range(num_labels):
-        tp = np.sum((pred == c) & (gold == c)); fp = np.sum((pred == c) & (gold != c)); fn = np.sum((pred != c) & (gold == c))
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1s)) if f1s else 0.0
 
 
 @torch.no_grad()
@@ -79,8 +71,9 @@ def predict(student, datas, device, node_budget: int | None = None, batch_size: 
 
 
 def metrics(pred, gold, teach, num_labels, has_teacher) -> dict[str, float]:
-    m = gold >= 0
-    out = {"accuracy": float((pred[m] == gold[m]).mean()) if m.any() else 0.0, "macro_f1": _f1(pred[m], gold[m], num_labels)}
+    m = gold >= 0  # unlabelled / unaligned targets are -1
+    scores = accuracy_f1(gold[m], pred[m], list(range(num_labels)))
+    out = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
     if has_teacher:
         out["agreement"] = float((pred == teach).mean())
     return out
