@@ -28,6 +28,7 @@ from trainers.teacher_model import Encoded, Windower
 
 ROWS_PER_FILE = 4096
 DOCS_PER_BATCH = 256
+PROGRESS_SECONDS = 30  # a progress line at most this often (one Brown document batch takes minutes)
 WORKER_STATS = "_workers.json"
 ROWS_PER_BLOCK = 64  # documents per Ray Data block handed to a worker
 
@@ -236,16 +237,30 @@ def worker_loop(config: dict[str, Any]) -> None:
             files += 1
             buf = []
 
-    for done in process(batches, forward, tcfg, task, windower, proj, config["teacher_id"], sync):
+    seen, last_print = 0, time.time()
+
+    def progress(final: bool = False) -> None:
+        nonlocal last_print
+        if rank == 0 and (final or time.time() - last_print >= PROGRESS_SECONDS):
+            last_print, dt = time.time(), time.time() - t0
+            print(f"[teacher-logits] rank 0: {rows} documents done, {seen} windows run ({seen / dt:.1f} windows/s, "
+                  f"{rows / dt:.2f} docs/s)", flush=True)
+
+    def forward_with_progress(seqs):
+        nonlocal seen
+        out = forward(seqs)
+        seen += len(seqs)
+        progress()
+        return out
+
+    for done in process(batches, forward_with_progress, tcfg, task, windower, proj, config["teacher_id"], sync):
         buf.extend(done)
         rows += len(done)
         windows += sum(r["num_windows"] for r in done)
-        if rank == 0:
-            print(f"[teacher-logits] rank 0: {rows} documents, {windows} windows ({rows / (time.time() - t0):.1f} docs/s)",
-                  flush=True)
         if len(buf) >= ROWS_PER_FILE:
             flush()
     flush()
+    progress(final=True)
     # What this rank holds of the teacher: its ZeRO-3 partition of every parameter (1/N of the model).
     held = sum(p.ds_tensor.numel() * p.ds_tensor.element_size() if hasattr(p, "ds_tensor") else p.numel() * p.element_size()
                for p in engine.module.parameters())
