@@ -44,8 +44,8 @@ class Distiller(torch.nn.Module):
 
 
 @torch.no_grad()
-def predict(student, datas, device, node_budget: int | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted labels and teacher argmax for a list of Data (node-level for the token task).
+def predict(student, datas, device, node_budget: int | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted labels, gold labels and teacher argmax for a list of Data (node-level for the token task).
     ``node_budget``: decompose graphs larger than it into sentence windows (bounded memory)."""
     from torch_geometric.data import Batch
 
