@@ -1,16 +1,18 @@
 """Teacher-output throughput and memory, measured side by side in one run (not a test).
 
-Same documents, same windows, same micro-batch size, same total CPU threads:
-(a) plain Hugging Face batched inference in one process (a Ray task, so its peak RSS is measured the
-    same way as the workers');
-(b) the ``teacher-logits`` stage: DeepSpeed ZeRO-3 on Ray Train with 1 worker;
-(c) the same with 2 workers (each holds half of the parameters).
-Prints documents/second, the ratios (b)/(a) and (c)/(a), Parquet bytes per document, peak RSS per
-process and the parameter bytes each ZeRO-3 rank holds. On CPU the sharded path is expected to be
-slower (every layer's parameters are all-gathered over gloo at every forward); sharding is there
-for memory, so a teacher larger than one device fits.
+Same documents, same windows, same micro-batch size:
+(a) plain Hugging Face batched inference in one process with all the CPU threads the stage gets
+    (a Ray task, so its peak RSS is measured the same way as the workers'); (a1) the same with the
+    threads of ONE worker, the per-worker baseline of the scaling figure;
+(b) the ``teacher-logits`` stage with ``teacher.parallel=replicate`` on 2 Ray Train workers (each
+    holds the whole model and takes half the documents);
+(c) the stage with ``teacher.parallel=zero3`` on 2 workers (each holds half of the parameters,
+    every layer is all-gathered over gloo in every forward).
+Prints documents/second end to end and inside the workers (without Ray Train start-up), the ratios,
+Parquet bytes per document, peak RSS per process and the parameter bytes each rank holds. The last
+line is one JSON object with the ratios (``replicate_over_plain``, ``zero3_over_plain``, ...).
 
-    .venv/bin/python bench/teacher_throughput.py                  # 512 rt-sentiment documents
+    .venv/bin/python bench/teacher_throughput.py                  # 2048 rt-sentiment documents
     .venv/bin/python bench/teacher_throughput.py --corpus brown-genre --docs 40
 """
 from __future__ import annotations
@@ -56,7 +58,7 @@ def plain_inference(model_path: str, labels: list[str], texts: list[str], teache
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="rt-sentiment")
-    ap.add_argument("--docs", type=int, default=512, help="documents to run through the teacher")
+    ap.add_argument("--docs", type=int, default=2048, help="documents to run through the teacher")
     ap.add_argument("--model", default="all-minilm-l6-v2", help="teacher checkpoint directory (default: packaged MiniLM)")
     ap.add_argument("--cpus", type=int, default=2, help="total CPU threads given to each variant")
     args = ap.parse_args()
@@ -66,7 +68,7 @@ def main() -> None:
 
     from pipeline import graphs, ingest
     from tgd.config import RunConfig
-    from trainers.teacher_logits import run_sharded
+    from trainers.teacher_logits import run_workers
     from trainers.teacher_model import resolve_model_path, teacher_id
 
     work = Path(tempfile.mkdtemp(prefix="tgd-bench-teacher-"))
@@ -86,30 +88,44 @@ def main() -> None:
     print(f"{len(texts)} {args.corpus} documents, teacher {model_path.name}, max_length {cfg.teacher.max_length}, "
           f"micro-batch {cfg.teacher.eval_batch_size}, {args.cpus} CPU threads per variant")
 
-    plain = ray.get(ray.remote(num_cpus=args.cpus)(plain_inference).remote(str(model_path), labels, texts, teacher, args.cpus))
-    print(f"(a) plain HF, 1 process             {plain['docs_per_s']:8.1f} docs/s   peak RSS {plain['peak_rss_mb']:7.0f} MiB"
-          f"   parameters {plain['param_mb']:.1f} MiB   ({plain['windows']} windows)")
-    rates = {}
-    for workers in (1, 2):
-        out = work / f"teacher-{workers}"
+    task = ray.remote(num_cpus=args.cpus)(plain_inference)
+    plain = ray.get(task.remote(str(model_path), labels, texts, teacher, args.cpus))
+    plain1 = ray.get(task.remote(str(model_path), labels, texts, teacher, max(args.cpus // 2, 1)))
+    for tag, p in (("(a) ", plain), ("(a1)", plain1)):
+        threads = args.cpus if p is plain else max(args.cpus // 2, 1)
+        print(f"{tag} plain HF, 1 process, {threads} thread{'s' if threads > 1 else ''}   {p['docs_per_s']:8.1f} docs/s   "
+              f"peak RSS {p['peak_rss_mb']:7.0f} MiB   parameters {p['param_mb']:.1f} MiB   ({p['windows']} windows)")
+    rates, inner = {}, {}
+    for tag, mode in (("(b) ", "replicate"), ("(c) ", "zero3")):
+        out = work / f"teacher-{mode}"
         out.mkdir()
-        c = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": workers,
-                                                                      "cpus_per_worker": args.cpus / workers})})
+        c = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": 2, "cpus_per_worker": args.cpus / 2}),
+                                   "teacher": cfg.teacher.model_copy(update={"parallel": mode})})
         t0 = time.perf_counter()
-        stats = run_sharded(c, out, model_path, labels, teacher_id(cfg.teacher.model, model_path))
-        rates[workers] = len(texts) / (time.perf_counter() - t0)
-        inner = len(texts) / max(w["seconds"] for w in stats)
+        launched = run_workers(c, out, model_path, labels, teacher_id(cfg.teacher.model, model_path))
+        rates[mode] = len(texts) / (time.perf_counter() - t0)
+        inner[mode] = len(texts) / max(w["seconds"] for w in launched["workers"])
         size = sum(f.stat().st_size for f in out.glob("part-*.parquet")) / len(texts)
-        label = f"({'b' if workers == 1 else 'c'}) ZeRO-3 Ray Train, {workers} worker{'s' if workers > 1 else ''}"
-        print(f"{label:<35} {rates[workers]:8.1f} docs/s   (inside the workers, without Ray Train start-up: "
-              f"{inner:.1f} docs/s)   {size:,.0f} Parquet bytes/doc")
-        for w in stats:
+        print(f"{tag} {mode} on Ray Train, 2 workers {rates[mode]:8.1f} docs/s   (inside the workers, without Ray Train "
+              f"start-up: {inner[mode]:.1f} docs/s)   {size:,.0f} Parquet bytes/doc")
+        for w in launched["workers"]:
             print(f"      rank {w['rank']}: {w['rows']} docs, peak RSS {w['peak_rss_mb']:.0f} MiB, "
                   f"parameters held {w['param_mb_held']:.1f} MiB")
     ray.shutdown()
-    print(f"ratio (b)/(a) ZeRO-3 1 worker vs plain:   {rates[1] / plain['docs_per_s']:.2f}")
-    print(f"ratio (c)/(a) ZeRO-3 2 workers vs plain:  {rates[2] / plain['docs_per_s']:.2f}")
-    print(f"speedup (c)/(b) 2 workers vs 1:           {rates[2] / rates[1]:.2f}x")
+    a, a1 = plain["docs_per_s"], plain1["docs_per_s"]
+    ratios = {"replicate_over_plain": rates["replicate"] / a, "zero3_over_plain": rates["zero3"] / a,
+              "replicate_inside_over_plain": inner["replicate"] / a, "zero3_inside_over_plain": inner["zero3"] / a,
+              "replicate_over_plain_one_worker_threads": rates["replicate"] / a1,
+              "replicate_over_zero3": rates["replicate"] / rates["zero3"]}
+    print(f"ratio (b)/(a)  replicate 2 workers vs plain, same total threads:   {ratios['replicate_over_plain']:.2f} "
+          f"(inside the workers {ratios['replicate_inside_over_plain']:.2f})")
+    print(f"ratio (c)/(a)  zero3 2 workers vs plain, same total threads:       {ratios['zero3_over_plain']:.2f} "
+          f"(inside the workers {ratios['zero3_inside_over_plain']:.2f})")
+    print(f"ratio (b)/(a1) replicate 2 workers vs plain with one worker's threads: "
+          f"{ratios['replicate_over_plain_one_worker_threads']:.2f}")
+    print(json.dumps({"docs": len(texts), "plain_docs_per_s": round(a, 1), "plain_one_worker_threads_docs_per_s": round(a1, 1),
+                      "replicate_docs_per_s": round(rates["replicate"], 1), "zero3_docs_per_s": round(rates["zero3"], 1),
+                      **{k: round(v, 3) for k, v in ratios.items()}}))
     shutil.rmtree(work)
 
 

@@ -87,8 +87,9 @@ def test_alignment_marks_nodes_without_teacher_tokens():
 # ---------------------------------------------------------------- ZeRO-3 sharded inference
 def test_zero3_two_workers_match_plain_model_every_document_once(ray_local, tmp_path):
     model = tiny_bert(tmp_path / "teacher", labels=LABELS)
-    cfg = _teacher_cfg(tmp_path, model)
+    cfg = _teacher_cfg(tmp_path, model, parallel="zero3")
     m = ensure(cfg, "teacher-logits", **QUIET)
+    assert m["parallel"] == "zero3" and m["parallel_reason"] == "teacher.parallel=zero3"
     docs = read_table(tmp_path / "run/ingest/documents", DOCUMENTS)
     out = read_table(tmp_path / "run/teacher-logits", TEACHER)
     assert docs.num_rows == 47 and m["input_rows"] == m["output_rows"] == 47
@@ -111,6 +112,24 @@ def test_zero3_two_workers_match_plain_model_every_document_once(ray_local, tmp_
 
     # unchanged inputs: nothing to do; a changed teacher invalidates the stored outputs
     assert is_up_to_date(cfg, "teacher-logits")
+
+    # auto: the tiny teacher fits every worker, so each holds the whole model (no all-gathers) and
+    # the outputs are the sharded path's, document for document
+    zero3 = {r["id"]: r for r in out.to_pylist()}
+    auto = _teacher_cfg(tmp_path, model)
+    m2 = ensure(auto, "teacher-logits", **QUIET)
+    assert m2["parallel"] == "replicate" and m2["parallel_reason"].startswith("auto: parameters")
+    assert sum(w["rows"] for w in m2["workers"]) == 47 and all(w["rows"] for w in m2["workers"])
+    held = {w["param_mb_held"] for w in m2["workers"]}
+    assert len(held) == 1 and held.pop() > 1.9 * m["workers"][0]["param_mb_held"]  # the whole model vs half of it
+    rep = read_table(tmp_path / "run/teacher-logits", TEACHER).to_pylist()
+    assert sorted(r["id"] for r in rep) == sorted(zero3)
+    for r in rep:
+        z = zero3[r["id"]]
+        assert np.abs(np.asarray(r["logits"]) - np.asarray(z["logits"])).max() < 1e-4
+        assert r["node_aligned"] == z["node_aligned"]
+        assert np.abs(np.asarray(r["node_states"], np.float32) - np.asarray(z["node_states"], np.float32)).max() < 2e-3
+    cfg = auto
     tiny_bert(tmp_path / "teacher", labels=LABELS, seed=1)  # re-saved weights at the same path
     assert not is_up_to_date(cfg, "teacher-finetune")
 

@@ -55,7 +55,12 @@ class GraphConfig(_Section):
     window: int = Field(3, ge=2, description="sliding window size: tokens at distance < window co-occur")
     min_cooccurrence: int = Field(1, ge=1, description="keep a co-occurrence edge when its word pair occurs this often")
     merge_repeated: bool = Field(False, description="one node per word type per document (TextING style)")
-    dependency_edges: bool = True
+    parser: Literal["spacy", "fast"] = Field(
+        "spacy", description="spacy: the full pipeline (tok2vec + tagger + attribute_ruler + parser): POS and "
+        "dependency edges; fast: spaCy tokenizer + rule-based sentencizer only: co-occurrence edges, POS 'X' for "
+        "every node, no dependency edges (graph.dependency_edges is ignored), several times the throughput")
+    dependency_edges: bool = Field(True, description="dependency arcs head -> child (spacy parser only: "
+                                   "graph.parser=fast never builds them)")
     cooccurrence_edges: bool = True
     chunk_chars: int = Field(20_000, ge=1000, description="long texts are parsed in chunks of at most this size")
     batch_size: int = Field(256, gt=0, description="texts per spaCy nlp.pipe batch")
@@ -135,6 +140,13 @@ class TeacherConfig(_Section):
     warmup_fraction: float = Field(0.06, ge=0, lt=1)
     batch_size: int = Field(32, gt=0, description="fine-tuning windows per worker per step")
     eval_batch_size: int = Field(64, gt=0, description="inference windows per worker per forward")
+    parallel: Literal["auto", "replicate", "zero3"] = Field(
+        "auto", description="teacher-logits: replicate = every worker holds the whole model and takes its share of "
+        "the documents (data parallel, no all-gathers); zero3 = parameters sharded across workers by DeepSpeed ZeRO-3 "
+        "(for a teacher larger than one device); auto = replicate when parameter bytes x memory_safety fit every "
+        "worker's free device memory, else zero3")
+    memory_safety: float = Field(3.0, ge=1, description="teacher.parallel=auto: replicate only when parameter bytes "
+                                 "times this (activations, buffers) fit a worker's free device memory")
     max_train_docs: int | None = Field(None, gt=0, description="fine-tune on at most this many training documents per epoch (sampled)")
     max_length: int = Field(128, ge=8, description="teacher tokens per window (special tokens and prompt included)")
     stride: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long document")
@@ -170,6 +182,17 @@ class RunConfig(_Section):
         d = self.data
         if d.task == "classification" and d.text_column == d.label_column:
             raise ValueError("data.text_column and data.label_column must differ")
+        return self
+
+    @model_validator(mode="after")
+    def _fast_graph_has_edges(self) -> "RunConfig":
+        g = self.graph
+        if g.parser == "fast" and self.student.edges == "dependency":
+            raise ValueError("graph.parser=fast builds no dependency edges, so student.edges=dependency would leave the "
+                             "student without edges: use student.edges=cooccurrence or hybrid, or graph.parser=spacy")
+        if g.parser == "fast" and not g.cooccurrence_edges:
+            raise ValueError("graph.parser=fast with graph.cooccurrence_edges=false builds graphs without edges: "
+                             "set graph.cooccurrence_edges=true or graph.parser=spacy")
         return self
 
     def section_hash(self, *sections: str) -> str:

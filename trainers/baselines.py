@@ -3,20 +3,17 @@ on labels only (no teacher). Published work shows bag-of-words MLPs match many t
 graph student has to beat this row to justify its graph."""
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
-from trainers.distill import metrics, train_student
+from trainers.distill import metrics
 
 
-def gnn_baseline(cfg, out_dir: Path, prepared):
+def gnn_baseline_config(cfg):
     """The student architecture, CE only, no teacher signal (no curriculum, no teacher embeddings)."""
-    plain = cfg.model_copy(update={"student": cfg.student.model_copy(update={"init_from_teacher": False})})
-    return train_student(plain, out_dir, prepared=prepared, use_teacher=False)
+    return cfg.model_copy(update={"student": cfg.student.model_copy(update={"init_from_teacher": False}),
+                                  "distill": cfg.distill.model_copy(update={"use_teacher": False})})
 
 
 class BowMLP(nn.Module):

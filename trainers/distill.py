@@ -14,8 +14,9 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -114,55 +115,54 @@ def _step_loss(model, batch, stage: str, cfg, has_states: bool) -> tuple[torch.T
     return total, {k: float(v.detach()) for k, v in parts.items()}, float(temp.float().mean())
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker."""
-    import ray.train
-    import ray.train.torch
+@dataclass
+class FitContext:
+    """Where ``fit`` runs: one Ray Train worker of a DDP group, or a single process (world 1).
+
+    ``wrap`` turns the module into the trained model (DDP on Ray Train, identity alone); ``report``
+    receives each epoch's row and, on rank 0, a function that snapshots the training state for a
+    checkpoint; ``state`` is a snapshot to resume from."""
+    rank: int = 0
+    world: int = 1
+    device: Any = "cpu"
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m
+    report: Callable[[dict, Callable[[], dict] | None], None] = lambda row, snapshot: None
+    state: dict | None = None
+    log: Callable[[str], None] = print
+
+
+def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: FitContext = FitContext()) -> dict[str, Any]:
+    """Train one student over the curriculum; the same loop for a DDP worker and a single process.
+
+    ``train``: this worker's training ``Data`` (sorted by id), ``diff`` their difficulties; ``val``:
+    validation ``Data`` (used on rank 0). Returns {"history", "best"} (best: validation accuracy,
+    epoch and the student's weights at that epoch)."""
     from torch_geometric.data import Batch
 
     from tgd.config import DistillConfig, StudentConfig
 
     dcfg, scfg = DistillConfig(**config["distill"]), StudentConfig(**config["student"])
     torch.set_num_threads(dcfg.threads_per_worker)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = ctx.rank, ctx.world, ctx.device
     enc = GraphEncoding(**config["encoding"])
     has_teacher, has_states, task = config["has_teacher"], config["state_dim"] > 0, config["task"]
-
-    def materialize(name):
-        rows = []
-        for b in ray.train.get_dataset_shard(name).iter_batches(batch_size=256, batch_format="pyarrow"):
-            rows.extend(unpack(b))
-        return sorted(rows, key=lambda x: x[0])
-
-    train = materialize("train")
-    val = [d for _, _, d in materialize("validation")] if rank == 0 else []
-    diff = np.array([x[1] for x in train])
-    train = [x[2] for x in train]
+    train, val = [enc.restrict(d) for d in train], [enc.restrict(d) for d in val]
 
     torch.manual_seed(dcfg.seed)
     student = build_student(enc, scfg, task)
     if config.get("init_embeddings") is not None:
         student.word.weight.data.copy_(torch.as_tensor(config["init_embeddings"]))
     bridge = losses.AttentionBridge(scfg.hidden, config["state_dim"]) if has_teacher and has_states and dcfg.bridge else None
-    model = ray.train.torch.prepare_model(Distiller(student, bridge), parallel_strategy_kwargs={"find_unused_parameters": True})
+    raw = Distiller(student, bridge).to(device)
+    model = ctx.wrap(raw)
     opt = torch.optim.AdamW(model.parameters(), lr=dcfg.lr, weight_decay=dcfg.weight_decay)
-    raw = model.module if hasattr(model, "module") else model
 
     start, history, best = 0, [], {"accuracy": -1.0, "state": None, "epoch": -1}
-    ckpt = ray.train.get_checkpoint()  # set after a worker failure (FailureConfig restart)
-    state = None
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-    elif config.get("resume_dir"):  # a re-run of an interrupted / extended training
-        state = torch.load(Path(config["resume_dir"]) / "state.pt", map_location="cpu", weights_only=False)
-    if state is not None:
-        raw.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
-        start, history, best = state["epoch"] + 1, state["history"], state["best"]
+    if ctx.state is not None:
+        raw.load_state_dict(ctx.state["model"]); opt.load_state_dict(ctx.state["optimizer"])
+        start, history, best = ctx.state["epoch"] + 1, ctx.state["history"], ctx.state["best"]
         if rank == 0:
-            print(f"[distill] resuming from checkpoint at epoch {start}", flush=True)
+            ctx.log(f"[distill] resuming from checkpoint at epoch {start}")
 
     plan = curriculum.stages(dcfg.epochs_align, dcfg.epochs_fusion, dcfg.epochs_adaptive, has_teacher)
     sampler = GraphSampler(dcfg.sampler, dcfg.sampler_backend)
@@ -202,29 +202,68 @@ def train_loop(config: dict[str, Any]) -> None:
         row = {"epoch": epoch, "stage": stage, "train_docs": int(len(order)) * world, "steps": steps,
                "temperature": float(np.mean(temps)) if temps and stage != "ce" else None,
                "max_nodes_per_graph": max_nodes, **{k: v / max(steps, 1) for k, v in sums.items()}}
-        if rank == 0:
-            pred, gold, teach = predict(raw.student, val, device)
-            row.update({f"val_{k}": v for k, v in metrics(pred, gold, teach, len(enc.labels), has_teacher).items()})
-            row["seconds"] = round(time.time() - t0, 2)
-            history.append(row)
-            if row["val_accuracy"] > best["accuracy"]:
-                best = {"accuracy": row["val_accuracy"], "epoch": epoch,
-                        "state": {k: v.detach().cpu().clone() for k, v in raw.student.state_dict().items()}}
-            print("[distill] " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-            if writer:
-                for k, v in row.items():
-                    if isinstance(v, (int, float)) and v is not None and k != "epoch":
-                        writer.add_scalar(f"{k}", v, epoch)
-                writer.flush()
-            with tempfile.TemporaryDirectory() as d:
-                torch.save({"model": raw.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                            "history": history, "best": best}, Path(d) / "state.pt")
-                (Path(d) / "epoch.json").write_text(json.dumps({"epoch": epoch}))
-                ray.train.report({k: v for k, v in row.items() if v is not None}, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report({k: v for k, v in row.items() if v is not None})
+        if rank != 0:
+            ctx.report(row, None)
+            continue
+        pred, gold, teach = predict(raw.student, val, device)
+        row.update({f"val_{k}": v for k, v in metrics(pred, gold, teach, len(enc.labels), has_teacher).items()})
+        row["seconds"] = round(time.time() - t0, 2)
+        history.append(row)
+        if row["val_accuracy"] > best["accuracy"]:
+            best = {"accuracy": row["val_accuracy"], "epoch": epoch,
+                    "state": {k: v.detach().cpu().clone() for k, v in raw.student.state_dict().items()}}
+        if config.get("verbose", True):
+            ctx.log("[distill] " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if writer:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and v is not None and k != "epoch":
+                    writer.add_scalar(f"{k}", v, epoch)
+            writer.flush()
+        ctx.report(row, lambda: {"model": raw.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                 "history": history, "best": best})
     if writer:
         writer.close()
+    return {"history": history, "best": best}
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: its shard of the training set, DDP, checkpoints through Ray Train."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+
+    def materialize(name):
+        rows = []
+        for b in ray.train.get_dataset_shard(name).iter_batches(batch_size=256, batch_format="pyarrow"):
+            rows.extend(unpack(b))
+        return sorted(rows, key=lambda x: x[0])
+
+    train = materialize("train")
+    val = [d for _, _, d in materialize("validation")] if rank == 0 else []
+
+    def report(row, snapshot):
+        metrics_row = {k: v for k, v in row.items() if v is not None}
+        if snapshot is None:
+            ray.train.report(metrics_row)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(snapshot(), Path(d) / "state.pt")
+            (Path(d) / "epoch.json").write_text(json.dumps({"epoch": row["epoch"]}))
+            ray.train.report(metrics_row, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    state = None
+    ckpt = ray.train.get_checkpoint()  # set after a worker failure (FailureConfig restart)
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    elif config.get("resume_dir"):  # a re-run of an interrupted / extended training
+        state = torch.load(Path(config["resume_dir"]) / "state.pt", map_location="cpu", weights_only=False)
+    fit(config, [x[2] for x in train], np.array([x[1] for x in train]), val,
+        FitContext(rank=rank, world=ctx.get_world_size(), device=ray.train.torch.get_device(),
+                   wrap=lambda m: ray.train.torch.prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": True}),
+                   report=report, state=state, log=lambda line: print(line, flush=True)))
 
 
 def latest_checkpoint(storage: Path) -> Path | None:
@@ -237,9 +276,36 @@ def latest_checkpoint(storage: Path) -> Path | None:
     return best
 
 
+def _fit_config(cfg, prepared: Prepared, use_teacher: bool, out_dir: Path) -> tuple[dict[str, Any], Any]:
+    """The worker config of one student (distilled or plain, per ``cfg``) and its training rows."""
+    dcfg = cfg.distill
+    train_tbl = subsample(prepared.splits["train"], dcfg.train_fraction, dcfg.seed)
+    init = None
+    if cfg.student.init_from_teacher:
+        from trainers.student.features import teacher_embedding_init
+
+        init = teacher_embedding_init(prepared.enc.vocab, teacher_model_dir(cfg), cfg.student.hidden, dcfg.seed).numpy()
+    enc = replace(prepared.enc, edges=cfg.student.edges)  # prepared graphs carry every edge kind; fit drops the rest
+    config = {"distill": dcfg.model_dump(), "student": cfg.student.model_dump(), "encoding": enc.state(),
+              "has_teacher": use_teacher and prepared.has_teacher, "state_dim": prepared.state_dim if use_teacher else 0,
+              "task": prepared.task, "tb_dir": str(out_dir / "tensorboard"), "init_embeddings": init}
+    return config, train_tbl
+
+
+def _finish(cfg, out_dir: Path, config: dict, prepared: Prepared, use_teacher: bool, train_docs: int,
+            history: list, best: dict) -> dict[str, Any]:
+    """Save the best epoch's student, its history and learning curves; the run's summary."""
+    save_student(out_dir / "student.pt", best["state"], GraphEncoding(**config["encoding"]), cfg.student, prepared.task,
+                 {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "use_teacher": use_teacher})
+    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+    plot_history(history, out_dir / "learning_curves.png")
+    return {"train_docs": train_docs, "epochs": len(history), "best_epoch": best["epoch"],
+            "val_accuracy": best["accuracy"], "history": history}
+
+
 def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teacher: bool | None = None,
                   log=print) -> dict[str, Any]:
-    """Train one student (distilled or plain, per ``cfg``) into ``out_dir``; return its summary."""
+    """Train one student on Ray Train (``ray.num_workers`` DDP workers) into ``out_dir``; its summary."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -253,15 +319,7 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
     prepared = prepared or prepare(cfg, use_teacher, cfg.student.edges)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_tbl = subsample(prepared.splits["train"], dcfg.train_fraction, dcfg.seed)
-    init = None
-    if cfg.student.init_from_teacher:
-        from trainers.student.features import teacher_embedding_init
-
-        init = teacher_embedding_init(prepared.enc.vocab, teacher_model_dir(cfg), cfg.student.hidden, dcfg.seed).numpy()
-    config = {"distill": dcfg.model_dump(), "student": cfg.student.model_dump(), "encoding": prepared.enc.state(),
-              "has_teacher": use_teacher and prepared.has_teacher, "state_dim": prepared.state_dim if use_teacher else 0,
-              "task": prepared.task, "tb_dir": str(out_dir / "tensorboard"), "init_embeddings": init}
+    config, train_tbl = _fit_config(cfg, prepared, use_teacher, out_dir)
     storage = out_dir / "ray"
     resume = latest_checkpoint(storage)
     if resume is not None:
@@ -283,13 +341,21 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
     else:
         with trainer.fit().checkpoint.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
-    history, best = state["history"], state["best"]
-    save_student(out_dir / "student.pt", best["state"], prepared.enc, cfg.student, prepared.task,
-                 {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "use_teacher": use_teacher})
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-    plot_history(history, out_dir / "learning_curves.png")
-    return {"train_docs": train_tbl.num_rows, "epochs": len(history), "best_epoch": best["epoch"],
-            "val_accuracy": best["accuracy"], "history": history}
+    return _finish(cfg, out_dir, config, prepared, use_teacher, train_tbl.num_rows, state["history"], state["best"])
+
+
+def train_student_local(cfg, out_dir: Path, prepared: Prepared, use_teacher: bool | None = None) -> dict[str, Any]:
+    """Train one student in this process (no DDP, no per-epoch checkpoints): a row of the evaluate
+    table, run as one Ray task among many so independent students train side by side."""
+    use_teacher = cfg.distill.use_teacher if use_teacher is None else use_teacher
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config, train_tbl = _fit_config(cfg, prepared, use_teacher, out_dir)
+    config["verbose"] = False
+    train = unpack(train_tbl)
+    val = [d for _, _, d in unpack(prepared.splits["validation"])]
+    result = fit(config, [x[2] for x in train], np.array([x[1] for x in train]), val)
+    return _finish(cfg, out_dir, config, prepared, use_teacher, train_tbl.num_rows, result["history"], result["best"])
 
 
 def teacher_model_dir(cfg) -> str:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
-from trainers.baselines import gnn_baseline, train_bow
+from trainers.baselines import gnn_baseline_config, train_bow
 from trainers.data import prepare, unpack
-from trainers.distill import metrics, predict, train_student
+from trainers.distill import metrics, predict, train_student_local
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
 
@@ -39,6 +39,51 @@ ABLATIONS = {  # name -> (section, field, value)
 
 def _variant(cfg, section: str, **changes):
     return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=changes)})
+
+
+def row_configs(cfg) -> dict[str, Any]:
+    """name -> the config of every retrained row: GNN without teacher, ablations, small data."""
+    ev, gnn = cfg.evaluate, gnn_baseline_config(cfg)
+    rows = {"gnn": gnn}
+    for name in ev.ablations:
+        if name == "small_data":
+            rows["distilled_small"] = _variant(cfg, "distill", train_fraction=ev.small_fraction)
+            rows["gnn_small"] = _variant(gnn, "distill", train_fraction=ev.small_fraction)
+        else:
+            section, field, value = ABLATIONS[name]
+            rows[name] = _variant(cfg, section, **{field: value})
+    return rows
+
+
+def _train_row(cfg, out_dir: Path, prepared) -> Path:
+    torch.set_num_threads(cfg.distill.threads_per_worker)
+    train_student_local(cfg, out_dir, prepared)
+    return out_dir / "student.pt"
+
+
+def train_rows(cfg, models_dir: Path, prepared, log=print) -> dict[str, Path]:
+    """Train every row's student side by side: one Ray task per row (``ray.cpus_per_worker`` CPUs
+    each), all reading the same prepared graphs from the object store; Ray runs as many at once as
+    the cluster has CPUs for."""
+    import ray
+
+    from cluster.ray_session import ensure_ray
+
+    ensure_ray(cfg.ray)
+    rows = row_configs(cfg)
+    shared = ray.put(prepared)
+    task = ray.remote(num_cpus=cfg.ray.cpus_per_worker)(_train_row)
+    t0 = time.time()
+    log(f"[evaluate] training {len(rows)} students as parallel Ray tasks: {', '.join(rows)}")
+    refs = {task.remote(c, (models_dir / name).resolve(), shared): name for name, c in rows.items()}
+    done: dict[str, Path] = {}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        name = refs[ready[0]]
+        done[name] = ray.get(ready[0])
+        log(f"[evaluate] row {name} trained ({len(done)}/{len(rows)}, {time.time() - t0:.0f}s)")
+    return {name: done[name] for name in rows}
 
 
 def _timed(fn: Callable[[], Any], n_docs: int, repeat: int = 1) -> float:
@@ -138,7 +183,7 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     ev = cfg.evaluate
-    prepared = prepare(cfg, use_teacher=True)
+    prepared = prepare(cfg, use_teacher=True, edges="hybrid")  # every row's edges are a subset of these
     test = [d for _, _, d in unpack(prepared.splits["test"])]
     test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
     labels = prepared.enc.labels
@@ -149,29 +194,13 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
     builder = GraphBuilder(cfg.graph)
 
     models: dict[str, Path] = {"distilled": stage_dir(cfg, "distill") / "student.pt"}
-    mdir = out_dir / "models"
-    log("[evaluate] training the GNN baseline without the teacher")
-    gnn_baseline(cfg, mdir / "gnn", prepared); models["gnn"] = mdir / "gnn" / "student.pt"
-    for name in ev.ablations:
-        log(f"[evaluate] training ablation {name}")
-        if name == "small_data":
-            small = _variant(cfg, "distill", train_fraction=ev.small_fraction)
-            train_student(small, mdir / "distilled_small", prepared=prepared)
-            gnn_baseline(small, mdir / "gnn_small", prepared)
-            models["distilled_small"] = mdir / "distilled_small" / "student.pt"
-            models["gnn_small"] = mdir / "gnn_small" / "student.pt"
-            continue
-        section, field, value = ABLATIONS[name]
-        v = _variant(cfg, section, **{field: value})
-        p = prepare(v, True, value) if field == "edges" else prepared
-        train_student(v, mdir / name, prepared=p)
-        models[name] = mdir / name / "student.pt"
+    models.update(train_rows(cfg, out_dir / "models", prepared, log))
 
     gold = np.concatenate([d.y.numpy() for d in test])
     rows = [teacher_rows(cfg, test_ids, gold, labels, texts, min(ev.latency_docs, 64))]
     for name, path in models.items():
         model, enc, blob = load_student(path)
-        data = test if enc.edges == prepared.enc.edges else [d for _, _, d in unpack(prepare(cfg, True, enc.edges).splits["test"])]
+        data = [enc.restrict(d) for d in test]
         pred, g, teach = predict(model, data, "cpu")
         row = {"model": name, **metrics(pred, g, teach, len(labels), True), "params": count_params(model),
                "best_epoch": blob["extra"].get("best_epoch")}

@@ -1,11 +1,18 @@
 """Stage ``teacher-logits``: every document's teacher outputs, precomputed once, in Parquet (TEACHER).
 
-The teacher runs with its parameters sharded by DeepSpeed ZeRO stage 3 across the Ray Train
-workers (each holds 1/N of them, so a teacher larger than one device fits); each worker reads its
-own Ray Data shard of the documents and writes its own Parquet shards. ZeRO-3 gathers every layer
-collectively during forward, so all workers must run the same number of forwards: a worker whose
-shard is exhausted runs a dummy forward until every worker is done. The driver then checks that
-every accepted document appears exactly once.
+Each Ray Train worker reads its own Ray Data shard of the documents and writes its own Parquet
+shards; the driver then checks that every accepted document appears exactly once. How the workers
+hold the teacher is ``teacher.parallel``:
+
+- ``replicate``: every worker loads the whole model and runs its documents independently (data
+  parallel, no communication in the forward) - the fast path whenever the model fits a worker;
+- ``zero3``: DeepSpeed ZeRO stage 3 shards the parameters across the workers (each holds 1/N), so
+  a teacher larger than one device runs; every layer is all-gathered in every forward, so all
+  workers must run the same number of forwards: a worker whose shard is exhausted runs a dummy
+  forward until every worker is done;
+- ``auto``: replicate when the checkpoint's parameter bytes x ``teacher.memory_safety`` fit the
+  free memory of every worker's device, else zero3; the choice and its reason go to the log and
+  the manifest.
 """
 from __future__ import annotations
 
@@ -189,33 +196,79 @@ def documents_dataset(cfg: RunConfig):
 
 
 # ---------------------------------------------------------------- the Ray Train worker
-def worker_loop(config: dict[str, Any]) -> None:
-    """ZeRO-3 inference on this worker's shard; writes ``part-rRRR-NNNNN.parquet`` files."""
-    from trainers.deepspeed_env import peak_memory_mb, setup_worker, zero3_inference_config
+def checkpoint_bytes(path: Path) -> int:
+    """Bytes of the checkpoint's weight files: what one worker must hold to replicate the teacher."""
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".pth"))
 
-    device = setup_worker(config["use_gpu"], config["threads"])
-    import deepspeed
+
+def choose_parallel(requested: str, param_bytes: int, free_bytes: float, safety: float) -> tuple[str, str]:
+    """-> (replicate | zero3, why) for one worker; ``auto`` compares parameters x safety with free memory."""
+    if requested != "auto":
+        return requested, f"teacher.parallel={requested}"
+    need, mib = param_bytes * safety, 2**20
+    if need <= free_bytes:
+        return "replicate", (f"auto: parameters {param_bytes / mib:,.0f} MiB x {safety:g} = {need / mib:,.0f} MiB fit the "
+                             f"worker's {free_bytes / mib:,.0f} MiB of free device memory")
+    return "zero3", (f"auto: parameters {param_bytes / mib:,.0f} MiB x {safety:g} = {need / mib:,.0f} MiB exceed the worker's "
+                     f"{free_bytes / mib:,.0f} MiB of free device memory; sharding them with ZeRO-3")
+
+
+def free_device_bytes(use_gpu: bool, device) -> float:
+    """Free memory of this worker's device: the GPU's, or this node's RAM shared by its local workers."""
+    if use_gpu:
+        import torch
+
+        return float(torch.cuda.mem_get_info(device)[0])
+    import psutil
+    import ray.train
+
+    return psutil.virtual_memory().available / max(ray.train.get_context().get_local_world_size(), 1)
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    """Teacher inference on this worker's shard (replicated or ZeRO-3); writes ``part-rRRR-NNNNN.parquet`` files."""
     import ray.train
     import torch
     import torch.distributed as dist
-    from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
+    from trainers.deepspeed_env import peak_memory_mb
     from trainers.teacher_model import TeacherForward, load_model, load_tokenizer, state_projection, verbalizer_ids
 
     t0 = time.time()
     tcfg = TeacherConfig.model_validate(config["teacher"])
     task, labels, path = config["task"], config["labels"], Path(config["model_path"])
     rank, world = dist.get_rank(), dist.get_world_size()
-    ds_config = zero3_inference_config(tcfg.eval_batch_size)
-    dschf = HfDeepSpeedConfig(ds_config)  # noqa: F841  must be alive during from_pretrained: load straight into shards
-    model = load_model(path, tcfg.kind, task, labels)
-    engine, *_ = deepspeed.initialize(model=model, config=ds_config)
-    engine.module.eval()
+    torch.set_num_threads(config["threads"])
+    device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
+    mode, reason = choose_parallel(tcfg.parallel, checkpoint_bytes(path), free_device_bytes(config["use_gpu"], device),
+                                   tcfg.memory_safety)
+    if tcfg.parallel == "auto":  # every worker must hold the model the same way: zero3 if any one cannot replicate
+        fits = torch.tensor([1.0 if mode == "replicate" else 0.0], device=device)
+        dist.all_reduce(fits, op=dist.ReduceOp.MIN)
+        if fits.item() == 0 and mode == "replicate":
+            mode, reason = "zero3", "auto: another worker has too little free memory to replicate; sharding with ZeRO-3"
+    if rank == 0:
+        print(f"[teacher-logits] parallel={mode} ({reason})", flush=True)
+
+    if mode == "zero3":
+        from trainers.deepspeed_env import setup_worker, zero3_inference_config
+
+        device = setup_worker(config["use_gpu"], config["threads"])
+        import deepspeed
+        from transformers.integrations.deepspeed import HfDeepSpeedConfig
+
+        ds_config = zero3_inference_config(tcfg.eval_batch_size)
+        dschf = HfDeepSpeedConfig(ds_config)  # noqa: F841  must be alive during from_pretrained: load straight into shards
+        engine, *_ = deepspeed.initialize(model=load_model(path, tcfg.kind, task, labels), config=ds_config)
+        module = engine.module
+    else:
+        module = load_model(path, tcfg.kind, task, labels).to(device)
+    module.eval()
     tok = load_tokenizer(path)
     causal = tcfg.kind == "causal-lm"
     windower = Windower(tok, tcfg.max_length, tcfg.stride, tcfg.max_windows, tcfg.prompt if causal else None)
     verb = verbalizer_ids(tok, labels, tcfg.verbalizer) if causal else None
-    forward = TeacherForward(engine.module, tcfg.kind, task, tok.pad_token_id, device, verb)
+    forward = TeacherForward(module, tcfg.kind, task, tok.pad_token_id, device, verb)
     proj = state_projection(config["hidden"], tcfg.state_dim, tcfg.seed) if tcfg.node_states else None
 
     def sync(has_work: bool) -> bool:
@@ -253,7 +306,8 @@ def worker_loop(config: dict[str, Any]) -> None:
         progress()
         return out
 
-    for done in process(batches, forward_with_progress, tcfg, task, windower, proj, config["teacher_id"], sync):
+    for done in process(batches, forward_with_progress, tcfg, task, windower, proj, config["teacher_id"],
+                        sync if mode == "zero3" else None):
         buf.extend(done)
         rows += len(done)
         windows += sum(r["num_windows"] for r in done)
@@ -261,22 +315,22 @@ def worker_loop(config: dict[str, Any]) -> None:
             flush()
     flush()
     progress(final=True)
-    # What this rank holds of the teacher: its ZeRO-3 partition of every parameter (1/N of the model).
+    # What this rank holds of the teacher: the whole model (replicate) or its ZeRO-3 partition (1/N).
     held = sum(p.ds_tensor.numel() * p.ds_tensor.element_size() if hasattr(p, "ds_tensor") else p.numel() * p.element_size()
-               for p in engine.module.parameters())
-    stats = torch.tensor([rows, windows, files, peak_memory_mb(), time.time() - t0, held / 2**20],
-                         dtype=torch.float64, device=device)
+               for p in module.parameters())
+    stats = torch.tensor([rows, windows, files, peak_memory_mb(), time.time() - t0, held / 2**20], dtype=torch.float64,
+                         device=device)
     gathered = [torch.zeros_like(stats) for _ in range(world)]
     dist.all_gather(gathered, stats)
     per_worker = [{"rank": i, "rows": int(g[0]), "windows": int(g[1]), "files": int(g[2]),
                    "peak_rss_mb": round(float(g[3]), 1), "seconds": round(float(g[4]), 1),
                    "param_mb_held": round(float(g[5]), 2)} for i, g in enumerate(gathered)]
     if rank == 0:  # Ray Train v2 keeps metrics only with checkpoints: hand the stats over beside the shards
-        (out_dir / WORKER_STATS).write_text(json.dumps(per_worker))
+        (out_dir / WORKER_STATS).write_text(json.dumps({"parallel": mode, "reason": reason, "workers": per_worker}))
 
 
-def run_sharded(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[str], teacher: str) -> list[dict]:
-    """Launch the ZeRO-3 TorchTrainer over the documents; returns per-worker statistics."""
+def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[str], teacher: str) -> dict[str, Any]:
+    """Launch the TorchTrainer over the documents; returns {parallel, reason, workers: per-worker statistics}."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -297,9 +351,9 @@ def run_sharded(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[st
     )
     trainer.fit()
     stats = out_dir / WORKER_STATS
-    per_worker = json.loads(stats.read_text())
+    result = json.loads(stats.read_text())
     stats.unlink()
-    return per_worker
+    return result
 
 
 # ---------------------------------------------------------------- quality of the stored outputs
@@ -353,7 +407,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     model_path, labels, teacher = Path(ft["model_path"]), ft["labels"], ft["teacher_id"]
     input_rows = read_manifest(cfg, "ingest")["accepted_rows"]
     t0 = time.time()
-    workers = run_sharded(cfg, out_dir, model_path, labels, teacher)
+    launched = run_workers(cfg, out_dir, model_path, labels, teacher)
     seconds = time.time() - t0
     table = _read_outputs(out_dir)
     ids = table.column("id").to_pylist()
@@ -374,7 +428,9 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     return {
         "input_rows": input_rows, "output_rows": len(ids), "labels": labels, "task": cfg.data.task,
         "teacher_id": teacher, "model_path": str(model_path), "kind": cfg.teacher.kind,
-        "sharding": f"deepspeed-zero3 x {cfg.ray.num_workers} ray train workers",
+        "parallel": launched["parallel"], "parallel_reason": launched["reason"],
+        "sharding": (f"deepspeed-zero3 x {cfg.ray.num_workers} ray train workers" if launched["parallel"] == "zero3"
+                     else f"whole model replicated on {cfg.ray.num_workers} ray train workers"),
         "max_length": cfg.teacher.max_length, "stride": cfg.teacher.stride, "max_windows": cfg.teacher.max_windows,
         "long_documents": "sliding windows, outputs averaged over windows",
         "alignment": {"first": "first sub-word", "mean": "mean of sub-words"}[cfg.teacher.alignment],
@@ -383,7 +439,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         "windows_per_document": round(float(np.mean(table.column("num_windows").to_numpy())), 3),
         "bytes_per_document": round(total / max(len(ids), 1), 1), "total_bytes": total,
         "state_bytes_per_document": round(2 * state_values / max(len(ids), 1), 1),
-        "documents_per_second": round(len(ids) / seconds, 2), "workers": workers,
+        "documents_per_second": round(len(ids) / seconds, 2), "workers": launched["workers"],
         "scores": teacher_scores(out_dir, cfg, labels), **extras,
     }
 

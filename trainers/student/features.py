@@ -10,6 +10,7 @@ flows both ways along the parse). Unknown relations map to the last relation slo
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -77,6 +78,17 @@ class GraphEncoding:
             edge_index, edge_type, edge_weight = torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0)
         return Data(x_tok=x_tok, x_pos=x_pos, sent=torch.tensor(g["sent"], dtype=torch.long), edge_index=edge_index,
                     edge_type=edge_type, edge_weight=edge_weight, num_nodes=n)
+
+    def restrict(self, data: Data) -> Data:
+        """A graph encoded with every edge kind, cut to this encoding's ``edges`` (a copy; no-op for
+        hybrid). Equal to encoding the graph with these edges, so rows that differ only in the edge
+        kinds share one prepared set of graphs."""
+        if self.edges == "hybrid":
+            return data
+        keep = data.edge_type > 0 if self.edges == "dependency" else data.edge_type == 0
+        out = copy.copy(data)
+        out.edge_index, out.edge_type, out.edge_weight = data.edge_index[:, keep], data.edge_type[keep], data.edge_weight[keep]
+        return out
 
     def label_index(self, label) -> int:
         return self._l.get(label, -1) if label is not None else -1
