@@ -63,7 +63,8 @@ def make_run(cfg, n_docs: int = 80, min_nodes: int = 5, max_nodes: int = 30, sta
              "tokens": None, "tags": None, "text_b": None, "score": None} for i, r in enumerate(rows)]
     write_table(pa.Table.from_pylist(docs, schema=DOCUMENTS), stage_dir(cfg, "ingest") / "documents" / shard_name(0), DOCUMENTS)
     splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "validation", "test")}
-    for name, extra in (("ingest", {"labels": labels, "splits": splits, "task": "classification"}), ("graphs", {}),
+    for name, extra in (("ingest", {"labels": labels, "splits": splits, "task": "classification", "accepted_rows": n_docs}),
+                        ("graphs", {}),
                         ("teacher-logits", {"labels": labels, "state_dim": state_dim})):
         d = stage_dir(cfg, name)
         d.mkdir(parents=True, exist_ok=True)

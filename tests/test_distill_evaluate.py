@@ -5,11 +5,12 @@ import json
 
 from tests.conftest import make_config
 from tests.student_data import make_run
+from tgd.schema import GRAPHS, read_table
 from trainers import evaluate
 from trainers.distill import train_student
 
 EXPECTED = {"teacher", "distilled", "distilled_decomposed", "gnn", "bow", "no_bridge", "no_curriculum", "no_adaptive_t",
-            "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small"}
+            "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph"}
 
 
 def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
@@ -34,5 +35,9 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     assert by["teacher"]["accuracy"] > 0.7  # the synthetic teacher is right ~90% of the time
     assert by["distilled_decomposed"]["docs_over_budget"] > 0
     assert by["distilled"]["params"] == by["no_bridge"]["params"]  # the bridge is training-only
+    # the fast-graph row was trained and timed on graphs without a dependency parse
+    assert by["fast_graph"]["graph"] == "fast" and by["distilled"]["graph"] == "spacy"
+    fast = read_table(out / "graphs-fast", GRAPHS).column("graph").to_pylist()
+    assert len(fast) == 60 and all(g["num_nodes"] > 0 and not g["dep_src"] and g["co_src"] for g in fast)
     assert "| distilled |" in (out / "metrics.md").read_text()
     assert (out / "accuracy_latency_params.png").stat().st_size > 0 and (out / "learning_curves.png").is_file()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,12 +81,14 @@ def encode_row(enc: GraphEncoding, g: dict, label, tags, trow: dict | None, stat
     return data
 
 
-def prepare(cfg, use_teacher: bool, edges: str | None = None) -> Prepared:
+def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path | None = None) -> Prepared:
+    """Every document of the graph stage (or of ``graphs_dir``, graphs built another way for the same
+    documents) encoded, joined with its teacher row, in per-split tables."""
     task = cfg.data.task
     if task == "pair":
         raise NotImplementedError("distillation of the pair task is not implemented yet (classification and token are)")
     labels = labels_of(cfg)
-    gdir = stage_dir(cfg, "graphs")
+    gdir = graphs_dir or stage_dir(cfg, "graphs")
     graphs = read_table(gdir, GRAPHS)
     vocab = read_table(gdir / "vocab.parquet", VOCAB)
     train_mask = pc.equal(graphs.column("split"), "train")

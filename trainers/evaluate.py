@@ -42,17 +42,38 @@ def _variant(cfg, section: str, **changes):
 
 
 def row_configs(cfg) -> dict[str, Any]:
-    """name -> the config of every retrained row: GNN without teacher, ablations, small data."""
+    """name -> the config of every retrained row: GNN without teacher, ablations, small data, fast graphs."""
     ev, gnn = cfg.evaluate, gnn_baseline_config(cfg)
     rows = {"gnn": gnn}
     for name in ev.ablations:
         if name == "small_data":
             rows["distilled_small"] = _variant(cfg, "distill", train_fraction=ev.small_fraction)
             rows["gnn_small"] = _variant(gnn, "distill", train_fraction=ev.small_fraction)
+        elif name == "fast_graph":
+            if cfg.graph.parser != "fast":  # else it is the distilled row itself
+                rows[name] = _variant(cfg, "graph", parser="fast")
         else:
             section, field, value = ABLATIONS[name]
             rows[name] = _variant(cfg, section, **{field: value})
     return rows
+
+
+def graph_sets(cfg, rows: dict[str, Any], prepared, out_dir: Path, log=print) -> dict[str, Any]:
+    """parser -> prepared graphs of every document: the graph stage's, plus graphs built with the
+    other parser (by the graph stage's own code, into ``out_dir``) when a row needs them."""
+    from pipeline import graphs
+
+    sets = {cfg.graph.parser: prepared}
+    for row in rows.values():
+        parser = row.graph.parser
+        if parser not in sets:
+            gdir = out_dir / f"graphs-{parser}"
+            gdir.mkdir(parents=True, exist_ok=True)
+            t0 = time.time()
+            graphs.run(row, gdir)
+            log(f"[evaluate] {parser} graphs of every document built in {time.time() - t0:.1f}s")
+            sets[parser] = prepare(row, use_teacher=True, edges="hybrid", graphs_dir=gdir)
+    return sets
 
 
 def _train_row(cfg, out_dir: Path, prepared) -> Path:
@@ -61,21 +82,19 @@ def _train_row(cfg, out_dir: Path, prepared) -> Path:
     return out_dir / "student.pt"
 
 
-def train_rows(cfg, models_dir: Path, prepared, log=print) -> dict[str, Path]:
+def train_rows(rows: dict[str, Any], sets: dict[str, Any], models_dir: Path, log=print) -> dict[str, Path]:
     """Train every row's student side by side: one Ray task per row (``ray.cpus_per_worker`` CPUs
-    each), all reading the same prepared graphs from the object store; Ray runs as many at once as
-    the cluster has CPUs for."""
+    each), reading its prepared graphs from the object store (put once, shared by the rows); Ray
+    runs as many at once as the cluster has CPUs for."""
     import ray
 
-    from cluster.ray_session import ensure_ray
-
-    ensure_ray(cfg.ray)
-    rows = row_configs(cfg)
-    shared = ray.put(prepared)
-    task = ray.remote(num_cpus=cfg.ray.cpus_per_worker)(_train_row)
+    shared = {parser: ray.put(p) for parser, p in sets.items()}
     t0 = time.time()
     log(f"[evaluate] training {len(rows)} students as parallel Ray tasks: {', '.join(rows)}")
-    refs = {task.remote(c, (models_dir / name).resolve(), shared): name for name, c in rows.items()}
+    refs = {}
+    for name, c in rows.items():
+        task = ray.remote(num_cpus=c.ray.cpus_per_worker)(_train_row)
+        refs[task.remote(c, (models_dir / name).resolve(), shared[c.graph.parser])] = name
     done: dict[str, Path] = {}
     pending = list(refs)
     while pending:
@@ -184,27 +203,31 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
     torch.set_num_threads(1)
     ev = cfg.evaluate
     prepared = prepare(cfg, use_teacher=True, edges="hybrid")  # every row's edges are a subset of these
-    test = [d for _, _, d in unpack(prepared.splits["test"])]
     test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
     labels = prepared.enc.labels
     docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text"]).to_pylist()
     text_of = {r["id"]: r["text"] for r in docs}
     texts = [text_of[i] for i in test_ids[: ev.e2e_docs]]
-    lat_docs = test[: ev.latency_docs]
-    builder = GraphBuilder(cfg.graph)
 
+    rows_cfg = row_configs(cfg)
+    sets = graph_sets(cfg, rows_cfg, prepared, out_dir, log)
+    tests = {parser: [d for _, _, d in unpack(p.splits["test"])] for parser, p in sets.items()}
+    builders = {parser: GraphBuilder(c.graph) for parser, c in
+                {cfg.graph.parser: cfg, **{r.graph.parser: r for r in rows_cfg.values()}}.items()}
     models: dict[str, Path] = {"distilled": stage_dir(cfg, "distill") / "student.pt"}
-    models.update(train_rows(cfg, out_dir / "models", prepared, log))
+    models.update(train_rows(rows_cfg, sets, out_dir / "models", log))
 
+    test = tests[cfg.graph.parser]
     gold = np.concatenate([d.y.numpy() for d in test])
     rows = [teacher_rows(cfg, test_ids, gold, labels, texts, min(ev.latency_docs, 64))]
     for name, path in models.items():
+        parser = rows_cfg[name].graph.parser if name in rows_cfg else cfg.graph.parser
         model, enc, blob = load_student(path)
-        data = [enc.restrict(d) for d in test]
+        data = [enc.restrict(d) for d in tests[parser]]
         pred, g, teach = predict(model, data, "cpu")
         row = {"model": name, **metrics(pred, g, teach, len(labels), True), "params": count_params(model),
-               "best_epoch": blob["extra"].get("best_epoch")}
-        row.update(student_latency(model, data[: ev.latency_docs], texts, enc, builder))
+               "best_epoch": blob["extra"].get("best_epoch"), "graph": parser}
+        row.update(student_latency(model, data[: ev.latency_docs], texts, enc, builders[parser]))
         rows.append(row)
         if name == "distilled":
             pred_d, _, teach_d = predict(model, data, "cpu", node_budget=cfg.distill.node_budget)
@@ -227,7 +250,7 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
     def bow_e2e():
         with torch.no_grad():
             for t in texts:
-                ids = torch.tensor([w.get(tok.lower_, 1) for tok in builder.nlp.tokenizer(t) if not tok.is_space], dtype=torch.long)
+                ids = torch.tensor([w.get(tok.lower_, 1) for tok in builders[cfg.graph.parser].nlp.tokenizer(t) if not tok.is_space], dtype=torch.long)
                 bow(bow.featurize([ids]))
 
     with torch.no_grad():
