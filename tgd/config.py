@@ -119,8 +119,10 @@ class DistillConfig(_Section):
 class EvaluateConfig(_Section):
     """The comparison table: which extra rows to train and how to time them."""
     ablations: list[Literal["no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only",
-                            "small_data", "teacher_init"]] = [
-        "no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only", "small_data"]
+                            "small_data", "teacher_init", "fast_graph"]] = Field([
+        "no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only", "small_data", "fast_graph"],
+        description="retrained rows besides the GNN without teacher; fast_graph: a student trained and served on "
+        "graph.parser=fast graphs (no dependency parse), to show the accuracy / latency trade-off")
     small_fraction: float = Field(0.1, gt=0, le=1, description="training fraction of the small-data rows")
     latency_docs: int = Field(200, gt=0, description="test documents timed per row")
     e2e_docs: int = Field(50, gt=0, description="raw test texts timed end to end (parse/tokenise + model)")
