@@ -121,7 +121,7 @@ def test_zero3_two_workers_match_plain_model_every_document_once(ray_local, tmp_
     assert m2["parallel"] == "replicate" and m2["parallel_reason"].startswith("auto: parameters")
     assert sum(w["rows"] for w in m2["workers"]) == 47 and all(w["rows"] for w in m2["workers"])
     held = {w["param_mb_held"] for w in m2["workers"]}
-    assert len(held) == 1 and held.pop() > 1.9 * m["workers"][0]["param_mb_held"]  # the whole model vs half of it
+    assert len(held) == 1 and held.pop() > 1.5 * m["workers"][0]["param_mb_held"]  # the whole model vs about half
     rep = read_table(tmp_path / "run/teacher-logits", TEACHER).to_pylist()
     assert sorted(r["id"] for r in rep) == sorted(zero3)
     for r in rep:
