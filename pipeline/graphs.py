@@ -8,6 +8,7 @@ without redoing or duplicating shards. Afterwards the training-split vocabulary 
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ GRAPH_FIELDS = [f.name for f in GRAPHS.field("graph").type]
 
 def build_shard(builder, task: str, src: Path, dst: Path) -> dict[str, Any]:
     """Parse one document shard and write its graphs; returns the shard's statistics."""
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     docs = pq.read_table(src, schema=DOCUMENTS)
     if task == "token":
         graphs = builder.build_pretokenized(docs.column("tokens").to_pylist())
@@ -40,7 +41,9 @@ def build_shard(builder, task: str, src: Path, dst: Path) -> dict[str, Any]:
     })
     write_table(table, dst, GRAPHS)
     words = sum(g["num_nodes"] for g in graphs) + sum(g["num_nodes"] for g in graphs_b or [])
-    return {"shard": dst.name, "rows": docs.num_rows, "words": words, "seconds": time.time() - t0}
+    t1 = time.time()
+    return {"shard": dst.name, "rows": docs.num_rows, "words": words, "seconds": t1 - t0,
+            "cpu_seconds": time.process_time() - c0, "pid": os.getpid(), "finished": t1}
 
 
 class ShardGraphWorker:

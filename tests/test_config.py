@@ -56,3 +56,11 @@ def test_cli_reports_config_errors(tmp_path, capsys):
 def test_cli_missing_config(tmp_path, capsys):
     assert main(["graphs", str(tmp_path / "nope.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_fast_graph_parser_refuses_dependency_only_student():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["graph.parser=fast", "student.edges=dependency"])
+    assert "graph.parser" in str(e.value) and "student.edges" in str(e.value)
+    assert load_config(None, ["graph.parser=fast"]).graph.parser == "fast"
+    assert load_config(None, ["graph.parser=fast", "student.edges=cooccurrence"]).student.edges == "cooccurrence"

@@ -67,3 +67,46 @@ def test_pretokenized_nodes_are_the_given_tokens(graph_builder):
 def test_whitespace_tokens_are_not_nodes(graph_builder):
     g = graph_builder.build(["Hello  \n\n  world ."])[0]
     assert g["token"] == ["Hello", "world", "."]
+
+
+# --- graph.parser: fast (tokenizer + rule-based sentencizer, no tagger/parser) ---
+
+REAL = ["The film opens slowly. Then, in its second hour, it finds a rhythm that never lets go!",
+        "Mr. Smith's  new novel -- all 400 pages of it -- is a mess.\n\nStill, I couldn't put it down."]
+
+
+def test_fast_graphs_match_spacy_nodes_and_cooccurrence(graph_builder):
+    fast = GraphBuilder(GraphConfig(parser="fast"))
+    assert fast.nlp.pipe_names == ["sentencizer"]
+    for text, g, f in zip(REAL, graph_builder.build(REAL), fast.build(REAL)):
+        assert f["token"] == g["token"] and f["lower"] == g["lower"]
+        assert (f["start"], f["end"]) == (g["start"], g["end"])
+        assert edges(f, "co") == edges(g, "co") and f["co_src"]
+        assert f["dep_src"] == f["dep_dst"] == f["dep_rel"] == [] and g["dep_src"]
+        assert f["pos"] == ["X"] * f["num_nodes"] and f["num_nodes"] == g["num_nodes"]
+    # sentence indices from the sentencizer's punctuation rules
+    f = fast.build([REAL[0]])[0]
+    assert f["sent"] == [0] * 5 + [1] * (f["num_nodes"] - 5)
+    f = fast.build([REAL[1]])[0]
+    assert f["sent"][f["token"].index("Still")] == f["sent"][-1] == max(f["sent"]) >= 1
+
+
+def test_fast_ignores_dependency_edges_flag_and_keeps_chunks():
+    lines = [f"Line {i} says that the quick brown fox jumps over dog number {i}." for i in range(60)]
+    text = "\n".join(lines)
+    g = GraphBuilder(GraphConfig(parser="fast", dependency_edges=True, chunk_chars=1000)).build([text])[0]
+    assert g["dep_src"] == [] and [text[s:e] for s, e in zip(g["start"], g["end"])] == g["token"]
+    # one sentence per line, counted across chunks (indices may skip: a chunk's trailing newline
+    # is a whitespace-only sentence, which has no nodes)
+    assert len(set(g["sent"])) == 60 and g["sent"] == sorted(g["sent"])
+    assert all(len({g["sent"][i] for i, t in enumerate(g["token"]) if t == str(k)}) == 1 for k in range(60))
+
+
+def test_fast_pretokenized_and_merged(graph_builder):
+    toks = ["New", "York", "'s", "mayor", "spoke", ".", "He", "left", "."]
+    fast = GraphBuilder(GraphConfig(parser="fast"))
+    g, s = fast.build_pretokenized([toks])[0], graph_builder.build_pretokenized([toks])[0]
+    assert g["token"] == toks and g["sent"] == [0] * 6 + [1] * 3 and g["dep_src"] == []
+    assert edges(g, "co") == edges(s, "co")
+    m = GraphBuilder(GraphConfig(parser="fast", merge_repeated=True)).build([SENTENCE])[0]
+    assert m["lower"] == ["the", "cat", "sat", "on", "mat", "."] and m["dep_src"] == []
