@@ -43,7 +43,7 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
     student = build_student(prepared.enc, cfg.student, prepared.task)
     model = Distiller(student, losses.AttentionBridge(cfg.student.hidden, prepared.state_dim))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.distill.lr, weight_decay=cfg.distill.weight_decay)
-    rng, bs = np.random.default_rng(0), cfg.distill.batch_size
+    rng, bs = np.random.default_rng(0), cfg.distill.batch_size * cfg.ray.num_workers
     t0 = time.perf_counter()
     for _ in range(epochs):
         model.train()
@@ -58,6 +58,16 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
     return time.perf_counter() - t0
 
 
+def local_fit(cfg, prepared, out_dir: str, threads: int) -> None:
+    """(c): the stage's loop in this process, as an evaluate row runs it."""
+    import torch
+
+    from trainers.distill import train_student_local
+
+    torch.set_num_threads(threads)
+    train_student_local(cfg, out_dir, prepared)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/default.yaml")
@@ -66,13 +76,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-    import torch
 
     from cluster.ray_session import ensure_ray
     from tgd.config import load_config
     from tgd.stages import ensure
     from trainers.data import prepare
-    from trainers.distill import train_student, train_student_local
+    from trainers.distill import train_student
 
     cfg = load_config(args.config, args.set)
     cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={
@@ -100,8 +109,7 @@ def main() -> None:
               f"start-up, data and checkpoints {stage_s - epochs_s:.1f}s)")
         local = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"threads_per_worker": threads})})
         t0 = time.perf_counter()
-        ray.get(ray.remote(num_cpus=threads)(lambda c, p, d: (torch.set_num_threads(threads), train_student_local(c, d, p))[1])
-                .remote(local, prepared, str(Path(tmp) / "local")))
+        ray.get(ray.remote(num_cpus=threads)(local_fit).remote(local, prepared, str(Path(tmp) / "local"), threads))
         local_s = time.perf_counter() - t0
         print(f"(c) one process, the stage's loop, {threads} threads    {docs / local_s:8.0f} training docs/s ({local_s:.1f}s, "
               f"validation included)")

@@ -346,11 +346,14 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
 
 def train_student_local(cfg, out_dir: Path, prepared: Prepared, use_teacher: bool | None = None) -> dict[str, Any]:
     """Train one student in this process (no DDP, no per-epoch checkpoints): a row of the evaluate
-    table, run as one Ray task among many so independent students train side by side."""
+    table, run as one Ray task among many so independent students train side by side. Its batch is
+    the Ray Train stage's global batch (``distill.batch_size`` x ``ray.num_workers``), so a row takes
+    the same optimizer steps as the distill stage's student it is compared with."""
     use_teacher = cfg.distill.use_teacher if use_teacher is None else use_teacher
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     config, train_tbl = _fit_config(cfg, prepared, use_teacher, out_dir)
+    config["distill"]["batch_size"] = cfg.distill.batch_size * cfg.ray.num_workers
     config["verbose"] = False
     train = unpack(train_tbl)
     val = [d for _, _, d in unpack(prepared.splits["validation"])]
