@@ -51,8 +51,8 @@ def load_nlp(name: str, parser: str = "spacy"):
         if parser == "fast":
             from spacy.util import get_model_meta, get_package_path, is_package
 
-            path = get_package_path(name) if is_package(name) else name
-            nlp = spacy.load(name, exclude=get_model_meta(path)["pipeline"])
+            meta = get_model_meta(get_package_path(name) if is_package(name) else name)
+            nlp = spacy.load(name, exclude=meta.get("components", meta["pipeline"]))  # disabled ones too
         else:
             nlp = spacy.load(name)
     except OSError as e:
