@@ -61,9 +61,10 @@ def _distill(cfg: RunConfig, out: Path) -> dict[str, Any]:
 
 
 def _evaluate(cfg: RunConfig, out: Path) -> dict[str, Any]:
+    from serving.predictor import Predictor
     from trainers import evaluate
 
-    return evaluate.run(cfg, out)
+    return evaluate.run(cfg, out, Predictor)
 
 
 STAGE_NAMES = ("ingest", "graphs", "teacher-finetune", "teacher-logits", "distill", "evaluate")
