@@ -71,10 +71,11 @@ def build_graphs(shards: list[Path], out_dir: Path, graph_cfg: GraphConfig, task
     if not todo:
         return []
     ds = ray.data.from_items([{"src": str(s), "dst": str(out_dir / s.name)} for s in todo], override_num_blocks=len(todo))
-    # One shard in flight per actor: a shard is seconds of parsing, so queueing more on an actor
-    # buys no pipelining, only a lopsided end (the default queued up to 4 shards on the first actor
-    # to start, and at the end one actor could hold several shards while the other sat idle).
-    pool = ray.data.ActorPoolStrategy(size=min(num_workers, len(todo)), max_tasks_in_flight_per_actor=1)
+    # Two shards in flight per actor: the queued one hides the driver's dispatch latency (on a
+    # saturated machine the driver is slow to hand out the next shard), and no more than one
+    # queued shard keeps the end even (the default of 4 could leave one actor with several shards
+    # while the other sat idle).
+    pool = ray.data.ActorPoolStrategy(size=min(num_workers, len(todo)), max_tasks_in_flight_per_actor=2)
     stats = ds.map_batches(
         ShardGraphWorker, batch_size=1, compute=pool,
         fn_constructor_kwargs={"graph_cfg": graph_cfg.model_dump(), "task": task}, num_cpus=cpus_per_worker,
