@@ -187,3 +187,57 @@ def test_causal_lm_teacher_gives_verbalizer_logits(ray_local, tmp_path):
         nxt = model(input_ids=ids).logits[0, -1]
     words = [tok(" " + l, add_special_tokens=False)["input_ids"][0] for l in LABELS]
     assert np.abs(np.asarray(r["logits"]) - nxt[words].numpy()).max() < 1e-4
+
+
+# ---------------------------------------------------------------- fine-tuning: ZeRO stage choice, length buckets
+def test_zero_stage_auto_picks_plain_data_parallel_when_it_fits(tmp_path):
+    from trainers.deepspeed_env import checkpoint_parameters, choose_zero_stage
+
+    model = tiny_bert(tmp_path / "t", labels=LABELS)
+    n = sum(p.numel() for p in load_model(model, "encoder", "classification", LABELS).parameters())
+    assert checkpoint_parameters(model) == n  # read from the safetensors header, nothing loaded
+    p, mib = 22_700_000, 2**20  # MiniLM-L6; fp32 AdamW: 16 bytes per parameter on ZeRO-0, x3 safety = 1,039 MiB
+    assert choose_zero_stage("auto", p, 8_000 * mib, 2, 3.0)[0] == 0
+    assert choose_zero_stage("auto", p, 700 * mib, 2, 3.0)[0] == 2  # 4 + 12/2 bytes x 3 = 649 MiB
+    stage, why = choose_zero_stage("auto", p, 600 * mib, 2, 3.0)  # 16/2 bytes x 3 = 520 MiB
+    assert stage == 3 and "ZeRO-2 would not" in why
+    assert choose_zero_stage("auto", p, 10 * mib, 2, 3.0)[0] == 3  # nothing fits: the most sharding there is
+    assert choose_zero_stage(2, p, 8_000 * mib, 2, 3.0) == (2, "teacher.zero_stage=2")
+
+
+def test_length_buckets_cover_every_window_once_and_pad_less():
+    from trainers.teacher_finetune import length_buckets
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=250).tolist()
+    batches = length_buckets(lengths, 32, np.random.default_rng(1), np.random.default_rng(2))
+    assert sorted(int(i) for b in batches for i in b) == list(range(250)) and all(len(b) <= 32 for b in batches)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    shuffled = rng.permutation(250)
+    padded_random = sum(32 * max(lengths[i] for i in shuffled[k:k + 32]) for k in range(0, 250, 32))
+    assert padded < 0.7 * padded_random
+    # the batch order comes from order_rng alone: workers sharing it take their k-th shortest batches together
+    def length_ranks(lens, tie_seed):
+        bs = length_buckets(lens, 32, np.random.default_rng(1), np.random.default_rng(tie_seed))
+        longest = [max(lens[i] for i in b) for b in bs]
+        return [sorted(longest).index(x) for x in longest]
+
+    distinct = rng.permutation(250).tolist(), rng.permutation(250).tolist()
+    assert length_ranks(distinct[0], 2) == length_ranks(distinct[1], 9) != sorted(length_ranks(distinct[0], 2))
+
+
+def test_finetune_auto_runs_zero0_and_zero2_still_trains(ray_local, tmp_path):
+    base = tiny_bert(tmp_path / "base")
+    cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=1, lr=3e-3, batch_size=4, warmup_fraction=0.0)
+    m = ensure(cfg, "teacher-finetune", **QUIET)
+    assert m["zero_stage"] == 0 and m["zero_stage_reason"].startswith("auto: ") and "fit the worker's" in m["zero_stage_reason"]
+    t = m["history"][0]["timing"]
+    assert t["train_windows"] == m["train_documents"] // 2 * 2 and t["train_seconds"] > 0  # one window per document
+    assert 0 <= t["padding_fraction"] < 1 and t["forward_seconds"] > 0 and t["step_seconds"] > 0
+
+    z2 = _teacher_cfg(tmp_path, base, finetune=True, epochs=1, lr=3e-3, batch_size=4, warmup_fraction=0.0, zero_stage=2)
+    m2 = ensure(z2, "teacher-finetune", **QUIET)
+    assert m2["zero_stage"] == 2 and m2["zero_stage_reason"] == "teacher.zero_stage=2"
+    assert m2["history"][0]["steps"] == m["history"][0]["steps"] > 0
+    # same seed, same windows, same batches: DP without ZeRO and ZeRO-2 take the same optimizer steps
+    assert m2["history"][0]["train_loss"] == pytest.approx(m["history"][0]["train_loss"], rel=1e-3)

@@ -135,7 +135,10 @@ class TeacherConfig(_Section):
     model: str = Field("all-minilm-l6-v2", description="HF checkpoint directory, or all-minilm-l6-v2 (the packaged default)")
     kind: Literal["encoder", "causal-lm"] = Field("encoder", description="encoder: task head on a BERT-like model; causal-lm: zero-shot prompt + verbalizer")
     finetune: bool = Field(True, description="false: use teacher.model as it is (already fine-tuned, or causal-lm)")
-    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage for fine-tuning (teacher-logits always uses 3)")
+    zero_stage: Literal["auto", 0, 1, 2, 3] = Field(
+        "auto", description="DeepSpeed ZeRO stage for fine-tuning; auto = 0 (plain data parallel, one gradient all-reduce "
+        "per step) when fp32 weights + gradients + AdamW moments x memory_safety fit a worker's free device memory, "
+        "else 2, else 3 (the choice and why go to the teacher-finetune manifest)")
     epochs: int = Field(1, ge=1)
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)

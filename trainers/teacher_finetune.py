@@ -1,8 +1,15 @@
 """Stage ``teacher-finetune``: fine-tune the teacher with DeepSpeed inside a Ray Train TorchTrainer.
 
-Data-parallel over ``ray.num_workers`` workers with ZeRO stage ``teacher.zero_stage``; each worker
+Data-parallel over ``ray.num_workers`` workers with ZeRO stage ``teacher.zero_stage`` (``auto``: 0,
+DeepSpeed's plain data parallel, whenever the fp32 weights, gradients and AdamW moments fit a worker;
+ZeRO-2 would add an all-gather of the updated parameters to every step for nothing); each worker
 reads its equal Ray Data shard of the training split. A long document contributes one randomly
 sampled window per epoch (not every window: Brown would cost ~20x more per epoch for little gain).
+Micro-batches are cut from length-sorted shuffle buffers (``BUCKET_BATCHES`` micro-batches each), so
+a batch is padded to its own longest window, not to the longest of a random sample; the workers
+check that all still have data once per buffer, not once per step. The time split of each epoch's
+loop (data, collation, forward, backward with the gradient all-reduce, optimizer step, validation)
+goes to the manifest's history as ``timing``.
 Validation (all windows, averaged, as the logits stage does) is reported per epoch together with a
 Ray Train checkpoint; the best epoch by validation macro-F1 is copied out as a plain Hugging Face
 directory ``RUN_DIR/teacher-finetune/model``. With ``teacher.finetune: false`` (or a zero-shot
@@ -31,6 +38,7 @@ from trainers.teacher_model import IGNORE, Windower, head_labels, resolve_model_
 
 PROGRESS_EVERY = 20  # steps between progress lines (rank 0)
 PROBE_DOCS = 8  # validation documents whose logits are stored to check that the saved checkpoint reloads
+BUCKET_BATCHES = 8  # micro-batches per length-sorted shuffle buffer (dynamic padding)
 
 
 def token_spans(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -75,8 +83,35 @@ def make_batch(docs: dict[str, list], windower: Windower, task: str, label_index
     return rows, labels
 
 
+def length_buckets(lengths: list[int], batch_size: int, order_rng: np.random.Generator,
+                   tie_rng: np.random.Generator) -> list[np.ndarray]:
+    """Indices of one shuffle buffer cut into micro-batches of similar window length, in random order.
+
+    Sorting by length (ties broken at random) before batching pads each micro-batch only to its own
+    longest window instead of the buffer's. ``order_rng`` orders the micro-batches: seeded the same
+    on every worker, so workers take their k-th shortest micro-batches at the same step and none
+    waits long at the gradient all-reduce for another's longer batch.
+    """
+    order = np.lexsort((tie_rng.random(len(lengths)), np.asarray(lengths)))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in order_rng.permutation(len(batches))]
+
+
+class PhaseTimer:
+    """Wall seconds per phase of the training loop (what the manifest's ``timing`` reports)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._t
+        self._t = now
+
+
 def worker_loop(config: dict[str, Any]) -> None:
-    from trainers.deepspeed_env import setup_worker, training_config
+    from trainers.deepspeed_env import checkpoint_parameters, choose_zero_stage, setup_worker, training_config
 
     device = setup_worker(config["use_gpu"], config["threads"])
     import deepspeed
@@ -86,7 +121,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
     from trainers.scores import accuracy_f1
-    from trainers.teacher_logits import process
+    from trainers.teacher_logits import free_device_bytes, process
     from trainers.teacher_model import TeacherForward, load_model, load_tokenizer, pad_batch
 
     tcfg = TeacherConfig.model_validate(config["teacher"])
@@ -94,10 +129,21 @@ def worker_loop(config: dict[str, Any]) -> None:
     label_index = {l: i for i, l in enumerate(labels)}
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(tcfg.seed)
+
+    zero, why = choose_zero_stage(tcfg.zero_stage, checkpoint_parameters(path),
+                                  free_device_bytes(config["use_gpu"], device), world, tcfg.memory_safety)
+    if tcfg.zero_stage == "auto":  # one stage for all: the highest any worker needs
+        top = torch.tensor([float(zero)], device=device)
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+        if int(top.item()) != zero:
+            zero, why = int(top.item()), f"auto: another worker has less free memory and needs ZeRO-{int(top.item())}"
+    if rank == 0:
+        print(f"[teacher-finetune] zero_stage={zero} ({why})", flush=True)
+
     steps = config["steps_per_epoch"]
-    ds_config = training_config(tcfg.batch_size, tcfg.zero_stage, tcfg.lr, tcfg.weight_decay,
+    ds_config = training_config(tcfg.batch_size, zero, tcfg.lr, tcfg.weight_decay,
                                 steps * tcfg.epochs, int(tcfg.warmup_fraction * steps * tcfg.epochs))
-    dschf = HfDeepSpeedConfig(ds_config) if tcfg.zero_stage == 3 else None  # noqa: F841
+    dschf = HfDeepSpeedConfig(ds_config) if zero == 3 else None  # noqa: F841
     model = load_model(path, tcfg.kind, task, labels, train=True)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
                                       config=ds_config)
@@ -105,9 +151,14 @@ def worker_loop(config: dict[str, Any]) -> None:
     windower = Windower(tok, tcfg.max_length, tcfg.stride, tcfg.max_windows)
     pad = tok.pad_token_id
 
-    def any_all(flag: bool, op) -> bool:
+    def all_min(x: int) -> int:
+        t = torch.tensor([float(x)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
+    def any_all(flag: bool) -> bool:
         t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=op)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.item() > 0
 
     def evaluate() -> tuple[dict[str, float], list]:
@@ -124,8 +175,10 @@ def worker_loop(config: dict[str, Any]) -> None:
                 gold_of[d] = b["tags"][i] if task == "token" else b["label"][i]
             return b
 
+        # Only ZeRO-3 forwards are collective (parameters gathered layer by layer): only then must a
+        # worker with no validation left keep stepping with the others.
         for rows in process((remember(b) for b in batches), fwd, vcfg, task, windower, None, "",
-                            lambda h: any_all(h, dist.ReduceOp.SUM)):
+                            any_all if zero == 3 else None):
             for r in rows:
                 if task == "token":
                     nl = np.asarray(r["node_logits"]).reshape(len(r["node_aligned"]), -1)
@@ -144,54 +197,87 @@ def worker_loop(config: dict[str, Any]) -> None:
         engine.module.train()
         return accuracy_f1(g, p, labels), out["logits"].tolist()
 
+    def train_batches(epoch: int, timer: PhaseTimer):
+        """(input ids, mask, targets) per micro-batch: a shuffle buffer of BUCKET_BATCHES micro-batches
+        is read, one window sampled per document, cut into length-sorted micro-batches."""
+        rng = np.random.default_rng([tcfg.seed, epoch, rank])  # windows and ties: per worker
+        chunk = BUCKET_BATCHES * tcfg.batch_size
+        it = ray.train.get_dataset_shard("train").iter_batches(
+            batch_size=chunk, batch_format="pandas", local_shuffle_buffer_size=2 * chunk,
+            local_shuffle_seed=tcfg.seed + epoch)
+        for c, b in enumerate(it):
+            timer.lap("ray_data")
+            rows, lab = make_batch({k: list(v) for k, v in b.items()}, windower, task, label_index, rng)
+            order_rng = np.random.default_rng([tcfg.seed, epoch, c])  # the same on every worker
+            for idx in length_buckets([len(r) for r in rows], tcfg.batch_size, order_rng, rng):
+                ids, mask = pad_batch([rows[i] for i in idx], pad)
+                y = pad_batch([lab[i] for i in idx], IGNORE)[0] if task == "token" else torch.tensor([lab[i] for i in idx])
+                timer.lap("collate")
+                yield ids, mask, y
+
     history = []
     for epoch in range(tcfg.epochs):
         t0 = time.time()
-        rng = np.random.default_rng([tcfg.seed, epoch, rank])
-        it = ray.train.get_dataset_shard("train").iter_batches(
-            batch_size=tcfg.batch_size, batch_format="pandas", local_shuffle_buffer_size=4 * tcfg.batch_size,
-            local_shuffle_seed=tcfg.seed + epoch)
-        losses, n = [], 0
-        it = iter(it)
+        timer = PhaseTimer()
+        losses, n, windows, real, padded = [], 0, 0, 0, 0
+        source = train_batches(epoch, timer)
         while n < steps:
-            b = next(it, None)
-            if not any_all(b is not None, dist.ReduceOp.MIN):  # every worker steps, or none does
+            # Lock step without a collective per step: every worker has the same number of documents
+            # (equal shards), so one check per shuffle buffer that all still have micro-batches.
+            todo = []
+            for item in source:
+                todo.append(item)
+                if len(todo) == BUCKET_BATCHES:
+                    break
+            timer.lap("other")
+            todo = todo[:min(all_min(len(todo)), steps - n)]
+            timer.lap("sync")
+            if not todo:
                 break
-            rows, lab = make_batch({k: list(v) for k, v in b.items()}, windower, task, label_index, rng)
-            ids, mask = pad_batch(rows, pad)
-            if task == "token":
-                y, _ = pad_batch(lab, IGNORE)
-            else:
-                y = torch.tensor(lab, dtype=torch.long)
-            out = engine(input_ids=ids.to(device), attention_mask=mask.to(device), labels=y.to(device))
-            engine.backward(out.loss)
-            engine.step()
-            losses.append(float(out.loss.detach()))
-            n += 1
-            if rank == 0 and (n % PROGRESS_EVERY == 0 or n == steps):
-                print(f"[teacher-finetune] epoch {epoch} step {n}/{steps} loss {np.mean(losses[-PROGRESS_EVERY:]):.4f} "
-                      f"({time.time() - t0:.0f}s)", flush=True)
+            for ids, mask, y in todo:
+                out = engine(input_ids=ids.to(device), attention_mask=mask.to(device), labels=y.to(device))
+                timer.lap("forward")
+                engine.backward(out.loss)
+                timer.lap("backward")
+                engine.step()
+                timer.lap("step")
+                losses.append(float(out.loss.detach()))
+                n += 1
+                windows += ids.shape[0]
+                real, padded = real + int(mask.sum()), padded + mask.numel()
+                if rank == 0 and (n % PROGRESS_EVERY == 0 or n == steps):
+                    print(f"[teacher-finetune] epoch {epoch} step {n}/{steps} loss {np.mean(losses[-PROGRESS_EVERY:]):.4f} "
+                          f"({time.time() - t0:.0f}s)", flush=True)
+                timer.lap("other")
+        train_s = sum(timer.seconds.values())
         scores, probe_logits = evaluate()
-        loss_t = torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=device)
+        timer.lap("validation")
+        loss_t = torch.tensor([sum(losses), len(losses), windows], dtype=torch.float64, device=device)
         dist.all_reduce(loss_t)
+        # rank 0's clock; the workers run in lock step (one all-reduce per step)
+        timing = {"train_windows": int(loss_t[2]), "train_seconds": round(train_s, 2),
+                  "windows_per_second": round(float(loss_t[2]) / max(train_s, 1e-9), 2),
+                  "padding_fraction": round(1 - real / max(padded, 1), 3),
+                  **{f"{k}_seconds": round(v, 2) for k, v in timer.seconds.items()}}
         metrics = {"epoch": epoch, "train_loss": float(loss_t[0] / max(loss_t[1], 1)),
                    "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                    "steps": n, "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"],
-                   "seconds": round(time.time() - t0, 1)}
+                   "seconds": round(time.time() - t0, 1), "timing": timing}
         history.append(metrics)
+        flat = {k: v for k, v in metrics.items() if k != "timing"}  # the timing goes with the history
         with tempfile.TemporaryDirectory() as tmp:
             params = list(engine.module.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=tcfg.zero_stage == 3):
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=zero == 3):
                 if rank == 0:
                     state = {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
             if rank == 0:
                 engine.module.save_pretrained(tmp, state_dict=state)
                 tok.save_pretrained(tmp)
                 (Path(tmp) / "tgd_probe.json").write_text(json.dumps({"texts": config["probe_texts"], "logits": probe_logits}))
-                ray.train.report({**metrics, "history": json.dumps(history)},
+                ray.train.report({**flat, "history": json.dumps(history), "zero_stage": zero, "zero_stage_reason": why},
                                  checkpoint=ray.train.Checkpoint.from_directory(tmp))
             else:
-                ray.train.report({**metrics, "history": json.dumps(history)})
+                ray.train.report({**flat, "history": json.dumps(history)})
 
 
 def _steps_per_epoch(train_rows: int, cfg: RunConfig) -> int:
@@ -235,7 +321,8 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
     return {"model_path": str(model_dir.resolve()), "best_epoch": best["epoch"], "history": history,
             "best_validation": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
             "train_documents": train.num_rows, "validation_documents": val.num_rows,
-            "steps_per_epoch": config["steps_per_epoch"], "zero_stage": cfg.teacher.zero_stage}
+            "steps_per_epoch": config["steps_per_epoch"], "zero_stage": result.metrics["zero_stage"],
+            "zero_stage_reason": result.metrics["zero_stage_reason"]}
 
 
 def source_fingerprint(cfg: RunConfig) -> dict[str, Any]:
