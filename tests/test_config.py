@@ -64,3 +64,10 @@ def test_fast_graph_parser_refuses_dependency_only_student():
     assert "graph.parser" in str(e.value) and "student.edges" in str(e.value)
     assert load_config(None, ["graph.parser=fast"]).graph.parser == "fast"
     assert load_config(None, ["graph.parser=fast", "student.edges=cooccurrence"]).student.edges == "cooccurrence"
+
+
+def test_fast_graph_row_needs_cooccurrence_edges():
+    with pytest.raises(ConfigError, match="evaluate.ablations has fast_graph"):
+        load_config(None, ["student.edges=dependency"])
+    cfg = load_config(None, ["student.edges=dependency", "evaluate.ablations=[no_bridge]"])
+    assert cfg.student.edges == "dependency"

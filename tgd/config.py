@@ -198,6 +198,10 @@ class RunConfig(_Section):
         if g.parser == "fast" and not g.cooccurrence_edges:
             raise ValueError("graph.parser=fast with graph.cooccurrence_edges=false builds graphs without edges: "
                              "set graph.cooccurrence_edges=true or graph.parser=spacy")
+        if "fast_graph" in self.evaluate.ablations and (self.student.edges == "dependency" or not g.cooccurrence_edges):
+            raise ValueError("evaluate.ablations has fast_graph, whose graphs have co-occurrence edges only, but "
+                             "student.edges=dependency or graph.cooccurrence_edges=false leaves them none: drop fast_graph "
+                             "from evaluate.ablations or change those keys")
         return self
 
     def section_hash(self, *sections: str) -> str:

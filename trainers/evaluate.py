@@ -38,7 +38,10 @@ ABLATIONS = {  # name -> (section, field, value)
 
 
 def _variant(cfg, section: str, **changes):
-    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=changes)})
+    """``cfg`` with ``section.key=value`` changes, validated like any config."""
+    raw = cfg.model_dump(mode="json")
+    raw[section].update(changes)
+    return type(cfg).model_validate(raw)
 
 
 def row_configs(cfg) -> dict[str, Any]:
