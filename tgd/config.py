@@ -150,8 +150,9 @@ class TeacherConfig(_Section):
         "the documents (data parallel, no all-gathers); zero3 = parameters sharded across workers by DeepSpeed ZeRO-3 "
         "(for a teacher larger than one device); auto = replicate when parameter bytes x memory_safety fit every "
         "worker's free device memory, else zero3")
-    memory_safety: float = Field(3.0, ge=1, description="teacher.parallel=auto: replicate only when parameter bytes "
-                                 "times this (activations, buffers) fit a worker's free device memory")
+    memory_safety: float = Field(3.0, ge=1, description="teacher.parallel=auto and teacher.zero_stage=auto: the "
+                                 "model's bytes (inference: weights; fine-tuning: weights + gradients + AdamW state) "
+                                 "times this (activations, buffers) must fit a worker's free device memory")
     max_train_docs: int | None = Field(None, gt=0, description="fine-tune on at most this many training documents per epoch (sampled)")
     max_length: int = Field(128, ge=8, description="teacher tokens per window (special tokens and prompt included)")
     stride: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long document")
