@@ -110,3 +110,112 @@ def test_fast_pretokenized_and_merged(graph_builder):
     assert edges(g, "co") == edges(s, "co")
     m = GraphBuilder(GraphConfig(parser="fast", merge_repeated=True)).build([SENTENCE])[0]
     assert m["lower"] == ["the", "cat", "sat", "on", "mat", "."] and m["dep_src"] == []
+
+
+# --- POS from PosLookup (the model's attribute_ruler patterns) instead of running attribute_ruler ---
+
+VARIED = [
+    "There is nothing I ain't gonna do for you, is there?", "There were three of them; there's always more.",
+    "I don't know whether that's what she meant, but it doesn't matter.", "Has he had any luck? He has.",
+    "Everyone loved it, although nobody could say why.", "Being honest, I have been better.",
+    "That is the film that changed everything for me.", "Which one did you buy? The one that broke.",
+    "He said that he'd come if it stopped raining.", "Let's go -- we're gonna be late, y'all!",
+    "Do it now, or don't do it at all.", "She's got to be kidding; he's been here since 9 a.m.",
+    "Not once did they apologize.", "Well, then, here we are again!", "You yourself said it's fine.",
+    "The results (see Table 2) were, frankly, underwhelming.", "It's $4.99 at the store down the street.",
+    "Mr. O'Neil's dog barked at me and my brother.", "What were they thinking when they made this?",
+    "All that glitters is not gold.", "Both of them did their best, but neither won.",
+    "Can you believe it's over?  I can't.", "If only the script had been half as good as the cast.",
+    "Whatever you do, don't watch the trailer first.", "Some like it hot; others, not so much.",
+    "The director, who also wrote it, does a great job.", "Unless you're a fan, skip it.",
+    "There ought to be a law against sequels like this.", "To be or not to be, that is the question.",
+    "so bad it's good lol", "BEST MOVIE EVER!!!", "meh.", "I could've been a contender.",
+]
+
+
+def _rt_snippets(n):
+    import pyarrow.parquet as pq
+
+    from pipeline import corpora
+
+    path = corpora.cache_dir() / "corpora" / "rt-sentiment" / "data.parquet"  # only if already fetched
+    return pq.read_table(path, columns=["text"]).column("text").to_pylist()[:n] if path.is_file() else []
+
+
+def _ruler_builder():
+    """Reference: the same pipeline with the real attribute_ruler run and no lookup."""
+    from pipeline import graph_builder as gb
+
+    ref = GraphBuilder(GraphConfig())
+    ref.nlp.enable_pipe("attribute_ruler")
+    gb._POS_LOOKUPS.pop(id(ref.nlp.vocab))
+    assert ref.nlp.pipe_names[-1] == "attribute_ruler" and gb.pos_lookup_for(ref.nlp.make_doc("x")) is None
+    return ref
+
+
+def test_pos_lookup_gives_the_attribute_ruler_pos(graph_builder):
+    from pipeline.graph_builder import pos_lookup_for
+
+    assert "attribute_ruler" not in graph_builder.nlp.pipe_names
+    assert pos_lookup_for(graph_builder.nlp.make_doc("x")) is not None
+    ref = _ruler_builder()
+    texts = VARIED + _rt_snippets(200)
+    compared = 0
+    for g, r in zip(graph_builder.build(texts), ref.build(texts)):
+        assert g["token"] == r["token"] and g["pos"] == r["pos"], g["token"]
+        assert (g["dep_src"], g["dep_dst"], g["dep_rel"]) == (r["dep_src"], r["dep_dst"], r["dep_rel"])
+        compared += len(g["pos"])
+    toks = ["New", "York", "'s", "mayor", "is", "n't", "here", ";", "there", "'s", "no", "one", "."]
+    assert graph_builder.build_pretokenized([toks])[0]["pos"] == ref.build_pretokenized([toks])[0]["pos"]
+    assert compared > (3000 if len(texts) > 200 else 400)
+
+
+def test_pos_lookup_precedence_and_operators_match_the_ruler():
+    """Synthetic ruler on hand-tagged docs: last-added matching pattern wins; IN / NOT_IN / REGEX,
+    booleans, multi-token patterns with positive and negative index; TAG-only patterns feed the
+    fallback; patterns that set only LEMMA/MORPH are ignored even with operators."""
+    import spacy
+    from spacy.tokens import Doc
+
+    from pipeline.graph_builder import PosLookup
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("attribute_ruler")
+    ruler.add_patterns([
+        {"patterns": [[{"TAG": "NN"}]], "attrs": {"POS": "NOUN"}},
+        {"patterns": [[{"TAG": "NN", "LOWER": {"IN": ["thing", "one"]}}]], "attrs": {"POS": "PRON"}},
+        {"patterns": [[{"TAG": {"NOT_IN": ["NN", ""]}, "IS_TITLE": True}]], "attrs": {"POS": "PROPN"}},
+        {"patterns": [[{"LOWER": "the"}, {"TAG": "NN"}]], "attrs": {"POS": "DET", "LEMMA": "the"}},
+        {"patterns": [[{"ORTH": "big"}, {"TEXT": {"REGEX": "^t"}}]], "attrs": {"POS": "X"}, "index": -1},
+        {"patterns": [[{"TAG": "VB"}]], "attrs": {"TAG": "VBX"}},
+        {"patterns": [[{"LOWER": "a"}, {"OP": "?"}]], "attrs": {"LEMMA": "a"}},
+        {"patterns": [[{"TAG": "NN", "LOWER": "one"}]], "attrs": {"POS": "NUM"}},
+    ])
+    lookup = PosLookup.from_ruler(nlp)
+    words = ["The", "thing", "the", "one", "big", "thing", "Big", "Tom", "run", "a", "one"]
+    tags = ["DT", "NN", "DT", "NN", "JJ", "NN", "JJ", "NNP", "VB", "DT", "NN"]
+    doc = ruler(Doc(nlp.vocab, words=words, tags=tags))
+    want = [t.pos_ or t.tag_ or "X" for t in doc]
+    got = [lookup(t) for t in Doc(nlp.vocab, words=words, tags=tags)]
+    assert got == want
+    assert want == ["DET", "PRON", "DET", "NUM", "JJ", "X", "PROPN", "PROPN", "VBX", "DT", "NUM"]
+
+
+def test_unrepresentable_ruler_is_kept():
+    import pytest
+    import spacy
+
+    from pipeline.graph_builder import PosLookup, UnsupportedRuler
+
+    for pattern in ({"patterns": [[{"LOWER": "a"}, {"OP": "*"}]], "attrs": {"POS": "DET"}},
+                    {"patterns": [[{"LENGTH": {">=": 3}}]], "attrs": {"POS": "NOUN"}},
+                    {"patterns": [[{"IS_SPACE": False}]], "attrs": {"DEP": "dep"}}):
+        nlp = spacy.blank("en")
+        nlp.add_pipe("attribute_ruler").add_patterns([pattern])
+        with pytest.raises(UnsupportedRuler):
+            PosLookup.from_ruler(nlp)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("attribute_ruler")
+    nlp.add_pipe("sentencizer")  # the ruler must be the last enabled component
+    with pytest.raises(UnsupportedRuler):
+        PosLookup.from_ruler(nlp)
