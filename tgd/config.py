@@ -56,7 +56,7 @@ class GraphConfig(_Section):
     min_cooccurrence: int = Field(1, ge=1, description="keep a co-occurrence edge when its word pair occurs this often")
     merge_repeated: bool = Field(False, description="one node per word type per document (TextING style)")
     parser: Literal["spacy", "fast"] = Field(
-        "spacy", description="spacy: the full pipeline (tok2vec + tagger + attribute_ruler + parser): POS and "
+        "spacy", description="spacy: tok2vec + tagger + parser (POS from the pipeline's attribute_ruler patterns): POS and "
         "dependency edges; fast: spaCy tokenizer + rule-based sentencizer only: co-occurrence edges, POS 'X' for "
         "every node, no dependency edges (graph.dependency_edges is ignored), several times the throughput")
     dependency_edges: bool = Field(True, description="dependency arcs head -> child (spacy parser only: "
