@@ -134,7 +134,7 @@ def profile(builder, enc, model, texts: list[str], batch: int) -> dict[str, floa
             t0 = clock(); docs = [nlp.make_doc(x) for x in part]; add("tokenizer", clock() - t0)
             for name, proc in nlp.pipeline:
                 t0 = clock(); docs = list(proc.pipe(docs, batch_size=batch)); add(name, clock() - t0)
-            t0 = clock(); graphs = [graph_from_docs([(d, 0)], builder.cfg) for d in docs]; add("graph assembly", clock() - t0)
+            t0 = clock(); graphs = [graph_from_docs([(d, 0)], builder.cfg, builder.pos_of) for d in docs]; add("graph assembly", clock() - t0)
             t0 = clock(); datas = [enc.encode(g) for g in graphs]; add("encoding", clock() - t0)
             t0 = clock(); b = Batch.from_data_list(datas); add("collation", clock() - t0)
             t0 = clock(); model(b); add("model", clock() - t0)

@@ -144,20 +144,15 @@ def _rt_snippets(n):
 
 def _ruler_builder():
     """Reference: the same pipeline with the real attribute_ruler run and no lookup."""
-    from pipeline import graph_builder as gb
-
     ref = GraphBuilder(GraphConfig())
     ref.nlp.enable_pipe("attribute_ruler")
-    gb._POS_LOOKUPS.pop(id(ref.nlp.vocab))
-    assert ref.nlp.pipe_names[-1] == "attribute_ruler" and gb.pos_lookup_for(ref.nlp.make_doc("x")) is None
+    ref.pos_of = None
+    assert ref.nlp.pipe_names[-1] == "attribute_ruler"
     return ref
 
 
 def test_pos_lookup_gives_the_attribute_ruler_pos(graph_builder):
-    from pipeline.graph_builder import pos_lookup_for
-
-    assert "attribute_ruler" not in graph_builder.nlp.pipe_names
-    assert pos_lookup_for(graph_builder.nlp.make_doc("x")) is not None
+    assert "attribute_ruler" not in graph_builder.nlp.pipe_names and graph_builder.pos_of is not None
     ref = _ruler_builder()
     texts = VARIED + _rt_snippets(200)
     compared = 0
@@ -177,7 +172,7 @@ def test_pos_lookup_precedence_and_operators_match_the_ruler():
     import spacy
     from spacy.tokens import Doc
 
-    from pipeline.graph_builder import PosLookup
+    from pipeline.pos_lookup import PosLookup
 
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("attribute_ruler")
@@ -205,7 +200,7 @@ def test_unrepresentable_ruler_is_kept():
     import pytest
     import spacy
 
-    from pipeline.graph_builder import PosLookup, UnsupportedRuler
+    from pipeline.pos_lookup import PosLookup, UnsupportedRuler
 
     for pattern in ({"patterns": [[{"LOWER": "a"}, {"OP": "*"}]], "attrs": {"POS": "DET"}},
                     {"patterns": [[{"LENGTH": {">=": 3}}]], "attrs": {"POS": "NOUN"}},

@@ -38,8 +38,10 @@ ABLATIONS = {  # name -> (section, field, value)
 
 
 def _variant(cfg, section: str, **changes):
-    """``cfg`` with ``section.key=value`` changes, validated like any config."""
+    """``cfg`` with ``section.key=value`` changes, validated like any config. A row trains one
+    student, so its config lists no rows of its own (``evaluate.ablations`` empty)."""
     raw = cfg.model_dump(mode="json")
+    raw["evaluate"]["ablations"] = []
     raw[section].update(changes)
     return type(cfg).model_validate(raw)
 
