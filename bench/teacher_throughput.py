@@ -8,11 +8,12 @@ Same documents, same windows, same micro-batch size:
     holds the whole model and takes half the documents);
 (c) the stage with ``teacher.parallel=zero3`` on 2 workers (each holds half of the parameters,
     every layer is all-gathered over gloo in every forward).
-Prints documents/second end to end and inside the workers (without Ray Train start-up), the ratios,
+Prints documents/second end to end, inside the workers (without Ray Train start-up) and from each
+worker's first forward on (steady state: without model load and Ray Data start-up), the ratios,
 Parquet bytes per document, peak RSS per process and the parameter bytes each rank holds. The last
 line is one JSON object with the ratios (``replicate_over_plain``, ``zero3_over_plain``, ...).
 
-    .venv/bin/python bench/teacher_throughput.py                  # 2048 rt-sentiment documents
+    .venv/bin/python bench/teacher_throughput.py                  # all 12,752 rt-sentiment documents
     .venv/bin/python bench/teacher_throughput.py --corpus brown-genre --docs 40
 """
 from __future__ import annotations
@@ -58,7 +59,7 @@ def plain_inference(model_path: str, labels: list[str], texts: list[str], teache
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="rt-sentiment")
-    ap.add_argument("--docs", type=int, default=2048, help="documents to run through the teacher")
+    ap.add_argument("--docs", type=int, default=None, help="documents to run through the teacher")
     ap.add_argument("--model", default="all-minilm-l6-v2", help="teacher checkpoint directory (default: packaged MiniLM)")
     ap.add_argument("--cpus", type=int, default=2, help="total CPU threads given to each variant")
     args = ap.parse_args()
@@ -95,7 +96,7 @@ def main() -> None:
         threads = args.cpus if p is plain else max(args.cpus // 2, 1)
         print(f"{tag} plain HF, 1 process, {threads} thread{'s' if threads > 1 else ''}   {p['docs_per_s']:8.1f} docs/s   "
               f"peak RSS {p['peak_rss_mb']:7.0f} MiB   parameters {p['param_mb']:.1f} MiB   ({p['windows']} windows)")
-    rates, inner = {}, {}
+    rates, inner, steady = {}, {}, {}
     for tag, mode in (("(b) ", "replicate"), ("(c) ", "zero3")):
         out = work / f"teacher-{mode}"
         out.mkdir()
@@ -105,9 +106,10 @@ def main() -> None:
         launched = run_workers(c, out, model_path, labels, teacher_id(cfg.teacher.model, model_path))
         rates[mode] = len(texts) / (time.perf_counter() - t0)
         inner[mode] = len(texts) / max(w["seconds"] for w in launched["workers"])
+        steady[mode] = sum(w["rows"] / max(w["forward_seconds"], 1e-9) for w in launched["workers"])
         size = sum(f.stat().st_size for f in out.glob("part-*.parquet")) / len(texts)
         print(f"{tag} {mode} on Ray Train, 2 workers {rates[mode]:8.1f} docs/s   (inside the workers, without Ray Train "
-              f"start-up: {inner[mode]:.1f} docs/s)   {size:,.0f} Parquet bytes/doc")
+              f"start-up: {inner[mode]:.1f} docs/s; steady state {steady[mode]:.1f} docs/s)   {size:,.0f} Parquet bytes/doc")
         for w in launched["workers"]:
             print(f"      rank {w['rank']}: {w['rows']} docs, peak RSS {w['peak_rss_mb']:.0f} MiB, "
                   f"parameters held {w['param_mb_held']:.1f} MiB")
@@ -116,13 +118,18 @@ def main() -> None:
     ratios = {"replicate_over_plain": rates["replicate"] / a, "zero3_over_plain": rates["zero3"] / a,
               "replicate_inside_over_plain": inner["replicate"] / a, "zero3_inside_over_plain": inner["zero3"] / a,
               "replicate_over_plain_one_worker_threads": rates["replicate"] / a1,
-              "replicate_over_zero3": rates["replicate"] / rates["zero3"]}
+              "replicate_over_zero3": rates["replicate"] / rates["zero3"],
+              "replicate_steady_over_plain": steady["replicate"] / a, "zero3_steady_over_plain": steady["zero3"] / a,
+              "replicate_steady_over_plain_one_worker_threads": steady["replicate"] / a1}
     print(f"ratio (b)/(a)  replicate 2 workers vs plain, same total threads:   {ratios['replicate_over_plain']:.2f} "
           f"(inside the workers {ratios['replicate_inside_over_plain']:.2f})")
     print(f"ratio (c)/(a)  zero3 2 workers vs plain, same total threads:       {ratios['zero3_over_plain']:.2f} "
           f"(inside the workers {ratios['zero3_inside_over_plain']:.2f})")
     print(f"ratio (b)/(a1) replicate 2 workers vs plain with one worker's threads: "
-          f"{ratios['replicate_over_plain_one_worker_threads']:.2f}")
+          f"{ratios['replicate_over_plain_one_worker_threads']:.2f} (steady state "
+          f"{ratios['replicate_steady_over_plain_one_worker_threads']:.2f})")
+    print(f"steady state (from each worker's first forward): replicate / plain {ratios['replicate_steady_over_plain']:.2f}, "
+          f"zero3 / plain {ratios['zero3_steady_over_plain']:.2f}")
     print(json.dumps({"docs": len(texts), "plain_docs_per_s": round(a, 1), "plain_one_worker_threads_docs_per_s": round(a1, 1),
                       "replicate_docs_per_s": round(rates["replicate"], 1), "zero3_docs_per_s": round(rates["zero3"], 1),
                       **{k: round(v, 3) for k, v in ratios.items()}}))

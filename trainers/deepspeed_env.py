@@ -1,4 +1,5 @@
-"""DeepSpeed inside a Ray Train worker: accelerator choice, process group reuse, ZeRO configs.
+"""DeepSpeed inside a Ray Train worker: accelerator choice, process group reuse, ZeRO configs, and
+the memory sizing (checkpoint size, free device memory) that picks the ZeRO stage / parallelism.
 
 Why a module of its own: DeepSpeed picks its accelerator when first imported, so the environment
 must be set before any ``import deepspeed`` in the worker process; and on CPU its first
@@ -49,6 +50,23 @@ def zero3_inference_config(micro_batch: int) -> dict[str, Any]:
         "fp16": {"enabled": False},
         "bf16": {"enabled": False},
     }
+
+
+def checkpoint_bytes(path: Path) -> int:
+    """Bytes of the checkpoint's weight files: what one worker must hold to replicate the teacher."""
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+
+
+def free_device_bytes(use_gpu: bool, device) -> float:
+    """Free memory of this worker's device: the GPU's, or this node's RAM shared by its local workers."""
+    if use_gpu:
+        import torch
+
+        return float(torch.cuda.mem_get_info(device)[0])
+    import psutil
+    import ray.train
+
+    return psutil.virtual_memory().available / max(ray.train.get_context().get_local_world_size(), 1)
 
 
 def checkpoint_parameters(path: Path) -> int:

@@ -111,7 +111,8 @@ class PhaseTimer:
 
 
 def worker_loop(config: dict[str, Any]) -> None:
-    from trainers.deepspeed_env import checkpoint_parameters, choose_zero_stage, setup_worker, training_config
+    from trainers.deepspeed_env import (checkpoint_parameters, choose_zero_stage, free_device_bytes, setup_worker,
+                                        training_config)
 
     device = setup_worker(config["use_gpu"], config["threads"])
     import deepspeed
@@ -121,7 +122,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
     from trainers.scores import accuracy_f1
-    from trainers.teacher_logits import free_device_bytes, process
+    from trainers.teacher_logits import process
     from trainers.teacher_model import TeacherForward, load_model, load_tokenizer, pad_batch
 
     tcfg = TeacherConfig.model_validate(config["teacher"])

@@ -196,11 +196,6 @@ def documents_dataset(cfg: RunConfig):
 
 
 # ---------------------------------------------------------------- the Ray Train worker
-def checkpoint_bytes(path: Path) -> int:
-    """Bytes of the checkpoint's weight files: what one worker must hold to replicate the teacher."""
-    return sum(f.stat().st_size for f in Path(path).iterdir() if f.suffix in (".safetensors", ".bin", ".pt", ".pth"))
-
-
 def choose_parallel(requested: str, param_bytes: int, free_bytes: float, safety: float) -> tuple[str, str]:
     """-> (replicate | zero3, why) for one worker; ``auto`` compares parameters x safety with free memory."""
     if requested != "auto":
@@ -213,25 +208,13 @@ def choose_parallel(requested: str, param_bytes: int, free_bytes: float, safety:
                      f"{free_bytes / mib:,.0f} MiB of free device memory; sharding them with ZeRO-3")
 
 
-def free_device_bytes(use_gpu: bool, device) -> float:
-    """Free memory of this worker's device: the GPU's, or this node's RAM shared by its local workers."""
-    if use_gpu:
-        import torch
-
-        return float(torch.cuda.mem_get_info(device)[0])
-    import psutil
-    import ray.train
-
-    return psutil.virtual_memory().available / max(ray.train.get_context().get_local_world_size(), 1)
-
-
 def worker_loop(config: dict[str, Any]) -> None:
     """Teacher inference on this worker's shard (replicated or ZeRO-3); writes ``part-rRRR-NNNNN.parquet`` files."""
     import ray.train
     import torch
     import torch.distributed as dist
 
-    from trainers.deepspeed_env import peak_memory_mb
+    from trainers.deepspeed_env import checkpoint_bytes, free_device_bytes, peak_memory_mb
     from trainers.teacher_model import TeacherForward, load_model, load_tokenizer, state_projection, verbalizer_ids
 
     t0 = time.time()
@@ -290,7 +273,7 @@ def worker_loop(config: dict[str, Any]) -> None:
             files += 1
             buf = []
 
-    seen, last_print = 0, time.time()
+    seen, last_print, first_forward = 0, time.time(), None
 
     def progress(final: bool = False) -> None:
         nonlocal last_print
@@ -300,7 +283,8 @@ def worker_loop(config: dict[str, Any]) -> None:
                   f"{rows / dt:.2f} docs/s)", flush=True)
 
     def forward_with_progress(seqs):
-        nonlocal seen
+        nonlocal seen, first_forward
+        first_forward = first_forward or time.time()  # after model load and the first Ray Data block
         out = forward(seqs)
         seen += len(seqs)
         progress()
@@ -318,13 +302,14 @@ def worker_loop(config: dict[str, Any]) -> None:
     # What this rank holds of the teacher: the whole model (replicate) or its ZeRO-3 partition (1/N).
     held = sum(p.ds_tensor.numel() * p.ds_tensor.element_size() if hasattr(p, "ds_tensor") else p.numel() * p.element_size()
                for p in module.parameters())
-    stats = torch.tensor([rows, windows, files, peak_memory_mb(), time.time() - t0, held / 2**20], dtype=torch.float64,
-                         device=device)
+    stats = torch.tensor([rows, windows, files, peak_memory_mb(), time.time() - t0, held / 2**20,
+                          time.time() - (first_forward or time.time())], dtype=torch.float64, device=device)
     gathered = [torch.zeros_like(stats) for _ in range(world)]
     dist.all_gather(gathered, stats)
     per_worker = [{"rank": i, "rows": int(g[0]), "windows": int(g[1]), "files": int(g[2]),
                    "peak_rss_mb": round(float(g[3]), 1), "seconds": round(float(g[4]), 1),
-                   "param_mb_held": round(float(g[5]), 2)} for i, g in enumerate(gathered)]
+                   "param_mb_held": round(float(g[5]), 2), "forward_seconds": round(float(g[6]), 1)}
+                  for i, g in enumerate(gathered)]
     if rank == 0:  # Ray Train v2 keeps metrics only with checkpoints: hand the stats over beside the shards
         (out_dir / WORKER_STATS).write_text(json.dumps({"parallel": mode, "reason": reason, "workers": per_worker}))
 
