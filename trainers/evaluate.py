@@ -2,13 +2,14 @@
 
 Rows: teacher (from its stored test logits; latency from the fine-tuned checkpoint), distilled
 (the distill stage's student), gnn (same student, labels only), bow (TF-IDF MLP), the ablations of
-``evaluate.ablations`` (each a retrained student), the small-data rows, and ``distilled_decomposed``
-(the distilled student predicting from sentence-window parts of at most ``distill.node_budget``
-nodes, to show decomposition matches whole-graph accuracy). Latency: single thread for every row,
-per document at batch 1 and batch 64 (model only, inputs prepared beforehand) and end to end at
-batch 1 from the raw text (student: spaCy graph construction + encoding + model; teacher:
-tokenisation + model; bow: spaCy tokenizer + TF-IDF + model). Writes metrics.json, metrics.md and
-PNG plots.
+``evaluate.ablations`` (each a retrained student), the small-data rows, ``fast_graph`` (a student
+trained and served on ``graph.parser=fast`` graphs) and ``distilled_decomposed`` (the distilled
+student predicting from sentence-window parts of at most ``distill.node_budget`` nodes). The
+retrained students are independent, so they train side by side as Ray tasks on one shared copy of
+the encoded graphs. Latency: single thread for every row, per document at batch 1 and batch 64,
+model only (inputs prepared beforehand) and end to end from the raw text (student: the serving
+Predictor, i.e. graph construction + encoding + model; teacher: tokenisation + windows + model;
+bow: spaCy tokenizer + TF-IDF + model). Writes metrics.json, metrics.md and PNG plots.
 """
 from __future__ import annotations
 
