@@ -71,3 +71,28 @@ def test_fast_graph_row_needs_cooccurrence_edges():
         load_config(None, ["student.edges=dependency"])
     cfg = load_config(None, ["student.edges=dependency", "evaluate.ablations=[no_bridge]"])
     assert cfg.student.edges == "dependency"
+
+
+def test_schema_data_and_status_through_the_installed_cli(tmp_path):
+    """The README's `tgd schema`, `tgd data` and `tgd status` as a user runs them: the console script."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tgd.schema import ALL, SCHEMA_VERSION
+    from tgd.stages import STAGE_NAMES
+
+    tgd = str(Path(sys.executable).parent / "tgd")
+
+    def run(*args):
+        done = subprocess.run([tgd, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = run("schema")
+    assert out.startswith(f"schema version {SCHEMA_VERSION}") and all(f"## {name}" in out for name in ALL)
+    out = run("data")
+    assert "rt-sentiment" in out and "brown-genre" in out and "brown-pos" in out
+    cfg = write(tmp_path, f"run_dir: {tmp_path / 'run'}\n")
+    lines = run("status", str(cfg)).splitlines()
+    assert [l.split()[0] for l in lines] == list(STAGE_NAMES) and all(l.endswith("missing") for l in lines)
