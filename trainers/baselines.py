@@ -3,7 +3,6 @@ on labels only (no teacher). Published work shows bag-of-words MLPs match many t
 graph student has to beat this row to justify its graph."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 

@@ -31,7 +31,7 @@ from tgd.config import RunConfig, TeacherConfig
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
 from trainers.alignment import align_nodes, pool_nodes
 from trainers.shard_split import split_config
-from trainers.teacher_model import Encoded, Windower
+from trainers.teacher_model import Windower
 
 ROWS_PER_FILE = 4096
 DOCS_PER_BATCH = 256
