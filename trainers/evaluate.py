@@ -83,8 +83,7 @@ def graph_sets(cfg, rows: dict[str, Any], prepared, out_dir: Path, log=print) ->
 
 
 def _train_row(cfg, out_dir: Path, prepared) -> Path:
-    torch.set_num_threads(cfg.distill.threads_per_worker)
-    train_student_local(cfg, out_dir, prepared)
+    train_student_local(cfg, out_dir, prepared)  # distill.threads_per_worker threads
     return out_dir / "student.pt"
 
 
