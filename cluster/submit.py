@@ -2,7 +2,7 @@
 see ray_config.yaml). The project folder plus the validated config (overrides applied) are shipped
 as the job's working_dir, so the driver runs exactly the code and config you have here against
 the packages installed on the cluster. Paths in the config resolve on the cluster: use shared
-storage or URIs for data.source and run_dir."""
+storage or URIs for data.source and run_dir; relative ones are refused (check_cluster_paths)."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tgd.config import RunConfig, dump_yaml
+from tgd.config import ConfigError, RunConfig, dump_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXCLUDES = (".venv", ".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache")
@@ -19,9 +19,31 @@ EXCLUDES = (".venv", ".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache
 JOB_CONFIG = "job_config.yaml"
 
 
+class JobFailed(RuntimeError):
+    """The submitted job ended FAILED or STOPPED (its logs were printed)."""
+
+
+def check_cluster_paths(cfg: RunConfig) -> None:
+    """Refuse paths the job would resolve against Ray's temporary working directory on the cluster:
+    a relative run_dir would be written there and deleted with it, a relative data.source would not
+    be found (or silently be another file). Built-in corpus names and URIs are fine."""
+    from pipeline.corpora import RECIPES
+
+    if not cfg.run_dir.is_absolute():
+        raise ConfigError(f"run_dir {str(cfg.run_dir)!r} is relative: a submitted job runs in Ray's temporary working "
+                          f"directory and would write there; set run_dir to an absolute path on storage the cluster "
+                          f"shares (e.g. --set run_dir=/mnt/shared/runs/NAME)")
+    source = cfg.data.source
+    if source not in RECIPES and "://" not in source and not Path(source).is_absolute():
+        raise ConfigError(f"data.source {source!r} is a relative path, which the cluster resolves inside Ray's "
+                          f"temporary working directory: use an absolute path on storage every node sees, or a URI "
+                          f"(s3://, gs://)")
+
+
 def submit(cfg: RunConfig, address: str, command: str = "run", wait: bool = False, log=print) -> str:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    check_cluster_paths(cfg)
     client = JobSubmissionClient(address)
     with tempfile.TemporaryDirectory(prefix="tgd-job-") as staging:
         work = Path(staging) / "textgraph-distill"
@@ -48,5 +70,5 @@ def submit(cfg: RunConfig, address: str, command: str = "run", wait: bool = Fals
         log(client.get_job_logs(job_id))
         log(f"job {job_id}: {status.value}")
         if status != JobStatus.SUCCEEDED:
-            raise RuntimeError(f"job {job_id} ended {status.value}")
+            raise JobFailed(f"job {job_id} ended {status.value}; its logs are above")
     return job_id

@@ -1,9 +1,11 @@
 """cluster/: the launcher config is valid for Ray's own schema; a Ray Job runs a stage for real."""
+import contextlib
 import json
 import os
-import signal
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.submit import submit
-from tests.conftest import make_config
+from cluster.submit import check_cluster_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,38 +28,123 @@ def test_ray_config_validates_against_ray_schema():
     assert any("scripts/setup.sh" in c for c in config["setup_commands"])
 
 
-@pytest.mark.slow
-def test_submit_ingest_as_ray_job(tmp_path, monkeypatch):
-    """Start a separate Ray head with a dashboard, submit `tgd ingest` as a Ray Job, wait for it."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # Ray >= 2.59 protects local clusters with a token
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
-    ray_tmp = tempfile.mkdtemp(prefix="tgdray", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (held open together so they differ)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def job_table(address: str, env: dict) -> dict[str, str]:
+    """submission id -> status, asked through the Jobs SDK in a fresh process: the token loader is
+    process-wide and cached, so this test's own process may already hold another cluster's token."""
+    code = ("import json, sys; from ray.job_submission import JobSubmissionClient; c = JobSubmissionClient(sys.argv[1]); "
+            "print(json.dumps({j.submission_id: c.get_job_status(j.submission_id).value for j in c.list_jobs()}))")
+    done = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def stop_session(sid: int) -> None:
+    """End every process of the session the head was started in (its own, by start_new_session),
+    one pid at a time: `ray stop` would also stop any other Ray instance on this machine."""
+    def members():
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":  # after "(comm)": state ppid pgrp session ...
+                yield int(stat.parent.name)
+
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 20)):  # gcs_server may outlive a SIGTERM
+        for pid in members():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + grace
+        while any(True for _ in members()) and time.time() < deadline:
+            time.sleep(0.5)
+
+
+def test_tgd_submit_runs_ingest_as_ray_job_through_the_cli(tmp_path):
+    """`tgd submit CONFIG --address ... --command ingest --wait` as a user types it, against a real Ray
+    head on loopback with its own ports, temp dir and auth token: the job is listed SUCCEEDED, the
+    output is in the absolute run_dir, and nothing ran in the submitting process."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="tgdray", dir="/tmp"))  # short: Ray's socket paths must fit 107 chars
+    token = ray_tmp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}  # Ray >= 2.60: token auth by default
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash, client, agent, agent_grpc, runtime_env, metrics = free_ports(7)
+    address = f"http://127.0.0.1:{dash}"
     head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port=6391", "--num-cpus=1",
-         "--dashboard-port=8271", "--include-dashboard=true", f"--temp-dir={ray_tmp}"],
+        [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
+         f"--metrics-export-port={metrics}", f"--temp-dir={ray_tmp}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        from ray.job_submission import JobSubmissionClient
-
         deadline = time.time() + 120
         while True:
             try:
-                JobSubmissionClient("http://127.0.0.1:8271").list_jobs()
+                assert job_table(address, env) == {}
                 break
-            except Exception:  # noqa: BLE001 - dashboard not up yet
-                if time.time() > deadline:
+            except RuntimeError:  # dashboard not up yet
+                if time.time() > deadline or head.poll() is not None:
                     raise
                 time.sleep(2)
         src = tmp_path / "tiny.jsonl"
-        src.write_text('{"text": "a fine film", "label": "fresh"}\n{"text": "", "label": "fresh"}\n')
-        cfg = make_config(tmp_path, data={"source": str(src)})
-        logs = []
-        submit(cfg, "http://127.0.0.1:8271", command="ingest", wait=True, log=logs.append)
-        manifest = json.loads((tmp_path / "run/ingest/manifest.json").read_text())
-        assert manifest["accepted_rows"] == 1 and manifest["rejected_rows"] == 1
-        assert any("SUCCEEDED" in x for x in logs)
+        src.write_text('{"text": "a fine film", "label": "fresh"}\n{"text": "", "label": "fresh"}\n'
+                       '{"text": "a dull film", "label": "rotten"}\n')
+        run_dir = tmp_path / "run"
+        config = tmp_path / "job.yaml"
+        config.write_text(f"run_dir: {run_dir}\ndata:\n  source: {src}\n")
+        done = subprocess.run([str(bin_dir / "tgd"), "submit", str(config), "--address", address, "--command", "ingest",
+                               "--wait"], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        first = done.stdout.splitlines()[0]
+        print(first)
+        # run locally, the CLI would print the ingest summary and no "submitted" line
+        assert first.startswith("submitted ") and f" to {address};" in first, done.stdout
+        job_id = first.split()[1]
+        assert job_table(address, env) == {job_id: "SUCCEEDED"}
+        assert done.stdout.splitlines()[-1] == f"job {job_id}: SUCCEEDED"
+        manifest = json.loads((run_dir / "ingest" / "manifest.json").read_text())
+        assert (manifest["input_rows"], manifest["accepted_rows"], manifest["rejected_rows"]) == (3, 2, 1)
+        assert (run_dir / "ingest" / "rejects.parquet").is_file()
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
+        stop_session(head.pid)
+        head.wait(timeout=30)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_submit_parses_its_own_command_flag():
+    from tgd.cli import build_parser
+
+    args = build_parser().parse_args(["submit", "c.yaml", "--address", "http://h:8265", "--command", "ingest"])
+    assert (args.command, args.job_command) == ("submit", "ingest")
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("run_dir: runs/x\n", "run_dir 'runs/x' is relative"),
+    ("run_dir: /abs/run\ndata:\n  source: data/in.jsonl\n", "data.source 'data/in.jsonl' is a relative path"),
+])
+def test_submit_refuses_paths_the_cluster_resolves_elsewhere(tmp_path, capsys, yaml_text, message):
+    from tgd.cli import main
+    from tgd.config import RunConfig
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    assert main(["submit", str(config), "--address", "http://127.0.0.1:1"]) == 2  # refused before connecting
+    assert message in capsys.readouterr().err
+    for source in ("s3://bucket/in.jsonl", "rt-sentiment", str(tmp_path / "in.jsonl")):
+        check_cluster_paths(RunConfig.model_validate({"run_dir": str(tmp_path / "run"), "data": {"source": source}}))

@@ -40,10 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="submit a stage (default: run) to a Ray cluster as a Ray Job",
                        description="Ship this project folder as the job's working_dir and run `tgd COMMAND CONFIG` "
-                                   "on the cluster. run_dir should be storage the cluster can keep (a shared path).")
+                                   "on the cluster. run_dir and a data.source path must be absolute paths on storage the "
+                                   "cluster shares (or URIs). A cluster with token auth (Ray's default) needs "
+                                   "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token).")
     _add_config_args(p)
     p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD_IP:8265")
-    p.add_argument("--command", default="run", choices=("run", *STAGE_NAMES), help="what the job runs")
+    # dest differs from the subcommand's dest ("command"), else this flag's value would replace "submit"
+    p.add_argument("--command", dest="job_command", metavar="COMMAND", default="run", choices=("run", *STAGE_NAMES),
+                   help=f"what the job runs: run or a stage ({', '.join(STAGE_NAMES)}); default run")
     p.add_argument("--wait", action="store_true", help="wait for the job, print its logs, fail if it fails")
     p = sub.add_parser("status", help="show which stages are up to date, stale or missing")
     _add_config_args(p)
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    from cluster.submit import JobFailed, submit
     from pipeline.corpora import RECIPES, CorpusError, fetch
     from pipeline.graph_builder import SpacyModelError
     from pipeline.readers import InputError
@@ -94,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "config":
             print(dump_yaml(load_config(args.config, args.overrides)), end="")
         elif args.command == "submit":
-            from cluster.submit import submit
-
-            submit(load_config(args.config, args.overrides), args.address, args.command, wait=args.wait)
+            submit(load_config(args.config, args.overrides), args.address, args.job_command, wait=args.wait)
         elif args.command == "status":
             cfg = load_config(args.config, args.overrides)
             for name in STAGE_NAMES:
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in targets:
                 ensure(cfg, name, force=getattr(args, "force", False) and name == args.command)
             _summary(cfg)
-    except (ConfigError, InputError, CorpusError, SpacyModelError) as e:
+    except (ConfigError, InputError, CorpusError, SpacyModelError, JobFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
