@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import corpora
-from pipeline.readers import BadRow, InputError, read_records, resolve_files, undecodable
+from pipeline.readers import BadRow, InputError, read_records, resolve_files, storable, undecodable
 from tgd.config import DataConfig, RunConfig
 from tgd.schema import DOCUMENTS, REJECTS, SPLITS, shard_name, write_table
 
@@ -135,7 +135,7 @@ def content_id(doc: dict[str, Any]) -> str:
 
 
 def _raw_text(rec: dict | BadRow) -> str:
-    return rec.raw if isinstance(rec, BadRow) else json.dumps(rec, ensure_ascii=False, default=str)
+    return rec.raw if isinstance(rec, BadRow) else storable(json.dumps(rec, ensure_ascii=False, default=str))
 
 
 class _ShardWriter:
@@ -179,11 +179,14 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         user_id = None if user_id is None or str(user_id).strip() == "" else str(user_id)
 
         def reject(reason: str) -> None:
-            rejects.append({"id": user_id if user_id is not None else str(rec.row), "row": rec.row,
+            rejects.append({"id": storable(user_id) if user_id is not None else str(rec.row), "row": rec.row,
                             "source": rec.source, "reason": reason, "values": _raw_text(value)})
 
         if isinstance(value, BadRow):
             reject(value.reason)
+            continue
+        if user_id is not None and undecodable(user_id):
+            reject("undecodable bytes (not UTF-8) in id")
             continue
         doc, problem = validate(value, d, allowed)
         if problem:

@@ -1,8 +1,10 @@
 """Read user corpora (JSONL, CSV/TSV, Parquet, CoNLL/BIO) from a path or any pyarrow URI.
 
 Readers yield one record per input row and never raise on a bad row: a row that cannot be decoded
-or parsed is yielded as a ``BadRow`` so ingest can put it in the rejects file. Only a wholly
-unusable input (missing file, missing columns, unknown format) raises ``InputError``.
+or parsed is yielded as a ``BadRow`` so ingest can put it in the rejects file. Text is decoded with
+surrogateescape, so undecodable bytes survive as lone surrogates until ``storable`` escapes them for
+the rejects file. Only a wholly unusable input (missing file, missing columns, unknown format, a
+damaged Parquet file) raises ``InputError``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -28,10 +31,22 @@ class InputError(RuntimeError):
     """The input as a whole cannot be read; the message names the file and the problem."""
 
 
+def storable(s: str) -> str:
+    """``s`` with undecodable bytes written as ``\\xff`` escapes (and any other lone surrogate, e.g. from
+    a JSON ``"\\ud800"``, as ``\\ud800``): valid UTF-8 that Arrow can write and a user can read."""
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass
 class BadRow:
     reason: str
     raw: str
+
+    def __post_init__(self) -> None:
+        self.raw = storable(self.raw)
 
 
 @dataclass
@@ -102,13 +117,15 @@ def _read_jsonl(fs, path) -> Iterator[tuple[int, dict | BadRow]]:
             if not line.strip():
                 continue
             if _has_surrogates(line):
-                yield row, BadRow("undecodable bytes (not UTF-8)", line.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+                yield row, BadRow("undecodable bytes (not UTF-8)", line.strip())
             else:
                 try:
                     obj = json.loads(line)
                     yield row, obj if isinstance(obj, dict) else BadRow("not a JSON object", line.strip())
                 except json.JSONDecodeError as e:
                     yield row, BadRow(f"invalid JSON: {e.msg}", line.strip())
+                except RecursionError:
+                    yield row, BadRow("invalid JSON: nested too deeply", line.strip())
             row += 1
 
 
@@ -137,12 +154,39 @@ def _read_parquet(fs, path, required: list[str]) -> Iterator[tuple[int, dict | B
         raise InputError(f"{path}: missing column(s) {missing}; found {names}. Set data.*_column to the right names")
     row = 0
     for batch in pf.iter_batches(batch_size=4096):
-        for rec in batch.to_pylist():
-            for k, v in rec.items():
-                if isinstance(v, bytes):
-                    rec[k] = v.decode("utf-8", "surrogateescape")
+        for rec in _batch_rows(batch):
+            if isinstance(rec, dict):
+                for k, v in rec.items():
+                    if isinstance(v, bytes):
+                        rec[k] = v.decode("utf-8", "surrogateescape")
             yield row, rec
             row += 1
+
+
+def _batch_rows(batch: pa.RecordBatch) -> list[dict | BadRow]:
+    """Arrow checks UTF-8 when it writes strings, not when it reads them, so a damaged file or another
+    writer can hand over invalid string data. Top-level strings are therefore read as bytes (decoded
+    like the text readers do); a nested value that does not decode rejects its row only."""
+    cols = [c.cast(pa.large_binary()) if pa.types.is_string(c.type) or pa.types.is_large_string(c.type) else c
+            for c in batch.columns]
+    batch = pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        return [_row_or_bad(batch, i) for i in range(batch.num_rows)]
+
+
+def _row_or_bad(batch: pa.RecordBatch, i: int) -> dict | BadRow:
+    try:
+        return batch.slice(i, 1).to_pylist()[0]
+    except UnicodeDecodeError:
+        values = {}
+        for name, col in zip(batch.schema.names, batch.columns):
+            try:
+                values[name] = col[i].as_py()
+            except UnicodeDecodeError:
+                values[name] = "(not UTF-8)"
+        return BadRow("undecodable bytes (not UTF-8)", json.dumps(values, ensure_ascii=False, default=str))
 
 
 def _read_conll(fs, path, tokens_col: str, tags_col: str) -> Iterator[tuple[int, dict | BadRow]]:
@@ -162,7 +206,7 @@ def _read_conll(fs, path, tokens_col: str, tags_col: str) -> Iterator[tuple[int,
         if bad:
             return BadRow(bad, text)
         if _has_surrogates(text):
-            return BadRow("undecodable bytes (not UTF-8)", text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            return BadRow("undecodable bytes (not UTF-8)", text)
         return {tokens_col: toks, tags_col: tags}
 
     with _text_stream(fs, path) as f:
@@ -199,6 +243,6 @@ def read_records(source: str, fmt: str, required: list[str], tokens_col: str = "
             for row, value in rows:
                 n = row + 1
                 yield Record(path, offset + row, value)
-        except (OSError, csv.Error) as e:
+        except (OSError, csv.Error, pa.ArrowException) as e:  # damage past the Parquet footer shows up here
             raise InputError(f"{path}: cannot read as {kind}: {e}") from None
         offset += n

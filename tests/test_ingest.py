@@ -129,3 +129,21 @@ def test_shards_cut_by_words(tmp_path):
     result, docs, _ = run_ingest(tmp_path, source=str(src), shard_words=500)
     assert result["shards"] == 4 and docs.num_rows == 40
     assert docs.column("row").to_pylist() == list(range(40))
+
+
+def test_undecodable_bytes_are_rejected_with_escaped_values(tmp_path):
+    """Bytes that are not UTF-8 (latin-1 here), in any column, and JSON-escaped lone surrogates reach
+    the rejects file as readable escapes; before, writing them crashed ingest (surrogates not allowed)."""
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"id,text,label\n1,a good film,pos\n2,caf\xe9 society,pos\n\xff3,fine text,neg\n4,ok,\xfeneg\n")
+    result, docs, rejects = run_ingest(tmp_path, source=str(src))
+    assert docs.column("id").to_pylist() == ["1"] and result["rejected_rows"] == 3
+    by_row = {r["row"]: r for r in rejects.to_pylist()}
+    assert by_row[1]["reason"] == "undecodable bytes (not UTF-8)" and "caf\\xe9 society" in by_row[1]["values"]
+    assert by_row[2]["reason"] == "undecodable bytes (not UTF-8) in id" and by_row[2]["id"] == "\\xff3"
+    assert "\\xfeneg" in by_row[3]["values"]
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine", "label": "pos"}\n{"text": "lone \\ud800 half", "label": "pos"}\n')
+    result, _, rejects = run_ingest(tmp_path / "j", source=str(src))
+    assert rejects.column("reason").to_pylist() == ["undecodable bytes (not UTF-8)"]
+    assert "lone \\ud800 half" in rejects.column("values")[0].as_py()
