@@ -139,6 +139,8 @@ def test_finetune_lowers_loss_and_checkpoint_reloads_with_transformers(ray_local
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from trainers.teacher_finetune import finetuned_model_dir
+
     base = tiny_bert(tmp_path / "base")  # no head: fine-tuning adds one in the ingest label order
     cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=3, lr=3e-3, batch_size=8, warmup_fraction=0.0)
     m = ensure(cfg, "teacher-finetune", **QUIET)
@@ -147,7 +149,8 @@ def test_finetune_lowers_loss_and_checkpoint_reloads_with_transformers(ray_local
     assert hist[-1]["train_loss"] < hist[0]["first_loss"]
     assert 0 <= m["best_validation"]["accuracy"] <= 1
 
-    model_dir = Path(m["model_path"])
+    model_dir = finetuned_model_dir(cfg)
+    assert model_dir == tmp_path / "run" / "teacher-finetune" / "model" and m["model_path"] == "model"
     probe = json.loads((model_dir / "tgd_probe.json").read_text())
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()

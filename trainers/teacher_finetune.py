@@ -12,9 +12,10 @@ loop (data, collation, forward, backward with the gradient all-reduce, optimizer
 goes to the manifest's history as ``timing``.
 Validation (all windows, averaged, as the logits stage does) is reported per epoch together with a
 Ray Train checkpoint; the best epoch by validation macro-F1 is copied out as a plain Hugging Face
-directory ``RUN_DIR/teacher-finetune/model``. With ``teacher.finetune: false`` (or a zero-shot
-``causal-lm`` teacher, or the pair task whose teacher is the sentence-embedding model) the given
-checkpoint is passed through untouched.
+directory ``RUN_DIR/teacher-finetune/model``, recorded in the manifest relative to the stage
+directory (``finetuned_model_dir`` resolves it) so that a run directory can move. With
+``teacher.finetune: false`` (or a zero-shot ``causal-lm`` teacher, or the pair task whose teacher is
+the sentence-embedding model) the given checkpoint is passed through untouched.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from trainers.alignment import align_nodes
 from trainers.shard_split import split_config
 from trainers.teacher_model import IGNORE, Windower, head_labels, resolve_model_path, teacher_id, weights_fingerprint
 
+MODEL_DIR = "model"  # the best checkpoint as a HF directory, inside the stage directory
 PROGRESS_EVERY = 20  # steps between progress lines (rank 0)
 PROBE_DOCS = 8  # validation documents whose logits are stored to check that the saved checkpoint reloads
 BUCKET_BATCHES = 8  # micro-batches per length-sorted shuffle buffer (dynamic padding)
@@ -313,17 +315,26 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
     )
     result = trainer.fit()
     best_ckpt, best = max(result.best_checkpoints, key=lambda cm: cm[1]["val_macro_f1"])
-    model_dir = out_dir / "model"
+    model_dir = out_dir / MODEL_DIR
     shutil.rmtree(model_dir, ignore_errors=True)
     with best_ckpt.as_directory() as d:
         shutil.copytree(d, model_dir)
     history = json.loads(result.metrics["history"])
     shutil.rmtree(out_dir / "_ray", ignore_errors=True)
-    return {"model_path": str(model_dir.resolve()), "best_epoch": best["epoch"], "history": history,
+    return {"model_path": MODEL_DIR, "best_epoch": best["epoch"], "history": history,
             "best_validation": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
             "train_documents": train.num_rows, "validation_documents": val.num_rows,
             "steps_per_epoch": config["steps_per_epoch"], "zero_stage": result.metrics["zero_stage"],
             "zero_stage_reason": result.metrics["zero_stage_reason"]}
+
+
+def finetuned_model_dir(cfg: RunConfig) -> Path | None:
+    """The fine-tuned teacher's HF directory under this config's run_dir, or None when the stage kept
+    the configured model (or has not run): use ``resolve_model_path(cfg.teacher.model)`` then. The
+    manifest's ``model_path`` is relative to the stage directory, so a run directory that was moved,
+    copied or mounted at another path still resolves to its own model; read it only through here."""
+    m = read_manifest(cfg, "teacher-finetune") or {}
+    return stage_dir(cfg, "teacher-finetune") / m["model_path"] if m.get("model_path") else None
 
 
 def source_fingerprint(cfg: RunConfig) -> dict[str, Any]:
@@ -348,9 +359,9 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         if t.kind == "encoder" and task != "pair" and have != labels:
             raise RuntimeError(f"teacher.finetune is false but {base} has no head for labels {labels} "
                                f"(its head: {have}); fine-tune it or point teacher.model at a fine-tuned checkpoint")
-        result = {"model_path": str(base), "skipped": skip}
+        result = {"model_path": None, "skipped": skip}
     else:
         result = finetune(cfg, out_dir, base, labels)
-    path = Path(result["model_path"])
+    path = out_dir / result["model_path"] if result["model_path"] else base
     return {"input_rows": ingest["accepted_rows"], "output_rows": 1, "labels": labels, "task": task,
             "teacher_id": teacher_id(t.model, path), **result}

@@ -386,10 +386,12 @@ def _read_outputs(out_dir: Path) -> pa.Table:
 
 # ---------------------------------------------------------------- the stage
 def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
-    from trainers.teacher_model import state_projection, hidden_size
+    from trainers.teacher_finetune import finetuned_model_dir
+    from trainers.teacher_model import hidden_size, resolve_model_path, state_projection
 
     ft = read_manifest(cfg, "teacher-finetune")
-    model_path, labels, teacher = Path(ft["model_path"]), ft["labels"], ft["teacher_id"]
+    model_path = finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model)
+    labels, teacher = ft["labels"], ft["teacher_id"]
     input_rows = read_manifest(cfg, "ingest")["accepted_rows"]
     t0 = time.time()
     launched = run_workers(cfg, out_dir, model_path, labels, teacher)
@@ -412,7 +414,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     state_values = pc.sum(pc.list_value_length(ns)).as_py() or 0
     return {
         "input_rows": input_rows, "output_rows": len(ids), "labels": labels, "task": cfg.data.task,
-        "teacher_id": teacher, "model_path": str(model_path), "kind": cfg.teacher.kind,
+        "teacher_id": teacher, "kind": cfg.teacher.kind,
         "parallel": launched["parallel"], "parallel_reason": launched["reason"],
         "sharding": (f"deepspeed-zero3 x {cfg.ray.num_workers} ray train workers" if launched["parallel"] == "zero3"
                      else f"whole model replicated on {cfg.ray.num_workers} ray train workers"),
