@@ -1,5 +1,6 @@
 """cluster/: the launcher config is valid for Ray's own schema; a Ray Job runs a stage for real."""
 import contextlib
+import copy
 import json
 import os
 import secrets
@@ -20,12 +21,45 @@ from cluster.submit import check_cluster_paths
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ray_config_validates_against_ray_schema():
-    from ray.autoscaler._private.util import fillout_defaults, validate_config
+@pytest.mark.parametrize("name", ["ray_config.yaml", "cluster/aws.yaml"])
+def test_launcher_configs_validate_against_ray_schema(name):
+    from ray.autoscaler._private.util import fillout_defaults, prepare_config, validate_config
 
-    config = yaml.safe_load((ROOT / "ray_config.yaml").read_text())
-    validate_config(fillout_defaults(config))
+    config = yaml.safe_load((ROOT / name).read_text())
+    validate_config(fillout_defaults(copy.deepcopy(config)))
+    prepared = prepare_config(copy.deepcopy(config))  # what `ray up` does: defaults merged, node types filled
+    validate_config(prepared)
     assert any("scripts/setup.sh" in c for c in config["setup_commands"])
+    if name == "cluster/aws.yaml":
+        types = prepared["available_node_types"]
+        assert types[prepared["head_node_type"]]["resources"] == {"CPU": 0}
+        assert any(t["resources"].get("GPU") for t in types.values())
+        assert any(t["resources"].get("CPU") and not t["resources"].get("GPU") for t in types.values())
+
+
+def test_kuberay_rayjob_manifest():
+    """The RayJob parses and has what KubeRay needs: `tgd run` as entrypoint, this Ray version, a head,
+    a CPU and a GPU worker group, and the shared volume (holding the absolute run_dir) in every pod."""
+    import ray
+
+    job = yaml.safe_load((ROOT / "cluster/k8s/rayjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    spec = job["spec"]
+    entry = spec["entrypoint"].split()
+    assert entry[:2] == ["tgd", "run"] and (ROOT / "configs" / Path(entry[2]).name).is_file()
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == ray.__version__
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    pods = [g["template"]["spec"] for g in groups]
+    gpus = [c["resources"]["limits"].get("nvidia.com/gpu") for p in pods for c in p["containers"]]
+    assert gpus[0] is None and None in gpus[1:] and "1" in gpus[1:]
+    mounts = {m["mountPath"] for p in pods for c in p["containers"] for m in c["volumeMounts"]}
+    assert len(mounts) == 1
+    run_dir = next(e.split("=", 1)[1] for e in entry if e.startswith("run_dir="))
+    assert Path(run_dir).is_absolute() and run_dir.startswith(mounts.pop() + "/")
+    claims = {v["persistentVolumeClaim"]["claimName"] for p in pods for v in p["volumes"]}
+    assert len(claims) == 1
+    assert "env_vars" in yaml.safe_load(spec["runtimeEnvYAML"])
 
 
 def free_ports(n: int) -> list[int]:
