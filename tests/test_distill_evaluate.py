@@ -1,4 +1,5 @@
-"""`evaluate` on a tiny synthetic run produces the table with every row and the plots."""
+"""`evaluate` on a tiny synthetic run (with a transfer set) produces the table with every row, seed
+statistics and bootstrap intervals, and the plots."""
 from __future__ import annotations
 
 import json
@@ -18,9 +19,10 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     cfg = make_config(tmp_path, student={"hidden": 16, "heads": 2, "pos_dim": 4, "vocab_min_count": 1},
                       distill={"epochs_align": 1, "epochs_fusion": 1, "epochs_adaptive": 1, "batch_size": 32,
                                "node_budget": 12, "pace_epochs": 1},
-                      evaluate={"latency_docs": 8, "e2e_docs": 3, "bow_epochs": 2, "small_fraction": 0.3},
+                      evaluate={"latency_docs": 8, "e2e_docs": 3, "bow_epochs": 2, "small_fraction": 0.3, "seeds": 2,
+                                "bootstrap_resamples": 200},
                       ray={"num_workers": 1})
-    make_run(cfg, n_docs=60)
+    make_run(cfg, n_docs=60, transfer_copies=1)
     train_student(cfg, tmp_path / "run" / "distill")
     out = tmp_path / "run" / "evaluate"
     out.mkdir(parents=True)
@@ -40,5 +42,20 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     assert by["fast_graph"]["graph"] == "fast" and by["distilled"]["graph"] == "spacy"
     fast = read_table(out / "graphs-fast", GRAPHS).column("graph").to_pylist()
     assert len(fast) == 60 and all(g["num_nodes"] > 0 and not g["dep_src"] and g["co_src"] for g in fast)
-    assert "| distilled |" in (out / "metrics.md").read_text()
+    # seeds: distilled (the stage's student + one), gnn and bow twice, every other row once
+    assert {r["model"]: r["seeds"] for r in rows if r["model"] != "teacher"} == {
+        **{name: 1 for name in EXPECTED - {"teacher"}}, "distilled": 2, "gnn": 2, "bow": 2}
+    for name in ("distilled", "gnn", "bow"):
+        per_seed = list(by[name]["accuracy_per_seed"].values())
+        assert len(per_seed) == 2 and abs(by[name]["accuracy"] - sum(per_seed) / 2) < 1e-9
+        assert abs(by[name]["accuracy_std"] - abs(per_seed[0] - per_seed[1]) / 2 ** 0.5) < 1e-9
+    assert (tmp_path / "run/evaluate/models/distilled-seed1/student.pt").is_file()
+    for key in ("ci95_vs_gnn", "ci95_vs_bow"):
+        low, high = by["distilled"][key]
+        assert -1 <= low <= high <= 1
+    assert by["no_bridge"]["ci95_vs_distilled"][0] <= by["no_bridge"]["ci95_vs_distilled"][1]
+    assert set(result["differences"]) >= {"distilled - gnn", "distilled - bow", "distilled_small - gnn_small"}
+    md = (out / "metrics.md").read_text()
+    assert "| distilled | spacy | " in md and " ± " in md and "| distilled - bow |" in md
+    assert "Teacher check: teacher stronger than bag-of-words" in md
     assert (out / "accuracy_latency_params.png").stat().st_size > 0 and (out / "learning_curves.png").is_file()

@@ -27,7 +27,7 @@ def _teacher_cfg(tmp_path, model: Path, **teacher):
          "eval_batch_size": 5, "state_dim": 8, **teacher}
     return make_config(tmp_path, data={"source": str(review_corpus(tmp_path / "reviews.jsonl")), "labels": LABELS,
                                        "split_fractions": [0.6, 0.2, 0.2], "shard_words": 150},
-                       teacher=t, ray={"num_workers": 2})
+                       teacher=t, transfer={"copies": 0}, ray={"num_workers": 2})
 
 
 def _plain_outputs(model_dir: Path, texts: list[str], cfg) -> list[np.ndarray]:

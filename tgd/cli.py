@@ -7,12 +7,13 @@ import os
 import sys
 
 from tgd.config import ConfigError, dump_yaml, load_config
-from tgd.stages import STAGE_NAMES, ensure, get_stage, is_up_to_date, read_manifest
+from tgd.stages import COMMANDS, STAGE_NAMES, ensure, get_stage, is_up_to_date, read_manifest
 
 EPILOG = """examples:
   tgd run configs/default.yaml                    all stages, skipping finished ones
   tgd graphs configs/default.yaml --set graph.window=4
   tgd status configs/default.yaml                 which stages are up to date
+  tgd tune configs/default.yaml                   search student settings on validation -> runs/default/tune/best.yaml
   tgd data brown-genre                            fetch a built-in corpus into the cache
 """
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run every stage in order, skipping stages whose outputs are up to date")
     _add_config_args(p)
-    for name in STAGE_NAMES:
+    for name in COMMANDS:
         stage = get_stage(name)
         deps = f" (runs {', '.join(stage.deps)} first if missing or stale)" if stage.deps else ""
         p = sub.add_parser(name, help=stage.help + deps, description=stage.help + deps)
@@ -46,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD_IP:8265")
     # dest differs from the subcommand's dest ("command"), else this flag's value would replace "submit"
-    p.add_argument("--command", dest="job_command", metavar="COMMAND", default="run", choices=("run", *STAGE_NAMES),
-                   help=f"what the job runs: run or a stage ({', '.join(STAGE_NAMES)}); default run")
+    p.add_argument("--command", dest="job_command", metavar="COMMAND", default="run", choices=("run", *COMMANDS),
+                   help=f"what the job runs: run or a stage ({', '.join(COMMANDS)}); default run")
     p.add_argument("--wait", action="store_true", help="wait for the job, print its logs, fail if it fails")
     p = sub.add_parser("status", help="show which stages are up to date, stale or missing")
     _add_config_args(p)

@@ -91,6 +91,12 @@ class StudentConfig(_Section):
 class DistillConfig(_Section):
     """Training of the student: losses, curriculum, sampling, Ray Train."""
     use_teacher: bool = Field(True, description="false: plain GNN trained on labels only (the baseline)")
+    teacher_gate: Literal["auto", "on", "off"] = Field(
+        "auto", description="protection from a weak teacher. on: KD only on labelled documents whose gold label the "
+        "teacher predicts (CE on all), and no transfer set; auto: on when the teacher's validation accuracy is below "
+        "the bag-of-words baseline's (trained in seconds on the same split), said loudly in the log and manifest; off")
+    use_transfer: bool = Field(True, description="also train on the transfer set (teacher-labelled augmented copies, "
+                               "KD and bridge losses only), when transfer.copies > 0")
     epochs_align: int = Field(1, ge=0, description="stage 1 epochs: attention-bridge alignment only")
     epochs_fusion: int = Field(4, ge=0, description="stage 2 epochs: CE + KL (+ bridge)")
     epochs_adaptive: int = Field(3, ge=0, description="stage 3 epochs: CE + KL with adaptive temperature")
@@ -116,6 +122,26 @@ class DistillConfig(_Section):
     threads_per_worker: int = Field(1, ge=1)
 
 
+DEFAULT_COPIES = 1  # transfer.copies when null (chosen by measured accuracy per minute, see README)
+
+
+class TransferConfig(_Section):
+    """The transfer set: augmented copies of the training documents, labelled by the teacher (pipeline/transfer.py)."""
+    copies: int | None = Field(None, ge=0, description="augmented copies per training document; 0: no transfer set; "
+                               f"null: {DEFAULT_COPIES} for classification on token graphs, else 0")
+    mask_prob: float = Field(0.1, ge=0, le=1, description="per word: replace by [MASK] (the student sees its unknown word)")
+    replace_prob: float = Field(0.1, ge=0, le=1, description="per word: replace by a training word of the same POS")
+    ngram_prob: float = Field(0.25, ge=0, le=1, description="per copy: keep only a window of consecutive words")
+    ngram_min_fraction: float = Field(0.3, gt=0, le=1, description="shortest window, as a fraction of the document")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _probabilities(self) -> "TransferConfig":
+        if self.mask_prob + self.replace_prob > 1:
+            raise ValueError("transfer.mask_prob + transfer.replace_prob must be <= 1")
+        return self
+
+
 class EvaluateConfig(_Section):
     """The comparison table: which extra rows to train and how to time them."""
     ablations: list[Literal["no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only",
@@ -126,8 +152,41 @@ class EvaluateConfig(_Section):
     small_fraction: float = Field(0.1, gt=0, le=1, description="training fraction of the small-data rows")
     latency_docs: int = Field(200, gt=0, description="test documents timed per row")
     e2e_docs: int = Field(50, gt=0, description="raw test texts timed end to end (parse/tokenise + model)")
+    seeds: int = Field(3, ge=1, description="seeds of the distilled, gnn and bow rows: the table reports their mean "
+                       "and standard deviation, and paired bootstrap intervals of the differences")
+    ablation_seeds: int = Field(1, ge=1, description="seeds of every other retrained row (ablations, small data, fast graph)")
+    bootstrap_resamples: int = Field(2000, ge=100, description="resamples of the test documents per 95% interval")
     bow_hidden: int = Field(256, gt=0)
     bow_epochs: int = Field(8, gt=0)
+
+
+class TuneConfig(_Section):
+    """`tgd tune`: random search over student and distillation keys with Ray Tune, ASHA early stopping,
+    validation accuracy only (trainers/tune.py)."""
+    num_samples: int = Field(8, ge=1, description="trials (settings drawn from `space`)")
+    grace_epochs: int = Field(2, ge=1, description="ASHA: epochs every trial trains before it may be stopped")
+    reduction_factor: int = Field(3, ge=2, description="ASHA: keep the best 1/reduction_factor at each rung")
+    seed: int = 0
+    space: dict[str, list[Any]] = Field(
+        {"distill.lr": [1e-3, 3e-3, 1e-2], "distill.alpha_kl": [0.5, 0.7, 0.9], "distill.temperature": [1.0, 2.0, 4.0],
+         "distill.beta_bridge": [0.0, 0.1, 0.3], "student.dropout": [0.1, 0.3, 0.5],
+         "student.init_from_teacher": [False, True]},
+        description="section.key -> the values to choose from (student and distill keys only)")
+
+    @field_validator("space")
+    @classmethod
+    def _keys_exist(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        sections = {"student": StudentConfig, "distill": DistillConfig}
+        for key, values in v.items():
+            section, _, name = key.partition(".")
+            if section not in sections or name not in sections[section].model_fields:
+                raise ValueError(f"tune.space key {key!r}: expected student.<key> or distill.<key> "
+                                 f"(see `tgd config` for the keys)")
+            if not values:
+                raise ValueError(f"tune.space[{key!r}] is empty: list at least one value")
+            for value in values:  # each value must be valid for its key
+                sections[section].model_validate({name: value})
+        return v
 
 
 class TeacherConfig(_Section):
@@ -179,6 +238,8 @@ class RunConfig(_Section):
     graph: GraphConfig = GraphConfig()
     ray: RayConfig = RayConfig()
     teacher: TeacherConfig = TeacherConfig()
+    transfer: TransferConfig = TransferConfig()
+    tune: TuneConfig = TuneConfig()
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -204,6 +265,27 @@ class RunConfig(_Section):
                              "student.edges=dependency or graph.cooccurrence_edges=false leaves them none: drop fast_graph "
                              "from evaluate.ablations or change those keys")
         return self
+
+    def _transfer_unsupported(self) -> str | None:
+        if self.data.task != "classification":
+            return f"the transfer set is built for data.task=classification only, not {self.data.task}"
+        if self.graph.merge_repeated:
+            return "the transfer set augments token graphs (one node per word, in text order), not graph.merge_repeated"
+        return None
+
+    @model_validator(mode="after")
+    def _transfer_supported(self) -> "RunConfig":
+        why = self._transfer_unsupported()
+        if why and self.transfer.copies:
+            raise ValueError(f"transfer.copies={self.transfer.copies}: {why}; set transfer.copies=0")
+        return self
+
+    def transfer_copies(self) -> int:
+        """Augmented copies per training document: ``transfer.copies``; when null, the default where a
+        transfer set can be built (classification, token graphs), else 0."""
+        if self.transfer.copies is not None:
+            return self.transfer.copies
+        return 0 if self._transfer_unsupported() else DEFAULT_COPIES
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections: what decides whether a stage's output is stale."""

@@ -10,7 +10,9 @@ Layout of a run directory::
     RUN_DIR/ingest/rejects.parquet                REJECTS     every refused input row + reason
     RUN_DIR/graphs/part-NNNNN.parquet             GRAPHS      one row per accepted document
     RUN_DIR/graphs/vocab.parquet                  VOCAB       training-split vocabulary
-    RUN_DIR/teacher-logits/part-NNNNN.parquet     TEACHER     teacher outputs per document
+    RUN_DIR/transfer/documents/part-NNNNN.parquet DOCUMENTS   augmented training copies, split "transfer", no label
+    RUN_DIR/transfer/graphs/part-NNNNN.parquet    GRAPHS      their graphs (same shard names as documents/)
+    RUN_DIR/teacher-logits/part-NNNNN.parquet     TEACHER     teacher outputs per document (transfer copies included)
     RUN_DIR/<stage>/manifest.json                 counts, config hash, input fingerprints
 """
 from __future__ import annotations
@@ -24,12 +26,13 @@ import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "validation", "test")
+TRANSFER_SPLIT = "transfer"  # teacher-labelled augmented copies of training documents (no gold label)
 
 DOCUMENTS = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False, metadata={"doc": "user id, else content hash"}),
         pa.field("row", pa.int64(), nullable=False, metadata={"doc": "position in the input (0-based)"}),
-        pa.field("split", pa.string(), nullable=False, metadata={"doc": "train | validation | test"}),
+        pa.field("split", pa.string(), nullable=False, metadata={"doc": "train | validation | test | transfer"}),
         pa.field("text", pa.string(), nullable=False, metadata={"doc": "text; token task: tokens joined by spaces; pair: side A"}),
         pa.field("label", pa.string(), metadata={"doc": "classification/pair label"}),
         pa.field("tokens", pa.list_(pa.string()), metadata={"doc": "token task: given tokens"}),

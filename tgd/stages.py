@@ -33,7 +33,7 @@ class Stage:
 
 def _registry() -> dict[str, Stage]:
     # Imported here so `tgd --help` and config validation stay fast.
-    from pipeline import graphs, ingest
+    from pipeline import graphs, ingest, transfer
     from trainers import teacher_finetune, teacher_logits
 
     stages = [
@@ -41,17 +41,28 @@ def _registry() -> dict[str, Stage]:
               (), ("data",), ingest.run, source_fingerprint=ingest.source_fingerprint),
         Stage("graphs", "spaCy parse + text graphs per document on a Ray Data actor pool; training vocabulary",
               ("ingest",), ("graph",), graphs.run, needs_ray=True),
+        Stage("transfer", "transfer set: augmented copies of the training graphs (mask, POS-guided replacement, "
+              "n-gram windows) for the teacher to label", ("graphs",), ("transfer",), transfer.run),
         Stage("teacher-finetune", "fine-tune the teacher (DeepSpeed ZeRO on Ray Train); best checkpoint as a HF directory",
               ("ingest",), ("teacher", "ray"), teacher_finetune.run, needs_ray=True,
               source_fingerprint=teacher_finetune.source_fingerprint),
         Stage("teacher-logits", "precompute teacher outputs per document, ZeRO-3 sharded across Ray Train workers",
-              ("teacher-finetune", "graphs"), ("teacher",), teacher_logits.run, needs_ray=True),
+              ("teacher-finetune", "graphs", "transfer"), ("teacher",), teacher_logits.run, needs_ray=True),
         Stage("distill", "train the GNN student on Ray Train (DDP) with the three-stage curriculum and graph sampling",
               ("graphs", "teacher-logits"), ("student", "distill", "ray"), _distill, needs_ray=True),
         Stage("evaluate", "test-split table: teacher, distilled, GNN without teacher, bag-of-words, ablations; plots",
               ("distill",), ("student", "distill", "evaluate", "ray"), _evaluate, needs_ray=True),
+        Stage("tune", "search student + distillation settings on validation (Ray Tune, ASHA); writes the best as "
+              "a run config, tune/best.yaml (not part of `tgd run`)",
+              ("graphs", "teacher-logits"), ("student", "distill", "tune", "ray"), _tune, needs_ray=True),
     ]
     return {s.name: s for s in stages}
+
+
+def _tune(cfg: RunConfig, out: Path) -> dict[str, Any]:
+    from trainers import tune
+
+    return tune.run(cfg, out)
 
 
 def _distill(cfg: RunConfig, out: Path) -> dict[str, Any]:
@@ -67,7 +78,8 @@ def _evaluate(cfg: RunConfig, out: Path) -> dict[str, Any]:
     return evaluate.run(cfg, out, Predictor)
 
 
-STAGE_NAMES = ("ingest", "graphs", "teacher-finetune", "teacher-logits", "distill", "evaluate")
+STAGE_NAMES = ("ingest", "graphs", "transfer", "teacher-finetune", "teacher-logits", "distill", "evaluate")
+COMMANDS = (*STAGE_NAMES, "tune")  # stages with a subcommand; `tgd run` runs STAGE_NAMES
 
 
 def get_stage(name: str) -> Stage:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from tgd.schema import GRAPHS, TEACHER, VOCAB, read_manifest, read_table, stage_dir
+from tgd.schema import GRAPHS, SPLITS, TEACHER, TRANSFER_SPLIT, VOCAB, read_manifest, read_table, stage_dir
 from trainers import curriculum
 from trainers.student.features import GraphEncoding
 
@@ -27,9 +27,10 @@ GRAPH_FIELDS = ("num_nodes", "lower", "pos", "sent", "dep_src", "dep_dst", "dep_
 class Prepared:
     enc: GraphEncoding
     task: str
-    splits: dict[str, pa.Table]  # id, split, difficulty, num_nodes, payload
+    splits: dict[str, pa.Table]  # train, validation, test, transfer -> id, split, difficulty, num_nodes, payload
     state_dim: int  # 0: the teacher stored no node states
     has_teacher: bool
+    teacher_check: dict[str, Any] | None = None  # trainers.teacher_check.assess_teacher, once per prepared set
 
 
 def labels_of(cfg) -> list[str]:
@@ -91,6 +92,9 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
     gdir = graphs_dir or stage_dir(cfg, "graphs")
     graphs = read_table(gdir, GRAPHS)
     vocab = read_table(gdir / "vocab.parquet", VOCAB)
+    transfer = stage_dir(cfg, "transfer") / "graphs"
+    if use_teacher and graphs_dir is None and transfer.is_dir():  # the teacher-labelled transfer set, if any
+        graphs = pa.concat_tables([graphs, read_table(transfer, GRAPHS)])
     train_mask = pc.equal(graphs.column("split"), "train")
     rels = pc.unique(pc.list_flatten(pc.struct_field(graphs.filter(train_mask).column("graph"), "dep_rel"))).to_pylist()
     s = cfg.student
@@ -107,7 +111,7 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
         payload.append(pickle.dumps(d, protocol=5)); tlogits.append(d.t_logits.numpy()[0])
     ids_a, split_a, nodes_a = np.array(ids), np.array(splits), np.array(nodes)
     out = {}
-    for split in ("train", "validation", "test"):
+    for split in (*SPLITS, TRANSFER_SPLIT):
         sel = np.nonzero(split_a == split)[0]
         diff = curriculum.difficulty(nodes_a[sel], np.stack([tlogits[i] for i in sel]) if use_teacher and len(sel) else None)
         out[split] = pa.table({"id": ids_a[sel].tolist(), "split": split_a[sel].tolist(), "difficulty": diff.tolist(),

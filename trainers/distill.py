@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 import torch
 
+from tgd.schema import TRANSFER_SPLIT
 from trainers import curriculum, losses
 from trainers.data import Prepared, prepare, subsample, unpack
 from trainers.sampling import GraphSampler, decompose
 from trainers.scores import accuracy_f1
 from trainers.student.checkpoint import build_student, save_student
 from trainers.student.features import GraphEncoding
+from trainers.teacher_check import assess_teacher, gate_active
 
 
 class Distiller(torch.nn.Module):
@@ -80,7 +83,7 @@ def metrics(pred, gold, teach, num_labels, has_teacher) -> dict[str, float]:
     return out
 
 
-def _step_loss(model, batch, stage: str, cfg, has_states: bool) -> tuple[torch.Tensor, dict[str, float], float]:
+def _step_loss(model, batch, stage: str, cfg, has_states: bool, gate: bool = False) -> tuple[torch.Tensor, dict[str, float], float]:
     raw = model.module if hasattr(model, "module") else model
     use_bridge = cfg.bridge and has_states and raw.bridge is not None and (stage == "align" or (stage in ("fusion", "adaptive") and cfg.beta_bridge > 0))
     logits, h, bridge_loss = model(batch, use_bridge)
@@ -91,6 +94,9 @@ def _step_loss(model, batch, stage: str, cfg, has_states: bool) -> tuple[torch.T
         s_kd, t_kd = logits[keep], t_logits[keep]
     else:
         y, t_logits, s_kd, t_kd = batch.y, batch.t_logits, logits, batch.t_logits
+    # teacher gate: KD only where the teacher predicts the gold label (unlabelled copies never reach
+    # here: the gate drops the transfer set)
+    kd_weight = ((t_kd.argmax(-1) == y) | (y < 0)).float() if gate and student.task != "token" else None
     parts: dict[str, torch.Tensor] = {}
     temp = torch.tensor(cfg.temperature)
     if stage == "ce":
@@ -101,13 +107,13 @@ def _step_loss(model, batch, stage: str, cfg, has_states: bool) -> tuple[torch.T
             parts["bridge"] = bridge_loss
             total = bridge_loss + 0.0 * logits.sum()
         else:  # no stored teacher states: the logits stand in for the representation target
-            parts["kl"] = losses.kd_kl(s_kd, t_kd, temp)
+            parts["kl"] = losses.kd_kl(s_kd, t_kd, temp, kd_weight)
             total = parts["kl"]
     else:
         if stage == "adaptive" and cfg.adaptive_temperature:
             temp = losses.adaptive_temperature(t_kd, cfg.t_min, cfg.t_max).detach()
         parts["ce"] = losses.ce(logits, y)
-        parts["kl"] = losses.kd_kl(s_kd, t_kd, temp) if len(t_kd) else logits.sum() * 0
+        parts["kl"] = losses.kd_kl(s_kd, t_kd, temp, kd_weight) if len(t_kd) else logits.sum() * 0
         total = (1 - cfg.alpha_kl) * parts["ce"] + cfg.alpha_kl * parts["kl"]
         if use_bridge:
             parts["bridge"] = bridge_loss
@@ -190,7 +196,7 @@ def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: F
             items = [sampler.sample(train[i], dcfg.node_budget, gen) for i in order[s * dcfg.batch_size:(s + 1) * dcfg.batch_size]]
             max_nodes = max(max_nodes, max(d.num_nodes for d in items))
             batch = Batch.from_data_list(items, exclude_keys=["orig_nodes"]).to(device)
-            loss, parts, temp = _step_loss(model, batch, stage, dcfg, has_states)
+            loss, parts, temp = _step_loss(model, batch, stage, dcfg, has_states, config.get("teacher_gate", False))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -280,6 +286,15 @@ def _fit_config(cfg, prepared: Prepared, use_teacher: bool, out_dir: Path) -> tu
     """The worker config of one student (distilled or plain, per ``cfg``) and its training rows."""
     dcfg = cfg.distill
     train_tbl = subsample(prepared.splits["train"], dcfg.train_fraction, dcfg.seed)
+    transfer = prepared.splits.get(TRANSFER_SPLIT)
+    has_teacher = use_teacher and prepared.has_teacher
+    if has_teacher and dcfg.teacher_gate == "auto" and prepared.teacher_check is None:
+        prepared.teacher_check = assess_teacher(prepared, cfg)
+    gate = has_teacher and gate_active(dcfg.teacher_gate, prepared.teacher_check)
+    if has_teacher and not gate and dcfg.use_transfer and transfer is not None and transfer.num_rows:
+        # KD + bridge only (gold label -1). Sorted by id, each copy follows its original, so every
+        # worker's contiguous Ray Data shard mixes labelled documents and copies.
+        train_tbl = pa.concat_tables([train_tbl, transfer]).sort_by("id")
     init = None
     if cfg.student.init_from_teacher:
         from trainers.student.features import teacher_embedding_init
@@ -287,7 +302,7 @@ def _fit_config(cfg, prepared: Prepared, use_teacher: bool, out_dir: Path) -> tu
         init = teacher_embedding_init(prepared.enc.vocab, teacher_model_dir(cfg), cfg.student.hidden, dcfg.seed).numpy()
     enc = replace(prepared.enc, edges=cfg.student.edges)  # prepared graphs carry every edge kind; fit drops the rest
     config = {"distill": dcfg.model_dump(), "student": cfg.student.model_dump(), "encoding": enc.state(),
-              "has_teacher": use_teacher and prepared.has_teacher, "state_dim": prepared.state_dim if use_teacher else 0,
+              "has_teacher": has_teacher, "teacher_gate": gate, "state_dim": prepared.state_dim if use_teacher else 0,
               "task": prepared.task, "tb_dir": str(out_dir / "tensorboard"), "init_embeddings": init}
     return config, train_tbl
 
@@ -300,7 +315,8 @@ def _finish(cfg, out_dir: Path, config: dict, prepared: Prepared, use_teacher: b
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
     plot_history(history, out_dir / "learning_curves.png")
     return {"train_docs": train_docs, "epochs": len(history), "best_epoch": best["epoch"],
-            "val_accuracy": best["accuracy"], "history": history}
+            "val_accuracy": best["accuracy"], "history": history, "teacher_check": prepared.teacher_check,
+            "teacher_gate": config["teacher_gate"]}
 
 
 def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teacher: bool | None = None,
@@ -320,6 +336,12 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     config, train_tbl = _fit_config(cfg, prepared, use_teacher, out_dir)
+    if prepared.teacher_check:
+        banner = "!" * 100 if prepared.teacher_check.get("weaker") else ""
+        log("\n".join(x for x in (banner, f"[distill] {prepared.teacher_check['message']}", banner) if x))
+    if config["teacher_gate"]:
+        log("[distill] teacher gate on: KD only on training documents whose gold label the teacher predicts, "
+            "no transfer set (distill.teacher_gate)")
     storage = out_dir / "ray"
     resume = latest_checkpoint(storage)
     if resume is not None:
@@ -363,11 +385,10 @@ def train_student_local(cfg, out_dir: Path, prepared: Prepared, use_teacher: boo
 
 def teacher_model_dir(cfg) -> str:
     """The fine-tuned teacher's HF directory (teacher-finetune manifest), else the configured base."""
-    from tgd.schema import read_manifest
+    from trainers.teacher_finetune import finetuned_model_dir
     from trainers.teacher_model import resolve_model_path
 
-    m = read_manifest(cfg, "teacher-finetune") or {}
-    return str(m.get("model_path") or resolve_model_path(cfg.teacher.model))
+    return str(finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model))
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -400,4 +421,5 @@ def run(cfg, out_dir: Path) -> dict[str, Any]:
     summary = train_student(cfg, out_dir)
     return {"input_rows": summary["train_docs"], "output_rows": 1, "epochs": summary["epochs"],
             "best_epoch": summary["best_epoch"], "val_accuracy": summary["val_accuracy"],
+            "teacher_check": summary["teacher_check"], "teacher_gate": summary["teacher_gate"],
             "final": {k: v for k, v in summary["history"][-1].items()}}

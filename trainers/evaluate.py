@@ -25,6 +25,7 @@ from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
 from trainers.baselines import gnn_baseline_config, train_bow
 from trainers.data import prepare, unpack
 from trainers.distill import metrics, predict, train_student_local
+from trainers.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
 
@@ -38,6 +39,9 @@ ABLATIONS = {  # name -> (section, field, value)
 }
 
 
+SEEDED_ROWS = ("distilled", "gnn")  # trained evaluate.seeds times (bow too); the rest evaluate.ablation_seeds times
+
+
 def _variant(cfg, section: str, **changes):
     """``cfg`` with ``section.key=value`` changes, validated like any config. A row trains one
     student, so its config lists no rows of its own (``evaluate.ablations`` empty)."""
@@ -47,21 +51,29 @@ def _variant(cfg, section: str, **changes):
     return type(cfg).model_validate(raw)
 
 
-def row_configs(cfg) -> dict[str, Any]:
-    """name -> the config of every retrained row: GNN without teacher, ablations, small data, fast graphs."""
+def row_configs(cfg) -> dict[str, list[Any]]:
+    """name -> one config per seed of every retrained row: the distilled student's extra seeds (the
+    distill stage trained ``distill.seed``), GNN without teacher, ablations, small data, fast graphs."""
     ev, gnn = cfg.evaluate, gnn_baseline_config(cfg)
-    rows = {"gnn": gnn}
+    rows = {"distilled": [cfg], "gnn": [gnn]}
     for name in ev.ablations:
         if name == "small_data":
-            rows["distilled_small"] = _variant(cfg, "distill", train_fraction=ev.small_fraction)
-            rows["gnn_small"] = _variant(gnn, "distill", train_fraction=ev.small_fraction)
+            rows["distilled_small"] = [_variant(cfg, "distill", train_fraction=ev.small_fraction)]
+            rows["gnn_small"] = [_variant(gnn, "distill", train_fraction=ev.small_fraction)]
         elif name == "fast_graph":
             if cfg.graph.parser != "fast":  # else it is the distilled row itself
-                rows[name] = _variant(cfg, "graph", parser="fast")
+                rows[name] = [_variant(cfg, "graph", parser="fast")]
         else:
             section, field, value = ABLATIONS[name]
-            rows[name] = _variant(cfg, section, **{field: value})
-    return rows
+            rows[name] = [_variant(cfg, section, **{field: value})]
+    seeded = {}
+    for name, (base,) in rows.items():
+        n = ev.seeds if name in SEEDED_ROWS else ev.ablation_seeds
+        seeds = [cfg.distill.seed + k for k in range(n)]
+        if name == "distilled":
+            seeds = seeds[1:]
+        seeded[name] = [_variant(base, "distill", seed=s) for s in seeds]
+    return {name: cs for name, cs in seeded.items() if cs}
 
 
 def graph_sets(cfg, rows: dict[str, Any], prepared, out_dir: Path, log=print) -> dict[str, Any]:
@@ -70,7 +82,7 @@ def graph_sets(cfg, rows: dict[str, Any], prepared, out_dir: Path, log=print) ->
     from pipeline import graphs
 
     sets = {cfg.graph.parser: prepared}
-    for row in rows.values():
+    for row in (c for cs in rows.values() for c in cs):
         parser = row.graph.parser
         if parser not in sets:
             gdir = out_dir / f"graphs-{parser}"
@@ -149,12 +161,10 @@ def teacher_rows(cfg, test_ids: list[str], gold: np.ndarray, labels: list[str], 
     order = [t_labels.index(l) for l in labels]
     pred = np.array([int(np.argmax(np.asarray(tl[i])[order])) for i in test_ids])
     row = {"model": "teacher", **metrics(pred, gold, pred, len(labels), False), "agreement": 1.0}
-    ft = read_manifest(cfg, "teacher-finetune") or {}
-    if not ft.get("model_path"):
-        return row
-    from trainers.teacher_model import Windower, load_model, load_tokenizer, pad_batch
+    from trainers.teacher_finetune import finetuned_model_dir
+    from trainers.teacher_model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
 
-    path, t = Path(ft["model_path"]), cfg.teacher
+    path, t = finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model), cfg.teacher
     tok, model = load_tokenizer(path), load_model(path, t.kind, cfg.data.task, labels).eval()
     row["params"] = count_params(model)
     win = Windower(tok, t.max_length, t.stride, t.max_windows)  # the windows the teacher stage uses
@@ -181,28 +191,63 @@ def teacher_rows(cfg, test_ids: list[str], gold: np.ndarray, labels: list[str], 
 
 
 def plot_rows(rows: list[dict], path: Path) -> None:
+    """Accuracy vs model-only latency; each row its own marker in a legend (annotations overlapped)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     pts = [r for r in rows if r.get("latency_ms_b1") and r.get("params")]
-    for r in pts:
-        ax.scatter(r["latency_ms_b1"], r["accuracy"], s=20 + 300 * r["params"] / max(p["params"] for p in pts), alpha=0.6)
-        ax.annotate(f"{r['model']} ({r['params'] / 1e6:.1f}M)", (r["latency_ms_b1"], r["accuracy"]), fontsize=7)
+    markers = "osD^v<>pPX*h"
+    for i, r in enumerate(pts):
+        ax.errorbar(r["latency_ms_b1"], r["accuracy"], yerr=r.get("accuracy_std") or None, fmt=markers[i % len(markers)],
+                    ms=4 + 10 * (r["params"] / max(p["params"] for p in pts)) ** 0.5, alpha=0.75, capsize=2,
+                    label=f"{r['model']} ({r['params'] / 1e6:.1f}M params, {r['accuracy']:.3f})")
     ax.set_xscale("log"); ax.set_xlabel("model-only latency per document, batch 1 (ms, log)")
-    ax.set_ylabel("test accuracy"); ax.set_title("accuracy vs latency (marker area ~ parameters)")
+    ax.set_ylabel("test accuracy (mean over seeds, bar: std)"); ax.set_title("accuracy vs latency (marker size ~ parameters)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
 
 
-def markdown(rows: list[dict]) -> str:
-    cols = ["model", "graph", "accuracy", "macro_f1", "agreement", "params", "latency_ms_b1", "latency_ms_b64",
+def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None) -> str:
+    """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the teacher check."""
+    cols = ["model", "graph", "accuracy", "seeds", "macro_f1", "agreement", "params", "latency_ms_b1", "latency_ms_b64",
             "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
     fmt = lambda v: "" if v is None else f"{v:.4f}" if isinstance(v, float) and v < 10 else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+    def cell(r, c):
+        if c == "accuracy" and r.get("seeds", 1) > 1:
+            return f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}"
+        return fmt(r.get(c))
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
+    if comparisons:
+        lines += ["", "Accuracy differences on the test split, paired bootstrap 95% interval over test documents "
+                  "(each row averaged over its seeds; an interval above 0: better beyond test-set noise):", "",
+                  "| comparison | difference | 95% interval |", "|---|---|---|"]
+        lines += [f"| {c['row']} - {c['baseline']} | {c['difference']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] |"
+                  for c in comparisons]
+    if teacher_check and teacher_check.get("weaker") is not None:
+        lines += ["", ("**WARNING** " if teacher_check["weaker"] else "") + f"Teacher check: {teacher_check['message']}."]
     return "\n".join(lines) + "\n"
+
+
+def _score(model, data, labels) -> tuple[dict[str, float], np.ndarray]:
+    """Test metrics of one student and, per document, whether its prediction is right."""
+    pred, gold, teach = predict(model, data, "cpu")
+    return metrics(pred, gold, teach, len(labels), True), pred == gold
+
+
+def _seed_row(name: str, per_seed: list[dict[str, float]], seeds: list[int]) -> dict[str, Any]:
+    """One table row from per-seed metrics: every metric is the mean over seeds, plus its std."""
+    row: dict[str, Any] = {"model": name, "seeds": len(seeds)}
+    for key in per_seed[0]:
+        stats = seed_summary([m[key] for m in per_seed])
+        row[key], row[f"{key}_std"] = stats["mean"], stats["std"]
+    row["accuracy_per_seed"] = {str(s): m["accuracy"] for s, m in zip(seeds, per_seed)}
+    return row
 
 
 def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
@@ -213,6 +258,10 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     torch.set_num_threads(1)
     ev = cfg.evaluate
     prepared = prepare(cfg, use_teacher=True, edges="hybrid")  # every row's edges are a subset of these
+    if cfg.distill.teacher_gate == "auto":
+        from trainers.teacher_check import assess_teacher
+
+        prepared.teacher_check = assess_teacher(prepared, cfg)  # once, shared by every row
     test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
     labels = prepared.enc.labels
     docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text"]).to_pylist()
@@ -222,44 +271,80 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     rows_cfg = row_configs(cfg)
     sets = graph_sets(cfg, rows_cfg, prepared, out_dir, log)
     tests = {parser: [d for _, _, d in unpack(p.splits["test"])] for parser, p in sets.items()}
-    builders = {parser: GraphBuilder(c.graph) for parser, c in
-                {cfg.graph.parser: cfg, **{r.graph.parser: r for r in rows_cfg.values()}}.items()}
-    models: dict[str, Path] = {"distilled": stage_dir(cfg, "distill") / "student.pt"}
-    models.update(train_rows(rows_cfg, sets, out_dir / "models", log))
+    builders = {c.graph.parser: GraphBuilder(c.graph) for c in [cfg, *(c for cs in rows_cfg.values() for c in cs)]}
+    flat = {f"{name}-seed{c.distill.seed}": c for name, cs in rows_cfg.items() for c in cs}
+    trained = train_rows(flat, sets, out_dir / "models", log)
+    models: dict[str, list[tuple[int, Path, str]]] = {  # name -> (seed, student, parser) per seed
+        "distilled": [(cfg.distill.seed, stage_dir(cfg, "distill") / "student.pt", cfg.graph.parser)]}
+    for name, cs in rows_cfg.items():
+        models.setdefault(name, []).extend((c.distill.seed, trained[f"{name}-seed{c.distill.seed}"], c.graph.parser)
+                                           for c in cs)
 
     test = tests[cfg.graph.parser]
     gold = np.concatenate([d.y.numpy() for d in test])
     rows = [teacher_rows(cfg, test_ids, gold, labels, texts, min(ev.latency_docs, 64))]
-    for name, path in models.items():
-        parser = rows_cfg[name].graph.parser if name in rows_cfg else cfg.graph.parser
-        model, enc, blob = load_student(path)
-        data = [enc.restrict(d) for d in tests[parser]]
-        pred, g, teach = predict(model, data, "cpu")
-        row = {"model": name, **metrics(pred, g, teach, len(labels), True), "params": count_params(model),
-               "best_epoch": blob["extra"].get("best_epoch"), "graph": parser}
-        row.update(student_latency(model, data[: ev.latency_docs], texts, enc, builders[parser], predictor))
-        rows.append(row)
+    correct: dict[str, np.ndarray] = {}  # name -> (seeds x test documents) prediction is right
+    for name, runs in models.items():
+        per_seed, right = [], []
+        for k, (seed, path, parser) in enumerate(runs):
+            model, enc, blob = load_student(path)
+            data = [enc.restrict(d) for d in tests[parser]]
+            m, ok = _score(model, data, labels)
+            per_seed.append(m); right.append(ok)
+            if k == 0:  # size, latency and the decomposed row: from the first seed's student
+                first = {"params": count_params(model), "best_epoch": blob["extra"].get("best_epoch"), "graph": parser,
+                         **student_latency(model, data[: ev.latency_docs], texts, enc, builders[parser], predictor)}
+                if name == "distilled":
+                    pred_d, g, teach_d = predict(model, data, "cpu", node_budget=cfg.distill.node_budget)
+                    decomposed = {"model": "distilled_decomposed", **metrics(pred_d, g, teach_d, len(labels), True),
+                                  "params": first["params"], "parts_budget": cfg.distill.node_budget, "seeds": 1,
+                                  "docs_over_budget": int(sum(d.num_nodes > cfg.distill.node_budget for d in data))}
+        correct[name] = np.stack(right)
+        rows.append({**_seed_row(name, per_seed, [r[0] for r in runs]), **first})
         if name == "distilled":
-            pred_d, _, teach_d = predict(model, data, "cpu", node_budget=cfg.distill.node_budget)
-            rows.append({"model": "distilled_decomposed", **metrics(pred_d, g, teach_d, len(labels), True),
-                         "params": row["params"], "parts_budget": cfg.distill.node_budget,
-                         "docs_over_budget": int(sum(d.num_nodes > cfg.distill.node_budget for d in data))})
+            rows.append(decomposed)
 
-    log("[evaluate] training the bag-of-words baseline")
+    log(f"[evaluate] training the bag-of-words baseline ({ev.seeds} seeds)")
     train = [d for _, _, d in unpack(prepared.splits["train"])]
     val = [d for _, _, d in unpack(prepared.splits["validation"])]
-    bow, _ = train_bow(train, val, len(prepared.enc.vocab), len(labels), ev.bow_hidden, ev.bow_epochs, cfg.distill.seed)
-    x = bow.featurize([d.x_tok for d in test])
-    with torch.no_grad():
-        pred = bow(x).argmax(-1).numpy()
     teach = np.concatenate([d.t_logits.argmax(-1).numpy() for d in test])
-    row = {"model": "bow", **metrics(pred, gold, teach, len(labels), True), "params": count_params(bow)}
-    xl = x[: ev.latency_docs]
-    w = {t: i for i, t in enumerate(prepared.enc.vocab)}
+    per_seed, right = [], []
+    for k in range(ev.seeds):
+        bow, _ = train_bow(train, val, len(prepared.enc.vocab), len(labels), ev.bow_hidden, ev.bow_epochs,
+                           cfg.distill.seed + k)
+        x = bow.featurize([d.x_tok for d in test])
+        with torch.no_grad():
+            pred = bow(x).argmax(-1).numpy()
+        per_seed.append(metrics(pred, gold, teach, len(labels), True)); right.append(pred == gold)
+        if k == 0:
+            row = {"params": count_params(bow), **bow_latency(bow, x[: ev.latency_docs], texts, prepared.enc.vocab,
+                                                               builders[cfg.graph.parser].nlp.tokenizer)}
+    correct["bow"] = np.stack(right)
+    rows.append({**_seed_row("bow", per_seed, [cfg.distill.seed + k for k in range(ev.seeds)]), **row})
+    for r in rows:
+        if r.get("latency_ms_b64"):
+            r["docs_per_s"] = 1000.0 / r["latency_ms_b64"]
+    comparisons = differences(correct, ev.bootstrap_resamples, cfg.distill.seed)
+    by_name = {r["model"]: r for r in rows}
+    for c in comparisons:
+        by_name[c["row"]][f"ci95_vs_{c['baseline']}"] = c["ci95"]
+    if prepared.teacher_check:
+        by_name["distilled"]["teacher_check"] = prepared.teacher_check
+    (out_dir / "metrics.json").write_text(json.dumps(rows, indent=2))
+    table = markdown(rows, comparisons, prepared.teacher_check)
+    (out_dir / "metrics.md").write_text(table)
+    plot_rows(rows, out_dir / "accuracy_latency_params.png")
+    _learning_curves({name: runs[0][1] for name, runs in models.items()}, out_dir / "learning_curves.png")
+    log("\n" + table)
+    return {"input_rows": len(test), "output_rows": len(rows), "rows": {r["model"]: round(r["accuracy"], 4) for r in rows},
+            "differences": {f"{c['row']} - {c['baseline']}": c["ci95"] for c in comparisons}}
 
-    tokenizer = builders[cfg.graph.parser].nlp.tokenizer
 
-    def bow_e2e(batch: int):
+def bow_latency(bow, x, texts: list[str], vocab: list[str], tokenizer) -> dict[str, float]:
+    """Model-only latency on featurised inputs, and end to end from raw text (spaCy tokenizer + TF-IDF + model)."""
+    w = {t: i for i, t in enumerate(vocab)}
+
+    def e2e(batch: int):
         with torch.no_grad():
             for i in range(0, len(texts), batch):
                 ids = [torch.tensor([w.get(tok.lower_, 1) for tok in doc if not tok.is_space], dtype=torch.long)
@@ -267,21 +352,28 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                 bow(bow.featurize(ids))
 
     with torch.no_grad():
-        row["latency_ms_b1"] = _timed(lambda: [bow(xl[i:i + 1]) for i in range(len(xl))], len(xl))
-        row["latency_ms_b64"] = _timed(lambda: [bow(xl[i:i + 64]) for i in range(0, len(xl), 64)], len(xl))
-    row["e2e_latency_ms_b1"] = _timed(lambda: bow_e2e(1), len(texts))
-    row["e2e_latency_ms_b64"] = _timed(lambda: bow_e2e(64), len(texts))
-    rows.append(row)
-    for r in rows:
-        if r.get("latency_ms_b64"):
-            r["docs_per_s"] = 1000.0 / r["latency_ms_b64"]
-    (out_dir / "metrics.json").write_text(json.dumps(rows, indent=2))
-    table = markdown(rows)
-    (out_dir / "metrics.md").write_text(table)
-    plot_rows(rows, out_dir / "accuracy_latency_params.png")
-    _learning_curves(models, out_dir / "learning_curves.png")
-    log("\n" + table)
-    return {"input_rows": len(test), "output_rows": len(rows), "rows": {r["model"]: round(r["accuracy"], 4) for r in rows}}
+        out = {"latency_ms_b1": _timed(lambda: [bow(x[i:i + 1]) for i in range(len(x))], len(x)),
+               "latency_ms_b64": _timed(lambda: [bow(x[i:i + 64]) for i in range(0, len(x), 64)], len(x))}
+    out["e2e_latency_ms_b1"] = _timed(lambda: e2e(1), len(texts))
+    out["e2e_latency_ms_b64"] = _timed(lambda: e2e(64), len(texts))
+    return out
+
+
+COMPARISONS = (("distilled", "gnn"), ("distilled", "bow"), ("distilled_small", "gnn_small"))
+
+
+def differences(correct: dict[str, np.ndarray], resamples: int, seed: int) -> list[dict[str, Any]]:
+    """Paired bootstrap 95% intervals of accuracy differences: distilled vs gnn and bow, small data,
+    and every other student row (ablations, fast graph) vs distilled."""
+    pairs = [p for p in COMPARISONS if p[0] in correct and p[1] in correct]
+    pairs += [(name, "distilled") for name in correct
+              if name not in {"distilled", "gnn", "bow", "distilled_small", "gnn_small"}]
+    out = []
+    for a, b in pairs:
+        diff = float(correct[a].mean() - correct[b].mean())
+        out.append({"row": a, "baseline": b, "difference": diff,
+                    "ci95": paired_bootstrap_ci(correct[a], correct[b], resamples, seed)})
+    return out
 
 
 def _learning_curves(models: dict[str, Path], path: Path) -> None:

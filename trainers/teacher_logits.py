@@ -186,8 +186,11 @@ def _read_shard_pair(batch: pa.Table) -> pa.Table:
 def documents_dataset(cfg: RunConfig):
     import ray
 
-    doc_dir, graph_dir = stage_dir(cfg, "ingest") / "documents", stage_dir(cfg, "graphs")
-    pairs = [{"docs": str(p), "graphs": str(graph_dir / p.name)} for p in sorted(doc_dir.glob("part-*.parquet"))]
+    transfer = stage_dir(cfg, "transfer")
+    pairs = [{"docs": str(p), "graphs": str(graph_dir / p.name)}
+             for doc_dir, graph_dir in ((stage_dir(cfg, "ingest") / "documents", stage_dir(cfg, "graphs")),
+                                        (transfer / "documents", transfer / "graphs"))
+             for p in sorted(doc_dir.glob("part-*.parquet"))]
     ds = ray.data.from_items(pairs, override_num_blocks=max(len(pairs), 1))
     # Workers receive whole blocks: cut each shard into small blocks so that every worker gets a
     # share even when the corpus has fewer ingest shards than workers.
@@ -392,7 +395,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     ft = read_manifest(cfg, "teacher-finetune")
     model_path = finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model)
     labels, teacher = ft["labels"], ft["teacher_id"]
-    input_rows = read_manifest(cfg, "ingest")["accepted_rows"]
+    input_rows = read_manifest(cfg, "ingest")["accepted_rows"] + (read_manifest(cfg, "transfer") or {}).get("output_rows", 0)
     t0 = time.time()
     launched = run_workers(cfg, out_dir, model_path, labels, teacher)
     seconds = time.time() - t0

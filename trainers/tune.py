@@ -1,0 +1,112 @@
+"""`tgd tune`: search the student and distillation settings on validation with Ray Tune.
+
+Each trial is one distilled student trained in a single process (the loop of ``trainers.distill.fit``,
+with the distill stage's global batch) on one shared object-store copy of the encoded graphs; it
+reports its validation accuracy after every epoch, and ASHA (Li et al. 2020) stops the weaker trials
+at rungs of ``grace_epochs`` x ``reduction_factor``^k epochs, so most of the budget goes to the
+promising settings. Trials draw their settings at random from ``tune.space``. Only the validation
+split is used: the test split stays for ``tgd evaluate``. The best settings are written as a run
+config (``RUN_DIR/tune/best.yaml``) that ``tgd run`` takes as it is; the earlier stages stay up to date.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainers.data import Prepared, prepare, unpack
+from trainers.distill import FitContext, _fit_config, fit
+
+BEST_CONFIG = "best.yaml"
+
+
+def with_settings(cfg, settings: dict[str, Any]):
+    """``cfg`` with ``{"section.key": value}`` applied, validated like any config."""
+    raw = cfg.model_dump(mode="json")
+    for key, value in settings.items():
+        section, name = key.split(".", 1)
+        raw[section][name] = value
+    return type(cfg).model_validate(raw)
+
+
+def _trial(settings: dict[str, Any], base: dict[str, Any], prepared: Prepared) -> None:
+    """One Ray Tune trial: train a distilled student with ``settings``, report validation accuracy per epoch."""
+    from ray import tune
+
+    from tgd.config import RunConfig
+
+    cfg = with_settings(RunConfig.model_validate(base), settings)
+    config, train_tbl = _fit_config(cfg, prepared, True, Path("."))
+    config["distill"]["batch_size"] = cfg.distill.batch_size * cfg.ray.num_workers  # the stage's global batch
+    config.update(verbose=False, tb_dir=None)
+    train = unpack(train_tbl)
+    val = [d for _, _, d in unpack(prepared.splits["validation"])]
+
+    def report(row, _snapshot):
+        tune.report({"val_accuracy": row["val_accuracy"], "val_macro_f1": row["val_macro_f1"], "epoch": row["epoch"]})
+
+    fit(config, [x[2] for x in train], np.array([x[1] for x in train]), val, FitContext(report=report))
+
+
+def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
+    """Stage entry point: the search, a table of every trial, and the best settings as a config."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from tgd.config import dump_yaml
+    from trainers import curriculum
+    from trainers.teacher_check import assess_teacher
+
+    tc, dc = cfg.tune, cfg.distill
+    prepared = prepare(cfg, use_teacher=True)
+    prepared.teacher_check = assess_teacher(prepared, cfg) if dc.teacher_gate == "auto" else None
+    epochs = len(curriculum.stages(dc.epochs_align, dc.epochs_fusion, dc.epochs_adaptive, True))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), prepared=prepared),
+        {"cpu": cfg.ray.cpus_per_worker})
+    log(f"[tune] {tc.num_samples} trials over {', '.join(tc.space)}; ASHA: {epochs} epochs at most, "
+        f"grace {tc.grace_epochs}, reduction {tc.reduction_factor}")
+    tuner = tune.Tuner(
+        trainable, param_space={k: tune.choice(v) for k, v in tc.space.items()},
+        tune_config=tune.TuneConfig(
+            metric="val_accuracy", mode="max", num_samples=tc.num_samples,
+            search_alg=BasicVariantGenerator(random_state=tc.seed),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=tc.grace_epochs,
+                                    reduction_factor=tc.reduction_factor)),
+        run_config=tune.RunConfig(name="tune", storage_path=str((out_dir / "ray").resolve()), verbose=0))
+    results = tuner.fit()
+    trials = []
+    for r in results:
+        history = r.metrics_dataframe
+        if r.error or history is None or history.empty:
+            trials.append({"settings": r.config, "error": str(r.error)[:300], "epochs": 0, "val_accuracy": None})
+            continue
+        best = history.loc[history["val_accuracy"].idxmax()]
+        trials.append({"settings": r.config, "epochs": int(len(history)), "val_accuracy": float(best["val_accuracy"]),
+                       "best_epoch": int(best["epoch"])})
+    done = [t for t in trials if t["val_accuracy"] is not None]
+    if not done:
+        raise RuntimeError(f"every tune trial failed; first error: {trials[0].get('error')}")
+    best = max(done, key=lambda t: t["val_accuracy"])
+    (out_dir / BEST_CONFIG).write_text(dump_yaml(with_settings(cfg, best["settings"])))
+    (out_dir / "trials.json").write_text(json.dumps(trials, indent=2))
+    (out_dir / "trials.md").write_text(_markdown(trials, list(cfg.tune.space)))
+    log("\n" + (out_dir / "trials.md").read_text())
+    log(f"[tune] best validation accuracy {best['val_accuracy']:.4f} with {best['settings']}; "
+        f"run it: tgd run {out_dir / BEST_CONFIG}")
+    return {"input_rows": prepared.splits["train"].num_rows, "output_rows": len(trials), "trials": len(trials),
+            "stopped_early": sum(t["epochs"] < epochs for t in done), "failed": len(trials) - len(done),
+            "epochs_trained": sum(t["epochs"] for t in trials), "max_epochs": epochs,
+            "best": best, "best_config": BEST_CONFIG}
+
+
+def _markdown(trials: list[dict], keys: list[str]) -> str:
+    rows = sorted(trials, key=lambda t: -(t["val_accuracy"] or -1))
+    lines = ["| " + " | ".join(["val_accuracy", "epochs", *keys]) + " |", "|" + "---|" * (len(keys) + 2)]
+    for t in rows:
+        acc = "failed" if t["val_accuracy"] is None else f"{t['val_accuracy']:.4f}"
+        lines.append("| " + " | ".join([acc, str(t["epochs"]), *(str(t["settings"].get(k)) for k in keys)]) + " |")
+    return "\n".join(lines) + "\n"
