@@ -1,8 +1,10 @@
 """A run directory can move: what a manifest points to inside it resolves under its new location."""
 import shutil
+from pathlib import Path
 
 from tests.conftest import make_config
 from tests.teacher_fixtures import review_corpus, tiny_bert
+from tgd.config import TransferConfig
 from tgd.stages import ensure, is_up_to_date
 from trainers.teacher_finetune import finetuned_model_dir
 from trainers.teacher_model import head_labels
@@ -16,7 +18,7 @@ def _cfg(root, corpus, base, **teacher):
                        teacher=t, ray={"num_workers": 2})
 
 
-def test_moved_run_dir_resolves_its_own_finetuned_teacher(ray_local, tmp_path):
+def test_moved_run_dir_resolves_its_own_finetuned_teacher(ray_local, tmp_path, monkeypatch):
     corpus, base = review_corpus(tmp_path / "reviews.jsonl"), tiny_bert(tmp_path / "base")
     teacher = {"finetune": True, "epochs": 1, "batch_size": 8}
     old = _cfg(tmp_path / "old", corpus, base, **teacher)
@@ -29,6 +31,14 @@ def test_moved_run_dir_resolves_its_own_finetuned_teacher(ray_local, tmp_path):
     assert is_up_to_date(new, "teacher-finetune")
     assert finetuned_model_dir(new) == new.run_dir / "teacher-finetune" / "model"
     assert head_labels(finetuned_model_dir(new)) == LABELS  # the moved copy's checkpoint, readable
+
+    # a relative run_dir (as in configs/default.yaml): the Ray workers, which do not share this
+    # process's working directory, load the moved teacher and label every document
+    monkeypatch.chdir(tmp_path)
+    rel = new.model_copy(update={"run_dir": Path("new/run"), "transfer": TransferConfig(copies=0)})
+    assert finetuned_model_dir(rel) == tmp_path / "new/run/teacher-finetune/model"
+    m = ensure(rel, "teacher-logits", log=lambda _: None)
+    assert m["output_rows"] == m["input_rows"] == 47
 
 
 def test_kept_teacher_has_no_finetuned_dir(ray_local, tmp_path):

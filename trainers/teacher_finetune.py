@@ -334,7 +334,8 @@ def finetuned_model_dir(cfg: RunConfig) -> Path | None:
     manifest's ``model_path`` is relative to the stage directory, so a run directory that was moved,
     copied or mounted at another path still resolves to its own model; read it only through here."""
     m = read_manifest(cfg, "teacher-finetune") or {}
-    return stage_dir(cfg, "teacher-finetune") / m["model_path"] if m.get("model_path") else None
+    # absolute: Ray workers do not share the driver's working directory (run_dir may be relative)
+    return (stage_dir(cfg, "teacher-finetune") / m["model_path"]).resolve() if m.get("model_path") else None
 
 
 def source_fingerprint(cfg: RunConfig) -> dict[str, Any]:
