@@ -12,14 +12,16 @@ from trainers import evaluate
 from trainers.distill import train_student
 
 EXPECTED = {"teacher", "distilled", "distilled_decomposed", "gnn", "bow", "no_bridge", "no_curriculum", "no_adaptive_t",
-            "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph"}
+            "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph", "no_transfer"}
 
 
 def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     cfg = make_config(tmp_path, student={"hidden": 16, "heads": 2, "pos_dim": 4, "vocab_min_count": 1},
                       distill={"epochs_align": 1, "epochs_fusion": 1, "epochs_adaptive": 1, "batch_size": 32,
                                "node_budget": 12, "pace_epochs": 1},
-                      evaluate={"latency_docs": 8, "e2e_docs": 3, "bow_epochs": 2, "small_fraction": 0.3, "seeds": 2,
+                      evaluate={"ablations": ["no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only",
+                                              "cooccurrence_only", "small_data", "fast_graph", "no_transfer"],
+                                "latency_docs": 8, "e2e_docs": 3, "bow_epochs": 2, "small_fraction": 0.3, "seeds": 2,
                                 "bootstrap_resamples": 200},
                       ray={"num_workers": 1})
     make_run(cfg, n_docs=60, transfer_copies=1)
@@ -50,6 +52,9 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
         assert len(per_seed) == 2 and abs(by[name]["accuracy"] - sum(per_seed) / 2) < 1e-9
         assert abs(by[name]["accuracy_std"] - abs(per_seed[0] - per_seed[1]) / 2 ** 0.5) < 1e-9
     assert (tmp_path / "run/evaluate/models/distilled-seed1/student.pt").is_file()
+    seen = {name: max(h["train_docs"] for h in json.loads((out / "models" / f"{name}-seed{s}" / "history.json").read_text()))
+            for name, s in (("distilled", 1), ("no_transfer", 0), ("gnn", 0))}
+    assert seen["distilled"] > seen["no_transfer"] == seen["gnn"]  # the transfer copies, for the distilled rows only
     for key in ("ci95_vs_gnn", "ci95_vs_bow"):
         low, high = by["distilled"][key]
         assert -1 <= low <= high <= 1

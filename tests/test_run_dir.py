@@ -1,4 +1,5 @@
 """A run directory can move: what a manifest points to inside it resolves under its new location."""
+import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def _cfg(root, corpus, base, **teacher):
                        teacher=t, ray={"num_workers": 2})
 
 
-def test_moved_run_dir_resolves_its_own_finetuned_teacher(ray_local, tmp_path, monkeypatch):
+def test_moved_run_dir_resolves_its_own_finetuned_teacher(ray_local, tmp_path):
     corpus, base = review_corpus(tmp_path / "reviews.jsonl"), tiny_bert(tmp_path / "base")
     teacher = {"finetune": True, "epochs": 1, "batch_size": 8}
     old = _cfg(tmp_path / "old", corpus, base, **teacher)
@@ -32,11 +33,10 @@ def test_moved_run_dir_resolves_its_own_finetuned_teacher(ray_local, tmp_path, m
     assert finetuned_model_dir(new) == new.run_dir / "teacher-finetune" / "model"
     assert head_labels(finetuned_model_dir(new)) == LABELS  # the moved copy's checkpoint, readable
 
-    # a relative run_dir (as in configs/default.yaml): the Ray workers, which do not share this
-    # process's working directory, load the moved teacher and label every document
-    monkeypatch.chdir(tmp_path)
-    rel = new.model_copy(update={"run_dir": Path("new/run"), "transfer": TransferConfig(copies=0)})
-    assert finetuned_model_dir(rel) == tmp_path / "new/run/teacher-finetune/model"
+    # a relative run_dir (as in configs/default.yaml): the Ray Train workers, which run in their own
+    # working directory, load the moved teacher and label every document
+    rel = new.model_copy(update={"run_dir": Path(os.path.relpath(new.run_dir)), "transfer": TransferConfig(copies=0)})
+    assert not rel.run_dir.is_absolute() and finetuned_model_dir(rel) == new.run_dir / "teacher-finetune" / "model"
     m = ensure(rel, "teacher-logits", log=lambda _: None)
     assert m["output_rows"] == m["input_rows"] == 47
 

@@ -36,6 +36,8 @@ ABLATIONS = {  # name -> (section, field, value)
     "dependency_only": ("student", "edges", "dependency"),
     "cooccurrence_only": ("student", "edges", "cooccurrence"),
     "teacher_init": ("student", "init_from_teacher", True),
+    "no_teacher_init": ("student", "init_from_teacher", False),
+    "no_transfer": ("distill", "use_transfer", False),
 }
 
 
