@@ -96,3 +96,24 @@ def test_schema_data_and_status_through_the_installed_cli(tmp_path):
     cfg = write(tmp_path, f"run_dir: {tmp_path / 'run'}\n")
     lines = run("status", str(cfg)).splitlines()
     assert [l.split()[0] for l in lines] == list(STAGE_NAMES) and all(l.endswith("missing") for l in lines)
+
+
+def test_transfer_set_default_and_refusals():
+    from tgd.config import RunConfig
+
+    assert RunConfig().transfer_copies() == 1
+    assert RunConfig.model_validate({"data": {"task": "token"}}).transfer_copies() == 0  # default: none for tokens
+    assert RunConfig.model_validate({"graph": {"merge_repeated": True}}).transfer_copies() == 0
+    with pytest.raises(ValueError, match="transfer.copies=2: the transfer set is built for data.task=classification"):
+        RunConfig.model_validate({"data": {"task": "pair"}, "transfer": {"copies": 2}})
+    with pytest.raises(ValueError, match="mask_prob \\+ transfer.replace_prob"):
+        RunConfig.model_validate({"transfer": {"mask_prob": 0.6, "replace_prob": 0.6}})
+
+
+def test_tune_space_keys_and_values_are_validated():
+    from tgd.config import RunConfig
+
+    with pytest.raises(ValueError, match="tune.space key 'distill.nope'"):
+        RunConfig.model_validate({"tune": {"space": {"distill.nope": [1]}}})
+    with pytest.raises(ValueError, match="greater than 0"):
+        RunConfig.model_validate({"tune": {"space": {"distill.lr": [0.01, -1]}}})
