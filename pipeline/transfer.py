@@ -121,23 +121,19 @@ def augment_shard(docs: pa.Table, graphs: pa.Table, cfg: TransferConfig, vocab: 
 
 
 def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
-    """Stage entry point: one shard pair per graph shard (empty when ``transfer.copies`` is 0)."""
+    """Stage entry point: one shard pair per graph shard (none when there are no copies to make)."""
     tcfg = cfg.transfer.model_copy(update={"copies": cfg.transfer_copies()})
     doc_dir, graph_dir = stage_dir(cfg, "ingest") / "documents", stage_dir(cfg, "graphs")
     shards = sorted(graph_dir.glob("part-*.parquet"))
-    vocab = None
     rows = 0
-    for i, shard in enumerate(shards):
-        if tcfg.copies == 0:
-            break
-        graphs = pq.read_table(shard, schema=GRAPHS)
-        if vocab is None:
-            vocab = PosVocabulary(pa.concat_tables(pq.read_table(s, schema=GRAPHS, columns=["split", "graph"],
-                                                                 filters=[("split", "=", "train")]) for s in shards))
-        docs = pq.read_table(doc_dir / shard.name, schema=DOCUMENTS, columns=["id", "row", "split", "text"])
-        d, g = augment_shard(docs, graphs, tcfg, vocab, np.random.default_rng([tcfg.seed, i]))
-        write_table(d, out_dir / "documents" / shard.name, DOCUMENTS)
-        write_table(g, out_dir / "graphs" / shard.name, GRAPHS)
-        rows += d.num_rows
+    if tcfg.copies:
+        vocab = PosVocabulary(pa.concat_tables(pq.read_table(s, schema=GRAPHS, columns=["split", "graph"],
+                                                             filters=[("split", "=", "train")]) for s in shards))
+        for i, shard in enumerate(shards):
+            docs = pq.read_table(doc_dir / shard.name, schema=DOCUMENTS, columns=["id", "row", "split", "text"])
+            d, g = augment_shard(docs, pq.read_table(shard, schema=GRAPHS), tcfg, vocab, np.random.default_rng([tcfg.seed, i]))
+            write_table(d, out_dir / "documents" / shard.name, DOCUMENTS)
+            write_table(g, out_dir / "graphs" / shard.name, GRAPHS)
+            rows += d.num_rows
     return {"input_rows": sum(pq.ParquetFile(s).metadata.num_rows for s in shards), "output_rows": rows,
             "copies": tcfg.copies}
