@@ -29,7 +29,7 @@ from trainers.sampling import GraphSampler, decompose
 from trainers.scores import accuracy_f1
 from trainers.student.checkpoint import build_student, save_student
 from trainers.student.features import GraphEncoding
-from trainers.teacher_check import assess_teacher, gate_active
+from trainers.teacher_check import ensure_teacher_check, gate_active
 
 
 class Distiller(torch.nn.Module):
@@ -288,8 +288,8 @@ def _fit_config(cfg, prepared: Prepared, use_teacher: bool, out_dir: Path) -> tu
     train_tbl = subsample(prepared.splits["train"], dcfg.train_fraction, dcfg.seed)
     transfer = prepared.splits.get(TRANSFER_SPLIT)
     has_teacher = use_teacher and prepared.has_teacher
-    if has_teacher and dcfg.teacher_gate == "auto" and prepared.teacher_check is None:
-        prepared.teacher_check = assess_teacher(prepared, cfg)
+    if has_teacher:
+        ensure_teacher_check(prepared, cfg)
     gate = has_teacher and gate_active(dcfg.teacher_gate, prepared.teacher_check)
     if has_teacher and not gate and dcfg.use_transfer and transfer is not None and transfer.num_rows:
         # KD + bridge only (gold label -1). Sorted by id, each copy follows its original, so every
@@ -366,20 +366,26 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
     return _finish(cfg, out_dir, config, prepared, use_teacher, train_tbl.num_rows, state["history"], state["best"])
 
 
-def train_student_local(cfg, out_dir: Path, prepared: Prepared, use_teacher: bool | None = None) -> dict[str, Any]:
-    """Train one student in this process (no DDP, no per-epoch checkpoints): a row of the evaluate
-    table, run as one Ray task among many so independent students train side by side. Its batch is
-    the Ray Train stage's global batch (``distill.batch_size`` x ``ray.num_workers``), so a row takes
-    the same optimizer steps as the distill stage's student it is compared with."""
-    use_teacher = cfg.distill.use_teacher if use_teacher is None else use_teacher
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+def fit_local(cfg, prepared: Prepared, use_teacher: bool, out_dir: Path,
+              ctx: FitContext = FitContext()) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """Train one student in this process (no DDP) with the Ray Train stage's global batch
+    (``distill.batch_size`` x ``ray.num_workers``), so it takes the same optimizer steps as the
+    distill stage's student. Returns (worker config, training rows, ``fit``'s result)."""
     config, train_tbl = _fit_config(cfg, prepared, use_teacher, out_dir)
     config["distill"]["batch_size"] = cfg.distill.batch_size * cfg.ray.num_workers
     config["verbose"] = False
     train = unpack(train_tbl)
     val = [d for _, _, d in unpack(prepared.splits["validation"])]
-    result = fit(config, [x[2] for x in train], np.array([x[1] for x in train]), val)
+    return config, train_tbl, fit(config, [x[2] for x in train], np.array([x[1] for x in train]), val, ctx)
+
+
+def train_student_local(cfg, out_dir: Path, prepared: Prepared, use_teacher: bool | None = None) -> dict[str, Any]:
+    """Train one student in this process (no per-epoch checkpoints) into ``out_dir``: a row of the
+    evaluate table, run as one Ray task among many so independent students train side by side."""
+    use_teacher = cfg.distill.use_teacher if use_teacher is None else use_teacher
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config, train_tbl, result = fit_local(cfg, prepared, use_teacher, out_dir)
     return _finish(cfg, out_dir, config, prepared, use_teacher, train_tbl.num_rows, result["history"], result["best"])
 
 

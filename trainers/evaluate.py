@@ -28,6 +28,7 @@ from trainers.distill import metrics, predict, train_student_local
 from trainers.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
+from trainers.teacher_check import ensure_teacher_check
 
 ABLATIONS = {  # name -> (section, field, value)
     "no_bridge": ("distill", "bridge", False),
@@ -260,10 +261,7 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     torch.set_num_threads(1)
     ev = cfg.evaluate
     prepared = prepare(cfg, use_teacher=True, edges="hybrid")  # every row's edges are a subset of these
-    if cfg.distill.teacher_gate == "auto":
-        from trainers.teacher_check import assess_teacher
-
-        prepared.teacher_check = assess_teacher(prepared, cfg)  # once, shared by every row
+    ensure_teacher_check(prepared, cfg)  # once, shared by every row
     test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
     labels = prepared.enc.labels
     docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text"]).to_pylist()

@@ -45,3 +45,10 @@ def assess_teacher(prepared: Prepared, cfg) -> dict[str, Any]:
 def gate_active(mode: str, check: dict[str, Any] | None) -> bool:
     """``distill.teacher_gate``: on, off, or auto = on exactly when the teacher was found weaker."""
     return mode == "on" or (mode == "auto" and bool(check and check.get("weaker")))
+
+
+def ensure_teacher_check(prepared: Prepared, cfg) -> None:
+    """Assess the teacher once per prepared set when ``distill.teacher_gate`` is auto (before the
+    set is shared by several students, so they do not each retrain the baseline)."""
+    if cfg.distill.teacher_gate == "auto" and prepared.teacher_check is None:
+        prepared.teacher_check = assess_teacher(prepared, cfg)

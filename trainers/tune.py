@@ -14,10 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from trainers.data import Prepared, prepare, unpack
-from trainers.distill import FitContext, _fit_config, fit
+from trainers.data import Prepared, prepare
+from trainers.distill import FitContext, fit_local
 
 BEST_CONFIG = "best.yaml"
 
@@ -38,16 +36,11 @@ def _trial(settings: dict[str, Any], base: dict[str, Any], prepared: Prepared) -
     from tgd.config import RunConfig
 
     cfg = with_settings(RunConfig.model_validate(base), settings)
-    config, train_tbl = _fit_config(cfg, prepared, True, Path("."))
-    config["distill"]["batch_size"] = cfg.distill.batch_size * cfg.ray.num_workers  # the stage's global batch
-    config.update(verbose=False, tb_dir=None)
-    train = unpack(train_tbl)
-    val = [d for _, _, d in unpack(prepared.splits["validation"])]
 
     def report(row, _snapshot):
         tune.report({"val_accuracy": row["val_accuracy"], "val_macro_f1": row["val_macro_f1"], "epoch": row["epoch"]})
 
-    fit(config, [x[2] for x in train], np.array([x[1] for x in train]), val, FitContext(report=report))
+    fit_local(cfg, prepared, True, Path("."), FitContext(report=report))  # Path("."): the trial's directory
 
 
 def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
@@ -58,11 +51,11 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
 
     from tgd.config import dump_yaml
     from trainers import curriculum
-    from trainers.teacher_check import assess_teacher
+    from trainers.teacher_check import ensure_teacher_check
 
     tc, dc = cfg.tune, cfg.distill
     prepared = prepare(cfg, use_teacher=True)
-    prepared.teacher_check = assess_teacher(prepared, cfg) if dc.teacher_gate == "auto" else None
+    ensure_teacher_check(prepared, cfg)  # once, not in every trial
     epochs = len(curriculum.stages(dc.epochs_align, dc.epochs_fusion, dc.epochs_adaptive, True))
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), prepared=prepared),
