@@ -9,7 +9,7 @@ from tests.student_data import make_run
 from trainers import losses
 from trainers.data import prepare
 from trainers.distill import _fit_config
-from trainers.teacher_check import assess_teacher, gate_active
+from trainers.teacher_check import gate_active
 
 
 def _cfg(tmp_path, **distill):
