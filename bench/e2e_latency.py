@@ -2,14 +2,14 @@
 
 On raw rt-sentiment test-split texts, one thread (``torch.set_num_threads(1)``, BLAS/OpenMP 1),
 batch 1 and batch 64:
-(a) teacher: the packaged MiniLM (``all-minilm-l6-v2``, loaded by ``trainers.teacher_model.load_model``
+(a) teacher: the packaged MiniLM (``all-minilm-l6-v2``, loaded by ``trainers.teacher.model.load_model``
     for classification) - tokenisation + windows + forward + mean over windows, as evaluate's
     teacher row does;
 (b) student, default spaCy graph (``graph.parser=spacy``) through ``serving.Predictor``;
 (c) student, fast graph (``graph.parser=fast``) through ``serving.Predictor``.
 Latency does not depend on trained weights, so the students are untrained: the default
 ``StudentConfig`` over a vocabulary counted on ``--vocab-docs`` training texts (built with
-``GraphEncoding.build`` as ``trainers.data.prepare`` does) and all the parser's relation labels; the
+``GraphEncoding.build`` as ``trainers.distill.data.prepare`` does) and all the parser's relation labels; the
 teacher's classification head is freshly initialised for the same reason.
 
 Then a profile of the student's batch-1 and batch-64 paths (``--no-profile`` skips it): spaCy
@@ -77,7 +77,7 @@ def load_texts(cfg, vocab_docs: int) -> tuple[list[str], list[str], list[str]]:
 def make_teacher(cfg, labels):
     import torch
 
-    from trainers.teacher_model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
+    from trainers.teacher.model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
 
     t = cfg.teacher
     path = resolve_model_path(t.model)

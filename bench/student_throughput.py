@@ -32,9 +32,9 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
     import torch
     from torch_geometric.data import Batch
 
-    from trainers import losses
-    from trainers.data import unpack
-    from trainers.distill import Distiller, _step_loss
+    from trainers.distill import losses
+    from trainers.distill.data import unpack
+    from trainers.distill.loop import Distiller, _step_loss
     from trainers.student.checkpoint import build_student
 
     torch.set_num_threads(threads)
@@ -62,7 +62,7 @@ def local_fit(cfg, prepared, out_dir: str, threads: int) -> None:
     """(c): the stage's loop in this process, as an evaluate row runs it."""
     import torch
 
-    from trainers.distill import train_student_local
+    from trainers.distill.loop import train_student_local
 
     torch.set_num_threads(threads)
     train_student_local(cfg, out_dir, prepared)
@@ -80,8 +80,8 @@ def main() -> None:
     from cluster.ray_session import ensure_ray
     from tgd.config import load_config
     from tgd.stages import ensure
-    from trainers.data import prepare
-    from trainers.distill import train_student
+    from trainers.distill.data import prepare
+    from trainers.distill.loop import train_student
 
     cfg = load_config(args.config, args.set)
     cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={

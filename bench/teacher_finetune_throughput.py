@@ -39,8 +39,8 @@ def plain_loop(cfg_json: dict, model_path: str, labels: list[str], workers: int,
     import torch
 
     from tgd.config import RunConfig
-    from trainers.teacher_finetune import BUCKET_BATCHES, PhaseTimer, length_buckets, make_batch, training_rows
-    from trainers.teacher_model import IGNORE, Windower, load_model, load_tokenizer, pad_batch
+    from trainers.teacher.finetune import BUCKET_BATCHES, PhaseTimer, length_buckets, make_batch, training_rows
+    from trainers.teacher.model import IGNORE, Windower, load_model, load_tokenizer, pad_batch
 
     torch.set_num_threads(threads)
     cfg = RunConfig.model_validate(cfg_json)
@@ -109,8 +109,8 @@ def main() -> None:
 
     from pipeline import ingest
     from tgd.config import load_config
-    from trainers.teacher_finetune import finetune
-    from trainers.teacher_model import resolve_model_path
+    from trainers.teacher.finetune import finetune
+    from trainers.teacher.model import resolve_model_path
 
     work = Path(tempfile.mkdtemp(prefix="tgd-bench-finetune-"))
     over = [f"run_dir={work}", f"data.source={args.corpus}", f"teacher.model={args.model}",

@@ -36,8 +36,8 @@ def plain_inference(model_path: str, labels: list[str], texts: list[str], teache
     import torch
 
     from tgd.config import TeacherConfig
-    from trainers.deepspeed_env import peak_memory_mb
-    from trainers.teacher_model import TeacherForward, Windower, load_model, load_tokenizer
+    from trainers.teacher.deepspeed_env import peak_memory_mb
+    from trainers.teacher.model import TeacherForward, Windower, load_model, load_tokenizer
 
     torch.set_num_threads(threads)
     tcfg = TeacherConfig.model_validate(teacher)
@@ -69,8 +69,8 @@ def main() -> None:
 
     from pipeline import graphs, ingest
     from tgd.config import RunConfig
-    from trainers.teacher_logits import run_workers
-    from trainers.teacher_model import resolve_model_path, teacher_id
+    from trainers.teacher.outputs import run_workers
+    from trainers.teacher.model import resolve_model_path, teacher_id
 
     work = Path(tempfile.mkdtemp(prefix="tgd-bench-teacher-"))
     cfg = RunConfig.model_validate({"run_dir": str(work), "data": {"source": args.corpus, "limit": args.docs},

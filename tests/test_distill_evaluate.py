@@ -8,8 +8,8 @@ from serving.predictor import Predictor
 from tests.conftest import make_config
 from tests.student_data import make_run
 from tgd.schema import GRAPHS, read_table
-from trainers import evaluate
-from trainers.distill import train_student
+from trainers.evaluate import report as evaluate
+from trainers.distill.loop import train_student
 
 EXPECTED = {"teacher", "distilled", "distilled_decomposed", "gnn", "bow", "no_bridge", "no_curriculum", "no_adaptive_t",
             "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph", "no_transfer"}

@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import make_config
 from tests.student_data import make_run
-from trainers.distill import latest_checkpoint, train_student
+from trainers.distill.loop import latest_checkpoint, train_student
 from trainers.student.checkpoint import load_student
 
 SMALL = {"hidden": 32, "heads": 2, "pos_dim": 8, "vocab_min_count": 1}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers import curriculum, losses
+from trainers.distill import curriculum, losses
 
 
 def test_kd_kl_matches_hand_computation_with_t_squared():

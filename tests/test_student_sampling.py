@@ -9,7 +9,8 @@ from torch_geometric.data import Batch
 
 from tests.student_data import _graph
 from tgd.config import StudentConfig
-from trainers.sampling import GraphSampler, decompose, induced, pyg_sampler_available
+from trainers.distill.sampling import GraphSampler, pyg_sampler_available
+from trainers.student.subgraph import decompose, induced
 from trainers.student.checkpoint import build_student
 from trainers.student.features import GraphEncoding
 

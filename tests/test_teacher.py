@@ -14,8 +14,8 @@ from tests.conftest import make_config
 from tests.teacher_fixtures import review_corpus, tiny_bert, tiny_tokenizer
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_table
 from tgd.stages import ensure, is_up_to_date
-from trainers.alignment import align_nodes, pool_nodes
-from trainers.teacher_model import TeacherForward, Windower, load_model, load_tokenizer
+from trainers.teacher.alignment import align_nodes, pool_nodes
+from trainers.teacher.model import TeacherForward, Windower, load_model, load_tokenizer
 
 LABELS = ["fresh", "rotten"]
 QUIET = dict(log=lambda _: None)
@@ -45,7 +45,7 @@ def _plain_outputs(model_dir: Path, texts: list[str], cfg) -> list[np.ndarray]:
 
 # ---------------------------------------------------------------- offsets: sub-words -> graph nodes
 def test_alignment_hand_checked_with_the_packaged_tokenizer():
-    from trainers.teacher_model import resolve_model_path
+    from trainers.teacher.model import resolve_model_path
 
     tok = load_tokenizer(resolve_model_path("all-minilm-l6-v2"))
     text = "Unbelievably,  the actors   don't shine!"
@@ -139,7 +139,7 @@ def test_finetune_lowers_loss_and_checkpoint_reloads_with_transformers(ray_local
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from trainers.teacher_finetune import finetuned_model_dir
+    from trainers.teacher.finetune import finetuned_model_dir
 
     base = tiny_bert(tmp_path / "base")  # no head: fine-tuning adds one in the ingest label order
     cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=3, lr=3e-3, batch_size=8, warmup_fraction=0.0)
@@ -194,7 +194,7 @@ def test_causal_lm_teacher_gives_verbalizer_logits(ray_local, tmp_path):
 
 # ---------------------------------------------------------------- fine-tuning: ZeRO stage choice, length buckets
 def test_zero_stage_auto_picks_plain_data_parallel_when_it_fits(tmp_path):
-    from trainers.deepspeed_env import checkpoint_parameters, choose_zero_stage
+    from trainers.teacher.deepspeed_env import checkpoint_parameters, choose_zero_stage
 
     model = tiny_bert(tmp_path / "t", labels=LABELS)
     n = sum(p.numel() for p in load_model(model, "encoder", "classification", LABELS).parameters())
@@ -209,7 +209,7 @@ def test_zero_stage_auto_picks_plain_data_parallel_when_it_fits(tmp_path):
 
 
 def test_length_buckets_cover_every_window_once_and_pad_less():
-    from trainers.teacher_finetune import length_buckets
+    from trainers.teacher.finetune import length_buckets
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 120, size=250).tolist()

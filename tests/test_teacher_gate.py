@@ -6,10 +6,10 @@ import torch
 
 from tests.conftest import make_config
 from tests.student_data import make_run
-from trainers import losses
-from trainers.data import prepare
-from trainers.distill import _fit_config
-from trainers.teacher_check import gate_active
+from trainers.distill import losses
+from trainers.distill.data import prepare
+from trainers.distill.loop import _fit_config
+from trainers.distill.teacher_gate import gate_active
 
 
 def _cfg(tmp_path, **distill):

@@ -72,8 +72,8 @@ def test_ngram_window_is_a_consistent_subgraph(parsed):
 
 
 def test_stage_writes_copies_the_teacher_labels_and_the_student_reads(ray_local, tmp_path):
-    from trainers.data import prepare
-    from trainers.distill import _fit_config
+    from trainers.distill.data import prepare
+    from trainers.distill.loop import _fit_config
 
     model = tiny_bert(tmp_path / "teacher", labels=["fresh", "rotten"])
     cfg = make_config(tmp_path, data={"source": str(review_corpus(tmp_path / "reviews.jsonl")),

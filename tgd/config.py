@@ -164,7 +164,7 @@ class EvaluateConfig(_Section):
 
 class TuneConfig(_Section):
     """`tgd tune`: random search over student and distillation keys with Ray Tune, ASHA early stopping,
-    validation accuracy only (trainers/tune.py)."""
+    validation accuracy only (trainers/distill/tune.py)."""
     num_samples: int = Field(8, ge=1, description="trials (settings drawn from `space`)")
     grace_epochs: int = Field(2, ge=1, description="ASHA: epochs every trial trains before it may be stopped")
     reduction_factor: int = Field(3, ge=2, description="ASHA: keep the best 1/reduction_factor at each rung")

@@ -34,7 +34,7 @@ class Stage:
 def _registry() -> dict[str, Stage]:
     # Imported here so `tgd --help` and config validation stay fast.
     from pipeline import graphs, ingest, transfer
-    from trainers import teacher_finetune, teacher_logits
+    from trainers.teacher import finetune as teacher_finetune, outputs as teacher_logits
 
     stages = [
         Stage("ingest", "read + validate the corpus; accepted rows in shards, refused rows in rejects.parquet",
@@ -60,20 +60,20 @@ def _registry() -> dict[str, Stage]:
 
 
 def _tune(cfg: RunConfig, out: Path) -> dict[str, Any]:
-    from trainers import tune
+    from trainers.distill import tune
 
     return tune.run(cfg, out)
 
 
 def _distill(cfg: RunConfig, out: Path) -> dict[str, Any]:
-    from trainers import distill
+    from trainers.distill import loop as distill
 
     return distill.run(cfg, out)
 
 
 def _evaluate(cfg: RunConfig, out: Path) -> dict[str, Any]:
     from serving.predictor import Predictor
-    from trainers import evaluate
+    from trainers.evaluate import report as evaluate
 
     return evaluate.run(cfg, out, Predictor)
 

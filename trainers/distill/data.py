@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import torch
 
 from tgd.schema import GRAPHS, SPLITS, TEACHER, TRANSFER_SPLIT, VOCAB, read_manifest, read_table, stage_dir
-from trainers import curriculum
+from trainers.distill import curriculum
 from trainers.student.features import GraphEncoding
 
 GRAPH_FIELDS = ("num_nodes", "lower", "pos", "sent", "dep_src", "dep_dst", "dep_rel", "co_src", "co_dst", "co_weight")
@@ -30,7 +30,7 @@ class Prepared:
     splits: dict[str, pa.Table]  # train, validation, test, transfer -> id, split, difficulty, num_nodes, payload
     state_dim: int  # 0: the teacher stored no node states
     has_teacher: bool
-    teacher_check: dict[str, Any] | None = None  # trainers.teacher_check.assess_teacher, once per prepared set
+    teacher_check: dict[str, Any] | None = None  # trainers.distill.teacher_gate.assess_teacher, once per prepared set
 
 
 def labels_of(cfg) -> list[str]:

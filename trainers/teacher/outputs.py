@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 
 from tgd.config import RunConfig, TeacherConfig
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
-from trainers.alignment import align_nodes, pool_nodes
+from trainers.teacher.alignment import align_nodes, pool_nodes
 from trainers.shard_split import split_config
-from trainers.teacher_model import Windower
+from trainers.teacher.model import Windower
 
 ROWS_PER_FILE = 4096
 DOCS_PER_BATCH = 256
@@ -217,8 +217,8 @@ def worker_loop(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
-    from trainers.deepspeed_env import checkpoint_bytes, free_device_bytes, peak_memory_mb
-    from trainers.teacher_model import TeacherForward, load_model, load_tokenizer, state_projection, verbalizer_ids
+    from trainers.teacher.deepspeed_env import checkpoint_bytes, free_device_bytes, peak_memory_mb
+    from trainers.teacher.model import TeacherForward, load_model, load_tokenizer, state_projection, verbalizer_ids
 
     t0 = time.time()
     tcfg = TeacherConfig.model_validate(config["teacher"])
@@ -237,7 +237,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         print(f"[teacher-logits] parallel={mode} ({reason})", flush=True)
 
     if mode == "zero3":
-        from trainers.deepspeed_env import setup_worker, zero3_inference_config
+        from trainers.teacher.deepspeed_env import setup_worker, zero3_inference_config
 
         device = setup_worker(config["use_gpu"], config["threads"])
         import deepspeed
@@ -319,10 +319,8 @@ def worker_loop(config: dict[str, Any]) -> None:
 
 def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[str], teacher: str) -> dict[str, Any]:
     """Launch the TorchTrainer over the documents; returns {parallel, reason, workers: per-worker statistics}."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from trainers.teacher_model import hidden_size
+    from trainers.raytrain import make_trainer
+    from trainers.teacher.model import hidden_size
 
     for stale in out_dir.glob("part-*.parquet"):  # an interrupted attempt: start clean, never duplicate rows
         stale.unlink()
@@ -330,13 +328,8 @@ def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[st
               "model_path": str(model_path), "teacher_id": teacher, "out_dir": str(out_dir.resolve()),
               "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
               "hidden": hidden_size(model_path)}
-    trainer = TorchTrainer(
-        worker_loop, train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                                               resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        run_config=ray.train.RunConfig(name="teacher-logits", storage_path=str((out_dir / "_ray").resolve())),
-        datasets={"docs": documents_dataset(cfg)}, dataset_config=split_config(equal=()),
-    )
+    trainer = make_trainer(cfg, worker_loop, config, name="teacher-logits", storage=out_dir / "_ray",
+                           datasets={"docs": documents_dataset(cfg)}, dataset_config=split_config(equal=()))
     trainer.fit()
     stats = out_dir / WORKER_STATS
     result = json.loads(stats.read_text())
@@ -347,7 +340,7 @@ def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[st
 # ---------------------------------------------------------------- quality of the stored outputs
 def teacher_scores(out_dir: Path, cfg: RunConfig, labels: list[str]) -> dict[str, Any]:
     """Per split: accuracy + macro-F1 (classification), node accuracy (token), Pearson r (pair)."""
-    from trainers.scores import accuracy_f1, pearson
+    from trainers.tasks.scores import accuracy_f1, pearson
 
     all_rows = _read_outputs(out_dir).to_pylist()
     if cfg.data.task == "pair":
@@ -389,8 +382,8 @@ def _read_outputs(out_dir: Path) -> pa.Table:
 
 # ---------------------------------------------------------------- the stage
 def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
-    from trainers.teacher_finetune import finetuned_model_dir
-    from trainers.teacher_model import hidden_size, resolve_model_path, state_projection
+    from trainers.teacher.finetune import finetuned_model_dir
+    from trainers.teacher.model import hidden_size, resolve_model_path, state_projection
 
     ft = read_manifest(cfg, "teacher-finetune")
     model_path = finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model)

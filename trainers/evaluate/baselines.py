@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.distill import metrics
+from trainers.distill.loop import metrics
 
 
 def gnn_baseline_config(cfg):

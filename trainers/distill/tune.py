@@ -1,6 +1,6 @@
 """`tgd tune`: search the student and distillation settings on validation with Ray Tune.
 
-Each trial is one distilled student trained in a single process (the loop of ``trainers.distill.fit``,
+Each trial is one distilled student trained in a single process (the loop of ``trainers.distill.loop.fit``,
 with the distill stage's global batch) on one shared object-store copy of the encoded graphs; it
 reports its validation accuracy after every epoch, and ASHA (Li et al. 2020) stops the weaker trials
 at rungs of ``grace_epochs`` x ``reduction_factor``^k epochs, so most of the budget goes to the
@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trainers.data import Prepared, prepare
-from trainers.distill import FitContext, fit_local
+from trainers.distill.data import Prepared, prepare
+from trainers.distill.loop import FitContext, fit_local
 
 BEST_CONFIG = "best.yaml"
 
@@ -50,8 +50,8 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from tgd.config import dump_yaml
-    from trainers import curriculum
-    from trainers.teacher_check import ensure_teacher_check
+    from trainers.distill import curriculum
+    from trainers.distill.teacher_gate import ensure_teacher_check
 
     tc, dc = cfg.tune, cfg.distill
     prepared = prepare(cfg, use_teacher=True)

@@ -1,26 +1,22 @@
 """Node-budgeted subgraphs, so memory per batch is bounded whatever the document length.
 
-One interface, ``sample(data, budget, generator) -> Data`` and ``decompose(data, budget) -> [Data]``,
-two backends:
+``GraphSampler.sample(data, budget, generator) -> Data``, two backends:
 - ``torch`` (pure PyTorch + PyG utilities; always available): ``sentence`` takes a window of
   consecutive sentences from a random start (a sentence longer than the budget is cut to a random
   contiguous span); ``khop`` grows 1-hop neighbourhoods (``k_hop_subgraph``) of random seeds until the
   budget is reached.
 - ``pyg``: PyG's ``NeighborSampler`` (needs pyg-lib or torch-sparse, e.g. on GPU clusters) for the
   ``khop`` seeds' neighbourhoods.
-Every subgraph is induced (``utils.subgraph`` with relabelling): an edge is kept iff both ends are
-kept, and node-level tensors are sliced with the same index, so edges stay consistent. Training
-resamples every epoch; evaluation uses the whole graph or ``decompose`` (consecutive sentence
-windows covering every node exactly once, read out together by ``Student.forward_parts``).
+Every subgraph is induced (``trainers.student.subgraph.induced``). Training resamples every epoch;
+prediction uses the whole graph or ``trainers.student.subgraph.decompose``.
 """
 from __future__ import annotations
 
 import torch
 from torch_geometric.data import Data
-from torch_geometric.utils import k_hop_subgraph, subgraph
+from torch_geometric.utils import k_hop_subgraph
 
-NODE_KEYS = ("x_tok", "x_pos", "sent", "t_states", "t_mask", "node_y", "t_node_logits")
-EDGE_KEYS = ("edge_type", "edge_weight")
+from trainers.student.subgraph import induced
 
 
 def pyg_sampler_available() -> bool:
@@ -30,20 +26,6 @@ def pyg_sampler_available() -> bool:
         return bool(t.WITH_PYG_LIB or t.WITH_TORCH_SPARSE)
     except Exception:
         return False
-
-
-def induced(data: Data, nodes: torch.Tensor) -> Data:
-    """The subgraph on ``nodes`` (sorted, unique); graph-level attributes are carried over."""
-    nodes = torch.unique(nodes)
-    ei, _, emask = subgraph(nodes, data.edge_index, relabel_nodes=True, num_nodes=data.num_nodes, return_edge_mask=True)
-    out = Data(edge_index=ei, num_nodes=int(nodes.numel()))
-    for key in data.keys():
-        if key in ("edge_index", "num_nodes"):
-            continue
-        val = data[key]
-        out[key] = val[nodes] if key in NODE_KEYS else val[emask] if key in EDGE_KEYS else val
-    out.orig_nodes = nodes
-    return out
 
 
 def _sentence_window(data: Data, budget: int, gen: torch.Generator) -> torch.Tensor:
@@ -102,21 +84,3 @@ class GraphSampler:
         else:
             nodes = _khop(data, budget, gen)
         return induced(data, nodes)
-
-
-def decompose(data: Data, budget: int) -> list[Data]:
-    """Consecutive sentence windows of at most ``budget`` nodes covering every node once."""
-    if data.num_nodes <= budget:
-        return [data]
-    sent = data.sent.tolist()
-    parts, lo = [], 0
-    while lo < data.num_nodes:
-        hi = min(lo + budget, data.num_nodes)
-        if hi < data.num_nodes:
-            b = hi
-            while b > lo and sent[b] == sent[b - 1]:
-                b -= 1
-            hi = b if b > lo else hi
-        parts.append(induced(data, torch.arange(lo, hi)))
-        lo = hi
-    return parts

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.data import Prepared, unpack
+from trainers.distill.data import Prepared, unpack
 
 
 def assess_teacher(prepared: Prepared, cfg) -> dict[str, Any]:
     """{teacher_val_accuracy, bow_val_accuracy, weaker, message}; ``weaker`` is None when it cannot be
     judged (no teacher, no labelled validation documents, or a task without document logits)."""
-    from trainers.baselines import train_bow
+    from trainers.evaluate.baselines import train_bow
 
     val = [d for _, _, d in unpack(prepared.splits["validation"])]
     if not prepared.has_teacher or prepared.task != "classification" or not val:

@@ -1,6 +1,6 @@
 """`tgd distill`: train the student on Ray Train (TorchTrainer, DDP) with the curriculum.
 
-The driver prepares per-document ``Data`` (``trainers.data``) into Ray Data datasets; each worker
+The driver prepares per-document ``Data`` (``trainers.distill.data``) into Ray Data datasets; each worker
 reads its shard with ``ray.train.get_dataset_shard``, keeps it in memory, and every epoch selects
 documents by the curriculum's pacing, samples node-budgeted subgraphs and batches them with PyG
 (``Batch`` is moved with ``.to(device)``: Ray's ``prepare_data_loader`` does not move PyG batches).
@@ -23,13 +23,14 @@ import pyarrow as pa
 import torch
 
 from tgd.schema import TRANSFER_SPLIT
-from trainers import curriculum, losses
-from trainers.data import Prepared, prepare, subsample, unpack
-from trainers.sampling import GraphSampler, decompose
-from trainers.scores import accuracy_f1
+from trainers.distill import curriculum, losses
+from trainers.distill.data import Prepared, prepare, subsample, unpack
+from trainers.distill.sampling import GraphSampler
+from trainers.student.subgraph import decompose
+from trainers.tasks.scores import accuracy_f1
 from trainers.student.checkpoint import build_student, save_student
 from trainers.student.features import GraphEncoding
-from trainers.teacher_check import ensure_teacher_check, gate_active
+from trainers.distill.teacher_gate import ensure_teacher_check, gate_active
 
 
 class Distiller(torch.nn.Module):
@@ -324,9 +325,9 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
     """Train one student on Ray Train (``ray.num_workers`` DDP workers) into ``out_dir``; its summary."""
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from cluster.ray_session import ensure_ray
+    from trainers.raytrain import make_trainer
 
     ensure_ray(cfg.ray)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
@@ -347,14 +348,9 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
     if resume is not None:
         log(f"[distill] found checkpoint {resume}; resuming")
         config["resume_dir"] = str(resume)
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                                               resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        run_config=ray.train.RunConfig(name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}",
-                                       storage_path=str(storage),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-                                       failure_config=ray.train.FailureConfig(max_failures=dcfg.max_failures)),
+    trainer = make_trainer(
+        cfg, train_loop, config, name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}",
+        storage=storage, checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1), max_failures=dcfg.max_failures,
         datasets={"train": ray.data.from_arrow(train_tbl), "validation": ray.data.from_arrow(prepared.splits["validation"])},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
     total = len(curriculum.stages(dcfg.epochs_align, dcfg.epochs_fusion, dcfg.epochs_adaptive, config["has_teacher"]))
@@ -391,8 +387,8 @@ def train_student_local(cfg, out_dir: Path, prepared: Prepared, use_teacher: boo
 
 def teacher_model_dir(cfg) -> str:
     """The fine-tuned teacher's HF directory (teacher-finetune manifest), else the configured base."""
-    from trainers.teacher_finetune import finetuned_model_dir
-    from trainers.teacher_model import resolve_model_path
+    from trainers.teacher.finetune import finetuned_model_dir
+    from trainers.teacher.model import resolve_model_path
 
     return str(finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model))
 

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
-from trainers.baselines import gnn_baseline_config, train_bow
-from trainers.data import prepare, unpack
-from trainers.distill import metrics, predict, train_student_local
-from trainers.statistics import paired_bootstrap_ci, seed_summary
+from trainers.evaluate.baselines import gnn_baseline_config, train_bow
+from trainers.distill.data import prepare, unpack
+from trainers.distill.loop import metrics, predict, train_student_local
+from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
-from trainers.teacher_check import ensure_teacher_check
+from trainers.distill.teacher_gate import ensure_teacher_check
 
 ABLATIONS = {  # name -> (section, field, value)
     "no_bridge": ("distill", "bridge", False),
@@ -164,8 +164,8 @@ def teacher_rows(cfg, test_ids: list[str], gold: np.ndarray, labels: list[str], 
     order = [t_labels.index(l) for l in labels]
     pred = np.array([int(np.argmax(np.asarray(tl[i])[order])) for i in test_ids])
     row = {"model": "teacher", **metrics(pred, gold, pred, len(labels), False), "agreement": 1.0}
-    from trainers.teacher_finetune import finetuned_model_dir
-    from trainers.teacher_model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
+    from trainers.teacher.finetune import finetuned_model_dir
+    from trainers.teacher.model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
 
     path, t = finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model), cfg.teacher
     tok, model = load_tokenizer(path), load_model(path, t.kind, cfg.data.task, labels).eval()

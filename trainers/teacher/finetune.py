@@ -33,9 +33,9 @@ import pyarrow.parquet as pq
 
 from tgd.config import RunConfig, TeacherConfig
 from tgd.schema import DOCUMENTS, read_manifest, stage_dir
-from trainers.alignment import align_nodes
+from trainers.teacher.alignment import align_nodes
 from trainers.shard_split import split_config
-from trainers.teacher_model import IGNORE, Windower, head_labels, resolve_model_path, teacher_id, weights_fingerprint
+from trainers.teacher.model import IGNORE, Windower, head_labels, resolve_model_path, teacher_id, weights_fingerprint
 
 MODEL_DIR = "model"  # the best checkpoint as a HF directory, inside the stage directory
 PROGRESS_EVERY = 20  # steps between progress lines (rank 0)
@@ -113,7 +113,7 @@ class PhaseTimer:
 
 
 def worker_loop(config: dict[str, Any]) -> None:
-    from trainers.deepspeed_env import (checkpoint_parameters, choose_zero_stage, free_device_bytes, setup_worker,
+    from trainers.teacher.deepspeed_env import (checkpoint_parameters, choose_zero_stage, free_device_bytes, setup_worker,
                                         training_config)
 
     device = setup_worker(config["use_gpu"], config["threads"])
@@ -123,9 +123,9 @@ def worker_loop(config: dict[str, Any]) -> None:
     import torch.distributed as dist
     from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
-    from trainers.scores import accuracy_f1
-    from trainers.teacher_logits import process
-    from trainers.teacher_model import TeacherForward, load_model, load_tokenizer, pad_batch
+    from trainers.tasks.scores import accuracy_f1
+    from trainers.teacher.outputs import process
+    from trainers.teacher.model import TeacherForward, load_model, load_tokenizer, pad_batch
 
     tcfg = TeacherConfig.model_validate(config["teacher"])
     task, labels, path = config["task"], config["labels"], Path(config["model_path"])
@@ -293,7 +293,8 @@ def _steps_per_epoch(train_rows: int, cfg: RunConfig) -> int:
 def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> dict[str, Any]:
     import ray.data
     import ray.train
-    from ray.train.torch import TorchTrainer
+
+    from trainers.raytrain import make_trainer
 
     train, val = training_rows(cfg, "train"), training_rows(cfg, "validation")
     if train.num_rows < cfg.ray.num_workers or val.num_rows == 0:
@@ -302,17 +303,12 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
     config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
               "model_path": str(base), "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
               "steps_per_epoch": _steps_per_epoch(train.num_rows, cfg), "probe_texts": probe_texts}
-    trainer = TorchTrainer(
-        worker_loop, train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                                               resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name="teacher-finetune", storage_path=str((out_dir / "_ray").resolve()),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_macro_f1",
-                                                         checkpoint_score_order="max")),
+    trainer = make_trainer(
+        cfg, worker_loop, config, name="teacher-finetune", storage=out_dir / "_ray",
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_macro_f1",
+                                                     checkpoint_score_order="max"),
         datasets={"train": ray.data.from_arrow(train), "validation": ray.data.from_arrow(val)},
-        dataset_config=split_config(equal=("train",)),
-    )
+        dataset_config=split_config(equal=("train",)))
     result = trainer.fit()
     best_ckpt, best = max(result.best_checkpoints, key=lambda cm: cm[1]["val_macro_f1"])
     model_dir = out_dir / MODEL_DIR
