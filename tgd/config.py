@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tgd.tasks import unsupported
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and what to do."""
@@ -87,6 +89,13 @@ class StudentConfig(_Section):
     init_from_teacher: bool = Field(True, description="initialise word embeddings from the teacher's input embeddings "
                                     "(mean over sub-words, PCA to `hidden`); the GNN-without-teacher row never uses it")
     edges: Literal["hybrid", "dependency", "cooccurrence"] = Field("hybrid", description="edge kinds the student sees (ablation)")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "StudentConfig":
+        if self.conv == "transformer" and self.hidden % self.heads:
+            raise ValueError(f"student.hidden={self.hidden} is not divisible by student.heads={self.heads}: the "
+                             "transformer convolution splits the node state into one equal slice per head")
+        return self
 
 
 class DistillConfig(_Section):
@@ -245,6 +254,12 @@ class RunConfig(_Section):
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _task_supported(self) -> "RunConfig":
+        if why := unsupported(self):
+            raise ValueError(why)
+        return self
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> "RunConfig":

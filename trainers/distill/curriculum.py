@@ -6,7 +6,8 @@ stored no node states, KL on logits stands in), ``fusion`` (CE + KL at fixed T, 
 0 epochs is skipped (ablation); without a teacher every epoch is plain CE.
 
 Difficulty of a training document = mean of two ranks in [0, 1]: the teacher's normalised entropy
-(an unsure teacher marks a hard or ambiguous document; without a teacher this term is dropped) and
+(an unsure teacher marks a hard or ambiguous document; per node for token labelling, averaged over
+the document; without a teacher this term is dropped) and
 the graph size (log node count). Pacing (root competence, Platanios et al. 2019): in epoch e the
 easiest ``c(e) = min(1, sqrt(c0^2 + (1 - c0^2) * e / E))`` fraction is used, shuffled, with
 c0 = ``pace_start`` and E = ``pace_epochs``. Off: every document every epoch.
@@ -17,6 +18,8 @@ import math
 
 import numpy as np
 
+from trainers.tasks.scores import normalized_entropy  # noqa: F401  (the difficulty's teacher term)
+
 
 def _rank(x: np.ndarray) -> np.ndarray:
     """Rank in [0, 1]; ties share the lowest rank."""
@@ -24,14 +27,13 @@ def _rank(x: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.sort(x), x).astype(np.float64) / max(len(x) - 1, 1)
 
 
-def difficulty(num_nodes: np.ndarray, teacher_logits: np.ndarray | None = None) -> np.ndarray:
+def difficulty(num_nodes: np.ndarray, uncertainty: np.ndarray | None = None) -> np.ndarray:
+    """Per document: mean of the size rank and, with a teacher, the rank of its uncertainty (the
+    task adapter's normalised teacher entropy: of the document's logits, or averaged over nodes)."""
     size = _rank(np.log1p(np.asarray(num_nodes, dtype=np.float64)))
-    if teacher_logits is None or len(teacher_logits) == 0:
+    if uncertainty is None or len(uncertainty) == 0:
         return size
-    z = teacher_logits - teacher_logits.max(1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    ent = -(p * np.log(np.clip(p, 1e-12, 1))).sum(1) / math.log(teacher_logits.shape[1])
-    return 0.5 * (_rank(ent) + size)
+    return 0.5 * (_rank(uncertainty) + size)
 
 
 def competence(epoch: int, start: float, ramp_epochs: int) -> float:

@@ -19,6 +19,7 @@ import torch
 from tgd.schema import GRAPHS, SPLITS, TEACHER, TRANSFER_SPLIT, VOCAB, read_manifest, read_table, stage_dir
 from trainers.distill import curriculum
 from trainers.student.features import GraphEncoding
+from trainers.tasks import Task, get_task
 
 GRAPH_FIELDS = ("num_nodes", "lower", "pos", "sent", "dep_src", "dep_dst", "dep_rel", "co_src", "co_dst", "co_weight")
 
@@ -40,8 +41,9 @@ def labels_of(cfg) -> list[str]:
     return list(m["labels"])
 
 
-def teacher_view(cfg, labels: list[str]) -> tuple[dict[str, dict[str, Any]], int]:
-    """id -> teacher row (logits reordered to ``labels``), and the node-state width."""
+def teacher_view(cfg, labels: list[str], task: Task) -> tuple[dict[str, dict[str, Any]], int]:
+    """id -> teacher row decoded by the task (logits in ``labels`` order, top-k expanded), and the
+    node-state width."""
     m = read_manifest(cfg, "teacher-logits")
     if m is None:
         raise RuntimeError(f"teacher outputs missing under {stage_dir(cfg, 'teacher-logits')}: run `tgd teacher-logits` "
@@ -49,25 +51,17 @@ def teacher_view(cfg, labels: list[str]) -> tuple[dict[str, dict[str, Any]], int
     t_labels = list(m.get("labels") or labels)
     order = [t_labels.index(l) for l in labels]
     table = read_table(stage_dir(cfg, "teacher-logits"), TEACHER)
-    cols = ["id", "logits", "node_logits", "node_aligned", "node_states"]
-    rows = {r["id"]: r for r in table.select(cols).to_pylist()}
-    for r in rows.values():
-        if r["logits"] is not None:
-            r["logits"] = [r["logits"][i] for i in order]
+    cols = ["id", "logits", "topk_index", "topk_rest", "node_logits", "node_aligned", "node_states"]
+    rows = {r["id"]: task.decode_teacher(r, order, len(labels)) for r in table.select(cols).to_pylist()}
     return rows, int(m.get("state_dim") or 0)
 
 
-def encode_row(enc: GraphEncoding, g: dict, label, tags, trow: dict | None, state_dim: int, task: str):
+def encode_row(enc: GraphEncoding, g: dict, label, tags, trow: dict | None, state_dim: int, task: Task):
+    """One document's ``Data``: the encoded graph, the task's targets and teacher outputs, and the
+    teacher's node states (``t_mask``: nodes a teacher sub-word covers)."""
     data = enc.encode(g)
     n = data.num_nodes
-    if task == "token":
-        data.node_y = torch.tensor([enc.label_index(t) for t in (tags or [])] or [-1] * n, dtype=torch.long)
-    data.y = torch.tensor([enc.label_index(label)], dtype=torch.long)
-    C = len(enc.labels)
-    if trow is not None and trow.get("logits") is not None:
-        data.t_logits = torch.tensor(trow["logits"], dtype=torch.float32).view(1, C)
-    else:
-        data.t_logits = torch.zeros(1, C)
+    task.set_targets(data, enc, label, tags, trow)
     aligned = trow.get("node_aligned") if trow else None
     data.t_mask = torch.tensor(aligned, dtype=torch.bool) if aligned is not None and len(aligned) == n else torch.zeros(n, dtype=torch.bool)
     states = trow.get("node_states") if trow else None
@@ -75,19 +69,15 @@ def encode_row(enc: GraphEncoding, g: dict, label, tags, trow: dict | None, stat
         data.t_states = torch.tensor(np.asarray(states, dtype=np.float16)).view(n, state_dim)
     else:
         data.t_states = torch.zeros(n, max(state_dim, 1), dtype=torch.float16)
-        data.t_mask = torch.zeros(n, dtype=torch.bool)
-    if task == "token":
-        nl = trow.get("node_logits") if trow else None
-        data.t_node_logits = torch.tensor(nl, dtype=torch.float32).view(n, C) if nl is not None and len(nl) == n * C else torch.zeros(n, C)
+        if state_dim:  # this document's states are missing: keep the bridge off it
+            data.t_mask = torch.zeros(n, dtype=torch.bool)
     return data
 
 
 def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path | None = None) -> Prepared:
     """Every document of the graph stage (or of ``graphs_dir``, graphs built another way for the same
     documents) encoded, joined with its teacher row, in per-split tables."""
-    task = cfg.data.task
-    if task == "pair":
-        raise NotImplementedError("distillation of the pair task is not implemented yet (classification and token are)")
+    task = get_task(cfg.data.task)
     labels = labels_of(cfg)
     gdir = graphs_dir or stage_dir(cfg, "graphs")
     graphs = read_table(gdir, GRAPHS)
@@ -99,8 +89,8 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
     rels = pc.unique(pc.list_flatten(pc.struct_field(graphs.filter(train_mask).column("graph"), "dep_rel"))).to_pylist()
     s = cfg.student
     enc = GraphEncoding.build(vocab, rels, labels, s.vocab_min_count, s.vocab_max_size, edges or s.edges)
-    trows, state_dim = teacher_view(cfg, labels) if use_teacher else ({}, 0)
-    ids, splits, nodes, payload, tlogits = [], [], [], [], []
+    trows, state_dim = teacher_view(cfg, labels, task) if use_teacher else ({}, 0)
+    ids, splits, nodes, payload, uncertainty = [], [], [], [], []
     for r in graphs.select(["id", "split", "label", "tags", "graph"]).to_pylist():
         g = {k: r["graph"][k] for k in GRAPH_FIELDS}
         trow = trows.get(r["id"])
@@ -108,15 +98,16 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
             raise RuntimeError(f"document {r['id']} has no teacher output; re-run `tgd teacher-logits`")
         d = encode_row(enc, g, r["label"], r["tags"], trow, state_dim, task)
         ids.append(r["id"]); splits.append(r["split"]); nodes.append(d.num_nodes)
-        payload.append(pickle.dumps(d, protocol=5)); tlogits.append(d.t_logits.numpy()[0])
+        payload.append(pickle.dumps(d, protocol=5))
+        uncertainty.append(task.teacher_uncertainty(d) if use_teacher else None)
     ids_a, split_a, nodes_a = np.array(ids), np.array(splits), np.array(nodes)
     out = {}
     for split in (*SPLITS, TRANSFER_SPLIT):
         sel = np.nonzero(split_a == split)[0]
-        diff = curriculum.difficulty(nodes_a[sel], np.stack([tlogits[i] for i in sel]) if use_teacher and len(sel) else None)
+        diff = curriculum.difficulty(nodes_a[sel], np.array([uncertainty[i] for i in sel]) if use_teacher else None)
         out[split] = pa.table({"id": ids_a[sel].tolist(), "split": split_a[sel].tolist(), "difficulty": diff.tolist(),
                                "num_nodes": nodes_a[sel].tolist(), "payload": pa.array([payload[i] for i in sel], pa.binary())})
-    return Prepared(enc, task, out, state_dim, use_teacher)
+    return Prepared(enc, task.name, out, state_dim, use_teacher)
 
 
 def subsample(table: pa.Table, fraction: float, seed: int) -> pa.Table:

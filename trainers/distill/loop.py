@@ -27,7 +27,7 @@ from trainers.distill import curriculum, losses
 from trainers.distill.data import Prepared, prepare, subsample, unpack
 from trainers.distill.sampling import GraphSampler
 from trainers.student.subgraph import decompose
-from trainers.tasks.scores import accuracy_f1
+from trainers.tasks import get_task
 from trainers.student.checkpoint import build_student, save_student
 from trainers.student.features import GraphEncoding
 from trainers.distill.teacher_gate import ensure_teacher_check, gate_active
@@ -50,54 +50,48 @@ class Distiller(torch.nn.Module):
 
 @torch.no_grad()
 def predict(student, datas, device, node_budget: int | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predicted labels, gold labels and teacher argmax for a list of Data (node-level for the token task).
+    """Predicted labels, gold labels and teacher predictions for a list of Data, one row per
+    prediction of the task (per graph or per node), in the order of ``datas``.
     ``node_budget``: decompose graphs larger than it into sentence windows (bounded memory)."""
     from torch_geometric.data import Batch
 
     student.eval()
-    preds, teach, gold = [], [], []
-    whole = [d for d in datas if node_budget is None or d.num_nodes <= node_budget]
-    big = [d for d in datas if node_budget is not None and d.num_nodes > node_budget]
-    for i in range(0, len(whole), batch_size):
-        b = Batch.from_data_list(whole[i:i + batch_size]).to(device)
-        logits, _ = student(b)
-        preds.append(logits.argmax(-1).cpu())
-    for d in big:
-        parts = [p.to(device) for p in decompose(d, node_budget)]
-        for p in parts:
-            p.batch = torch.zeros(p.num_nodes, dtype=torch.long, device=device)
-        preds.append(student.forward_parts(parts).argmax(-1).cpu())
-    for d in whole + big:
-        if student.task == "token":
-            gold.append(d.node_y); teach.append(d.t_node_logits.argmax(-1))
-        else:
-            gold.append(d.y); teach.append(d.t_logits.argmax(-1))
-    return torch.cat(preds).numpy(), torch.cat(gold).numpy(), torch.cat(teach).numpy()
+    task = get_task(student.task)
+    preds: list[torch.Tensor | None] = [None] * len(datas)
+    whole = [i for i, d in enumerate(datas) if node_budget is None or d.num_nodes <= node_budget]
+    for k in range(0, len(whole), batch_size):
+        idx = whole[k:k + batch_size]
+        b = Batch.from_data_list([datas[i] for i in idx]).to(device)
+        out = student(b)[0].argmax(-1).cpu()
+        sizes = [datas[i].num_nodes for i in idx] if task.head == "node" else [1] * len(idx)
+        for i, p in zip(idx, out.split(sizes)):
+            preds[i] = p
+    for i, d in enumerate(datas):
+        if preds[i] is None:
+            parts = [p.to(device) for p in decompose(d, node_budget)]
+            for p in parts:
+                p.batch = torch.zeros(p.num_nodes, dtype=torch.long, device=device)
+            preds[i] = student.forward_parts(parts).argmax(-1).cpu()
+    gold, teach = zip(*(task.gold_and_teacher(d) for d in datas)) if datas else ((), ())
+    cat = lambda xs: torch.cat(list(xs)).numpy() if xs else np.zeros(0, dtype=np.int64)
+    return cat(preds), cat(gold), cat(teach)
 
 
-def metrics(pred, gold, teach, num_labels, has_teacher) -> dict[str, float]:
-    m = gold >= 0  # unlabelled / unaligned targets are -1
-    scores = accuracy_f1(gold[m], pred[m], list(range(num_labels)))
-    out = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
-    if has_teacher:
-        out["agreement"] = float((pred == teach).mean())
-    return out
+def metrics(pred, gold, teach, labels: list[str], has_teacher: bool, task: str = "classification",
+            lengths: list[int] | None = None) -> dict[str, float]:
+    """The task's scores of ``pred`` (``agreement`` with the teacher when there is one)."""
+    return get_task(task).scores(pred, gold, teach if has_teacher else None, labels, lengths)
 
 
 def _step_loss(model, batch, stage: str, cfg, has_states: bool, gate: bool = False) -> tuple[torch.Tensor, dict[str, float], float]:
     raw = model.module if hasattr(model, "module") else model
     use_bridge = cfg.bridge and has_states and raw.bridge is not None and (stage == "align" or (stage in ("fusion", "adaptive") and cfg.beta_bridge > 0))
     logits, h, bridge_loss = model(batch, use_bridge)
-    student = raw.student
-    if student.task == "token":
-        y, t_logits = batch.node_y, batch.t_node_logits
-        keep = batch.t_mask if stage != "ce" else y >= 0
-        s_kd, t_kd = logits[keep], t_logits[keep]
-    else:
-        y, t_logits, s_kd, t_kd = batch.y, batch.t_logits, logits, batch.t_logits
+    task = get_task(raw.student.task)
+    y, s_kd, t_kd = task.targets(logits, batch, stage)
     # teacher gate: KD only where the teacher predicts the gold label (unlabelled copies never reach
     # here: the gate drops the transfer set)
-    kd_weight = ((t_kd.argmax(-1) == y) | (y < 0)).float() if gate and student.task != "token" else None
+    kd_weight = task.gate_weight(y, t_kd) if gate else None
     parts: dict[str, torch.Tensor] = {}
     temp = torch.tensor(cfg.temperature)
     if stage == "ce":
@@ -153,6 +147,7 @@ def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: F
     rank, world, device = ctx.rank, ctx.world, ctx.device
     enc = GraphEncoding(**config["encoding"])
     has_teacher, has_states, task = config["has_teacher"], config["state_dim"] > 0, config["task"]
+    headline = get_task(task).metric
     train, val = [enc.restrict(d) for d in train], [enc.restrict(d) for d in val]
 
     torch.manual_seed(dcfg.seed)
@@ -213,11 +208,12 @@ def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: F
             ctx.report(row, None)
             continue
         pred, gold, teach = predict(raw.student, val, device)
-        row.update({f"val_{k}": v for k, v in metrics(pred, gold, teach, len(enc.labels), has_teacher).items()})
+        row.update({f"val_{k}": v for k, v in metrics(pred, gold, teach, enc.labels, has_teacher, task,
+                                                      [d.num_nodes for d in val]).items()})
         row["seconds"] = round(time.time() - t0, 2)
         history.append(row)
-        if row["val_accuracy"] > best["accuracy"]:
-            best = {"accuracy": row["val_accuracy"], "epoch": epoch,
+        if row[f"val_{headline}"] > best["accuracy"]:  # "accuracy": the headline metric, kept as the key
+            best = {"accuracy": row[f"val_{headline}"], "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in raw.student.state_dict().items()}}
         if config.get("verbose", True):
             ctx.log("[distill] " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))

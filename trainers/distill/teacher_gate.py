@@ -16,25 +16,27 @@ import numpy as np
 import torch
 
 from trainers.distill.data import Prepared, unpack
+from trainers.tasks import get_task
 
 
 def assess_teacher(prepared: Prepared, cfg) -> dict[str, Any]:
-    """{teacher_val_accuracy, bow_val_accuracy, weaker, message}; ``weaker`` is None when it cannot be
-    judged (no teacher, no labelled validation documents, or a task without document logits)."""
-    from trainers.evaluate.baselines import train_bow
+    """{teacher_val_accuracy, bow_val_accuracy, weaker, message}: the teacher's validation score
+    (its stored outputs) against the task's non-graph baseline (``bow``), trained in seconds on the
+    same split. ``weaker`` is None when it cannot be judged (no teacher or no labelled validation)."""
+    from trainers.evaluate.baselines import train_baseline
 
+    task = get_task(prepared.task)
     val = [d for _, _, d in unpack(prepared.splits["validation"])]
-    if not prepared.has_teacher or prepared.task != "classification" or not val:
-        return {"weaker": None, "message": "teacher not assessed (no teacher, no validation split or not classification)"}
-    gold = torch.cat([d.y for d in val]).numpy()
-    teacher = torch.cat([d.t_logits.argmax(-1) for d in val]).numpy()
-    labelled = gold >= 0
+    if not prepared.has_teacher or not val:
+        return {"weaker": None, "message": "teacher not assessed (no teacher or no validation split)"}
+    gold, teacher = (torch.cat(x).numpy() for x in zip(*(task.gold_and_teacher(d) for d in val)))
+    labels = prepared.enc.labels
     train = [d for _, _, d in unpack(prepared.splits["train"])]
     ev = cfg.evaluate
-    _, history = train_bow(train, val, len(prepared.enc.vocab), len(prepared.enc.labels), ev.bow_hidden, ev.bow_epochs,
-                           cfg.distill.seed)
-    t_acc = float(np.mean(teacher[labelled] == gold[labelled]))
-    b_acc = max(h["val_accuracy"] for h in history)
+    _, history = train_baseline(prepared.task, train, val, len(prepared.enc.vocab), labels, ev.bow_hidden,
+                                ev.bow_epochs, cfg.distill.seed)
+    t_acc = task.scores(teacher, gold, None, labels)[task.metric]
+    b_acc = max(h[f"val_{task.metric}"] for h in history)
     weaker = t_acc < b_acc
     verdict = ("WEAK TEACHER: it predicts worse than bag-of-words on validation, distilling from it would pull the "
                "student down" if weaker else "teacher stronger than bag-of-words on validation")

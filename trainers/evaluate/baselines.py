@@ -1,12 +1,18 @@
-"""Baselines every student is compared with: a TF-IDF bag-of-words MLP, and the same GNN trained
-on labels only (no teacher). Published work shows bag-of-words MLPs match many text GNNs, so a
-graph student has to beat this row to justify its graph."""
+"""Baselines every student is compared with: the same GNN trained on labels only (no teacher), and
+a non-graph model from the words alone, row ``bow``: a TF-IDF bag-of-words MLP for documents, a
+window tagger for tokens. Published work shows bag-of-words MLPs match many text GNNs, so a graph
+student has to beat this row to justify its graph.
+
+Both non-graph models share one interface: ``featurize(list of word-id tensors) -> x`` (one row per
+prediction of the task) and ``forward(x) -> logits``; ``train_baseline`` trains either.
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from trainers.distill.loop import metrics
+from trainers.tasks import get_task
 
 
 def gnn_baseline_config(cfg):
@@ -16,11 +22,14 @@ def gnn_baseline_config(cfg):
 
 
 class BowMLP(nn.Module):
-    """TF-IDF (log counts x idf, L2-normalised) -> hidden -> labels."""
+    """TF-IDF (log counts x idf, L2-normalised) -> hidden -> labels; one row per document."""
 
-    def __init__(self, vocab_size: int, hidden: int, num_labels: int, idf: torch.Tensor):
+    def __init__(self, vocab_size: int, hidden: int, num_labels: int, train_tokens: list[torch.Tensor]):
         super().__init__()
-        self.register_buffer("idf", idf)
+        df = torch.zeros(vocab_size)
+        for t in train_tokens:
+            df[torch.unique(t)] += 1
+        self.register_buffer("idf", torch.log((1 + len(train_tokens)) / (1 + df)) + 1)
         self.net = nn.Sequential(nn.Linear(vocab_size, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, num_labels))
         self.vocab_size = vocab_size
 
@@ -36,31 +45,62 @@ class BowMLP(nn.Module):
         return self.net(x)
 
 
-def train_bow(train, val, vocab_size: int, num_labels: int, hidden: int, epochs: int, seed: int = 0):
-    """train/val: lists of Data (x_tok, y). Returns the model at its best validation epoch."""
+class WindowTagger(nn.Module):
+    """Each token's word and its ``radius`` neighbours on either side (embeddings, concatenated) ->
+    MLP -> tag; one row per token. The bag-of-words equivalent for tagging: context without a graph."""
+
+    def __init__(self, vocab_size: int, hidden: int, num_labels: int, train_tokens=None, dim: int = 64, radius: int = 2):
+        super().__init__()
+        self.radius = radius
+        self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.net = nn.Sequential(nn.Linear((2 * radius + 1) * dim, hidden), nn.ReLU(), nn.Dropout(0.3),
+                                 nn.Linear(hidden, num_labels))
+
+    def featurize(self, token_ids: list[torch.Tensor]) -> torch.Tensor:
+        """(tokens of all documents, 2 * radius + 1) word ids; 0 (padding) beyond a document's ends."""
+        rows = []
+        for t in token_ids:
+            padded = nn.functional.pad(t, (self.radius, self.radius))
+            rows.append(padded.unfold(0, 2 * self.radius + 1, 1))
+        return torch.cat(rows) if rows else torch.zeros(0, 2 * self.radius + 1, dtype=torch.long)
+
+    def forward(self, x):
+        return self.net(self.emb(x).flatten(1))
+
+
+BASELINES = {"graph": BowMLP, "node": WindowTagger}
+
+
+def train_baseline(task_name: str, train, val, vocab_size: int, labels: list[str], hidden: int, epochs: int,
+                   seed: int = 0, batch_size: int = 64):
+    """The task's non-graph baseline trained on ``train`` (lists of Data: ``x_tok`` + the task's gold
+    targets), returned at its best validation epoch with its history."""
+    task = get_task(task_name)
     torch.manual_seed(seed)
-    df = torch.zeros(vocab_size)
-    for d in train:
-        df[torch.unique(d.x_tok)] += 1
-    idf = torch.log((1 + len(train)) / (1 + df)) + 1
-    model = BowMLP(vocab_size, hidden, num_labels, idf)
-    xtr, ytr = model.featurize([d.x_tok for d in train]), torch.cat([d.y for d in train])
-    xva, yva = model.featurize([d.x_tok for d in val]), torch.cat([d.y for d in val])
+    model = BASELINES[task.head](vocab_size, hidden, len(labels), [d.x_tok for d in train])
+
+    def xy(datas):
+        x = model.featurize([d.x_tok for d in datas])
+        y = torch.cat([task.gold_and_teacher(d)[0] for d in datas]) if datas else torch.zeros(0, dtype=torch.long)
+        keep = y >= 0
+        return x[keep], y[keep]
+
+    (xtr, ytr), (xva, yva) = xy(train), xy(val)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     best, best_state, history = -1.0, None, []
     g = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(xtr), generator=g)
-        for i in range(0, len(perm), 64):
-            idx = perm[i:i + 64]
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i:i + batch_size]
             opt.zero_grad(); nn.functional.cross_entropy(model(xtr[idx]), ytr[idx]).backward(); opt.step()
         model.eval()
         with torch.no_grad():
             pred = model(xva).argmax(-1).numpy()
-        m = metrics(pred, yva.numpy(), pred, num_labels, False)
+        m = task.scores(pred, yva.numpy(), None, labels)
         history.append({"epoch": epoch, **{f"val_{k}": v for k, v in m.items()}})
-        if m["accuracy"] > best:
-            best, best_state = m["accuracy"], {k: v.clone() for k, v in model.state_dict().items()}
+        if m[task.metric] > best:
+            best, best_state = m[task.metric], {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return model.eval(), history

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 
 from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
-from trainers.evaluate.baselines import gnn_baseline_config, train_bow
+from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
 from trainers.distill.data import prepare, unpack
 from trainers.distill.loop import metrics, predict, train_student_local
 from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
 from trainers.distill.teacher_gate import ensure_teacher_check
+from trainers.tasks import get_task
 
 ABLATIONS = {  # name -> (section, field, value)
     "no_bridge": ("distill", "bridge", False),
@@ -154,16 +155,13 @@ def student_latency(model, datas, texts, enc, builder, predictor: Callable) -> d
             "e2e_latency_ms_b64": _timed(lambda: predictor.predict_logits(texts, batch_size=64), len(texts))}
 
 
-def teacher_rows(cfg, test_ids: list[str], gold: np.ndarray, labels: list[str], texts: list[str], n_lat: int) -> dict[str, Any]:
-    """Accuracy from the stored teacher logits; params and latency from the fine-tuned checkpoint."""
-    from tgd.schema import TEACHER
-
-    t = read_table(stage_dir(cfg, "teacher-logits"), TEACHER).select(["id", "logits"]).to_pylist()
-    tl = {r["id"]: r["logits"] for r in t}
-    t_labels = (read_manifest(cfg, "teacher-logits") or {}).get("labels") or labels
-    order = [t_labels.index(l) for l in labels]
-    pred = np.array([int(np.argmax(np.asarray(tl[i])[order])) for i in test_ids])
-    row = {"model": "teacher", **metrics(pred, gold, pred, len(labels), False), "agreement": 1.0}
+def teacher_rows(cfg, test: list, labels: list[str], texts: list[str], n_lat: int) -> dict[str, Any]:
+    """Scores from the teacher's stored test outputs (decoded by the task onto each test graph);
+    params and latency from the fine-tuned checkpoint."""
+    task = get_task(cfg.data.task)
+    gold, pred = (torch.cat(x).numpy() for x in zip(*(task.gold_and_teacher(d) for d in test)))
+    row = {"model": "teacher", **metrics(pred, gold, pred, labels, False, task.name, [d.num_nodes for d in test]),
+           "agreement": 1.0}
     from trainers.teacher.finetune import finetuned_model_dir
     from trainers.teacher.model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
 
@@ -213,10 +211,14 @@ def plot_rows(rows: list[dict], path: Path) -> None:
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
 
 
+TASK_METRICS = ("token_accuracy", "entity_precision", "entity_recall", "entity_f1", "spearman", "pearson")
+
+
 def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None) -> str:
     """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the teacher check."""
-    cols = ["model", "graph", "accuracy", "seeds", "macro_f1", "agreement", "params", "latency_ms_b1", "latency_ms_b64",
-            "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
+    extra = [k for k in TASK_METRICS if any(k in r for r in rows)]  # the task's own metrics, when it has any
+    cols = ["model", "graph", "accuracy", "seeds", *extra, "macro_f1", "agreement", "params", "latency_ms_b1",
+            "latency_ms_b64", "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
     fmt = lambda v: "" if v is None else f"{v:.4f}" if isinstance(v, float) and v < 10 else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
 
     def cell(r, c):
@@ -238,9 +240,9 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
 
 
 def _score(model, data, labels) -> tuple[dict[str, float], np.ndarray]:
-    """Test metrics of one student and, per document, whether its prediction is right."""
+    """Test metrics of one student and, per prediction row (document or token), whether it is right."""
     pred, gold, teach = predict(model, data, "cpu")
-    return metrics(pred, gold, teach, len(labels), True), pred == gold
+    return metrics(pred, gold, teach, labels, True, model.task, [d.num_nodes for d in data]), pred == gold
 
 
 def _seed_row(name: str, per_seed: list[dict[str, float]], seeds: list[int]) -> dict[str, Any]:
@@ -281,8 +283,7 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                                            for c in cs)
 
     test = tests[cfg.graph.parser]
-    gold = np.concatenate([d.y.numpy() for d in test])
-    rows = [teacher_rows(cfg, test_ids, gold, labels, texts, min(ev.latency_docs, 64))]
+    rows = [teacher_rows(cfg, test, labels, texts, min(ev.latency_docs, 64))]
     correct: dict[str, np.ndarray] = {}  # name -> (seeds x test documents) prediction is right
     for name, runs in models.items():
         per_seed, right = [], []
@@ -296,7 +297,8 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                          **student_latency(model, data[: ev.latency_docs], texts, enc, builders[parser], predictor)}
                 if name == "distilled":
                     pred_d, g, teach_d = predict(model, data, "cpu", node_budget=cfg.distill.node_budget)
-                    decomposed = {"model": "distilled_decomposed", **metrics(pred_d, g, teach_d, len(labels), True),
+                    decomposed = {"model": "distilled_decomposed",
+                                  **metrics(pred_d, g, teach_d, labels, True, model.task, [d.num_nodes for d in data]),
                                   "params": first["params"], "parts_budget": cfg.distill.node_budget, "seeds": 1,
                                   "docs_over_budget": int(sum(d.num_nodes > cfg.distill.node_budget for d in data))}
         correct[name] = np.stack(right)
@@ -304,21 +306,22 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
         if name == "distilled":
             rows.append(decomposed)
 
-    log(f"[evaluate] training the bag-of-words baseline ({ev.seeds} seeds)")
+    log(f"[evaluate] training the non-graph baseline ({ev.seeds} seeds)")
     train = [d for _, _, d in unpack(prepared.splits["train"])]
     val = [d for _, _, d in unpack(prepared.splits["validation"])]
-    teach = np.concatenate([d.t_logits.argmax(-1).numpy() for d in test])
+    task = get_task(cfg.data.task)
+    gold, teach = (torch.cat(x).numpy() for x in zip(*(task.gold_and_teacher(d) for d in test)))
     per_seed, right = [], []
     for k in range(ev.seeds):
-        bow, _ = train_bow(train, val, len(prepared.enc.vocab), len(labels), ev.bow_hidden, ev.bow_epochs,
-                           cfg.distill.seed + k)
-        x = bow.featurize([d.x_tok for d in test])
+        bow, _ = train_baseline(task.name, train, val, len(prepared.enc.vocab), labels, ev.bow_hidden, ev.bow_epochs,
+                                cfg.distill.seed + k)
         with torch.no_grad():
-            pred = bow(x).argmax(-1).numpy()
-        per_seed.append(metrics(pred, gold, teach, len(labels), True)); right.append(pred == gold)
+            pred = bow(bow.featurize([d.x_tok for d in test])).argmax(-1).numpy()
+        per_seed.append(metrics(pred, gold, teach, labels, True, task.name, [d.num_nodes for d in test]))
+        right.append(pred == gold)
         if k == 0:
-            row = {"params": count_params(bow), **bow_latency(bow, x[: ev.latency_docs], texts, prepared.enc.vocab,
-                                                               builders[cfg.graph.parser].nlp.tokenizer)}
+            row = {"params": count_params(bow), **bow_latency(bow, [d.x_tok for d in test[: ev.latency_docs]], texts,
+                                                               prepared.enc.vocab, builders[cfg.graph.parser].nlp.tokenizer)}
     correct["bow"] = np.stack(right)
     rows.append({**_seed_row("bow", per_seed, [cfg.distill.seed + k for k in range(ev.seeds)]), **row})
     for r in rows:
@@ -340,8 +343,9 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
             "differences": {f"{c['row']} - {c['baseline']}": c["ci95"] for c in comparisons}}
 
 
-def bow_latency(bow, x, texts: list[str], vocab: list[str], tokenizer) -> dict[str, float]:
-    """Model-only latency on featurised inputs, and end to end from raw text (spaCy tokenizer + TF-IDF + model)."""
+def bow_latency(bow, tokens: list[torch.Tensor], texts: list[str], vocab: list[str], tokenizer) -> dict[str, float]:
+    """Model-only latency per document on word ids (featurised + forward), and end to end from raw
+    text (spaCy tokenizer + features + model)."""
     w = {t: i for i, t in enumerate(vocab)}
 
     def e2e(batch: int):
@@ -351,9 +355,11 @@ def bow_latency(bow, x, texts: list[str], vocab: list[str], tokenizer) -> dict[s
                        for doc in tokenizer.pipe(texts[i:i + batch])]
                 bow(bow.featurize(ids))
 
+    xs1 = [bow.featurize([t]) for t in tokens]
+    xs64 = [bow.featurize(tokens[i:i + 64]) for i in range(0, len(tokens), 64)]
     with torch.no_grad():
-        out = {"latency_ms_b1": _timed(lambda: [bow(x[i:i + 1]) for i in range(len(x))], len(x)),
-               "latency_ms_b64": _timed(lambda: [bow(x[i:i + 64]) for i in range(0, len(x), 64)], len(x))}
+        out = {"latency_ms_b1": _timed(lambda: [bow(x) for x in xs1], len(tokens)),
+               "latency_ms_b64": _timed(lambda: [bow(x) for x in xs64], len(tokens))}
     out["e2e_latency_ms_b1"] = _timed(lambda: e2e(1), len(texts))
     out["e2e_latency_ms_b64"] = _timed(lambda: e2e(64), len(texts))
     return out

@@ -1,9 +1,9 @@
 """The student: word + POS embeddings -> typed message passing -> readout -> task head.
 
-It needs only the text graph at inference (never the teacher). Classification reads out a
-document vector (attention pooling concatenated with mean and max, or mean+max alone); the token
-task classifies every node; the pair task encodes both sides with the same encoder and scores
-[u, v, |u-v|, u*v]. ``forward_parts`` encodes a long document as several subgraphs and reads out
+It needs only the text graph at inference (never the teacher). The task adapter names the head:
+``graph`` reads out a document vector (attention pooling concatenated with mean and max, or
+mean+max alone); ``node`` classifies every node; ``pair`` encodes both sides with the same encoder
+and scores [u, v, |u-v|, u*v]. ``forward_parts`` encodes a long document as several subgraphs and reads out
 over all their nodes at once (decomposed prediction with bounded memory).
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch import nn
 from torch_geometric.nn import AttentionalAggregation, global_max_pool, global_mean_pool
 
 from trainers.student.encoder import Encoder
+from trainers.tasks import get_task
 
 
 class Readout(nn.Module):
@@ -32,14 +33,14 @@ class Readout(nn.Module):
 class Student(nn.Module):
     def __init__(self, vocab_size: int, num_pos: int, num_edge_types: int, num_labels: int, cfg, task: str = "classification"):
         super().__init__()
-        self.task, h = task, cfg.hidden
+        self.task, self.kind, h = task, get_task(task).head, cfg.hidden
         self.word = nn.Embedding(vocab_size, h, padding_idx=0)
         self.pos = nn.Embedding(num_pos, cfg.pos_dim)
         self.inp = nn.Sequential(nn.Linear(h + cfg.pos_dim, h), nn.LayerNorm(h))
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(h, num_edge_types, cfg.layers, cfg.heads, cfg.conv, cfg.dropout)
         self.readout = Readout(h, cfg.readout)
-        d = {"classification": self.readout.out_dim, "token": h, "pair": 4 * self.readout.out_dim}[task]
+        d = {"graph": self.readout.out_dim, "node": h, "pair": 4 * self.readout.out_dim}[self.kind]
         self.head = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h, num_labels))
 
     def node_states(self, data) -> torch.Tensor:
@@ -52,10 +53,10 @@ class Student(nn.Module):
     def forward(self, data, data_b=None):
         """-> (logits, node states). Logits are per graph (classification/pair) or per node (token)."""
         h = self.node_states(data)
-        if self.task == "token":
+        if self.kind == "node":
             return self.head(h), h
         u = self.graph_vector(h, data)
-        if self.task == "pair":
+        if self.kind == "pair":
             v = self.graph_vector(self.node_states(data_b), data_b)
             u = torch.cat([u, v, (u - v).abs(), u * v], -1)
         return self.head(u), h
@@ -65,7 +66,7 @@ class Student(nn.Module):
         """Decomposed prediction for one document: encode each part, read out over all nodes."""
         h = torch.cat([self.node_states(p) for p in parts])
         batch = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
-        if self.task == "token":
+        if self.kind == "node":
             return self.head(h)
         return self.head(self.readout(h, batch, 1))
 

@@ -22,3 +22,11 @@ def pearson(x: list[float], y: list[float]) -> float:
     if len(x) < 2:
         return float("nan")
     return round(float(np.corrcoef(np.asarray(x, float), np.asarray(y, float))[0, 1]), 4)
+
+
+def normalized_entropy(logits) -> np.ndarray:
+    """Entropy of the softmax of each row, divided by its maximum (log of the number of labels)."""
+    logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
+    z = logits - logits.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    return -(p * np.log(np.clip(p, 1e-12, 1))).sum(1) / np.log(max(logits.shape[1], 2))

@@ -72,13 +72,16 @@ def load_model(path: Path, kind: str, task: str, labels: list[str] | None, train
     """The model class for (kind, task); a fresh head gets the ingest label order."""
     import transformers as tf
 
+    from trainers.tasks import get_task
+
     kw: dict[str, Any] = {}
+    head = get_task(task).teacher_head
     if kind == "causal-lm":
         cls = tf.AutoModelForCausalLM
-    elif task == "pair":
+    elif head == "embedding":
         cls = tf.AutoModel
     else:
-        cls = tf.AutoModelForTokenClassification if task == "token" else tf.AutoModelForSequenceClassification
+        cls = {"token": tf.AutoModelForTokenClassification, "sequence": tf.AutoModelForSequenceClassification}[head]
         kw = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
               "label2id": {l: i for i, l in enumerate(labels)}}
     model = cls.from_pretrained(str(path), **kw)

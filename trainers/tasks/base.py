@@ -1,0 +1,61 @@
+"""The task interface: everything that differs between classification, token labelling and pairs.
+
+Stages ask the run's adapter (``trainers.tasks.get_task(cfg.data.task)``) instead of branching on the
+task name: what a training example's targets and teacher view are, which student head and teacher
+head it needs, what CE and KD compare in a batch, which metrics score it, and what a prediction
+record looks like. A new task is one new adapter file registered in ``trainers/tasks/__init__.py``
+(plus, for config validation, its refusals in ``tgd/tasks.py``: the ground floor cannot import this).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+
+class Task:
+    name: ClassVar[str]
+    head: ClassVar[str]  # student head: "graph" (one row per graph), "node" (one row per node), "pair"
+    teacher_head: ClassVar[str]  # HF head: "sequence", "token" or "embedding" (no head, pooled states)
+    metric: ClassVar[str] = "accuracy"  # headline metric: picks the best epoch, leads the table
+
+    # ------------------------------------------------------------------ data
+    def decode_teacher(self, row: dict[str, Any], order: list[int], num_labels: int) -> dict[str, Any]:
+        """A stored teacher row (``tgd.schema.TEACHER``) decoded for the student: logits reordered to
+        the ingest label order and expanded to full length where the stage kept only the top k."""
+        return row
+
+    def set_targets(self, data, enc, label, tags, trow: dict | None) -> None:
+        """Put the gold targets and the teacher's outputs on an encoded graph (``Data``)."""
+        raise NotImplementedError
+
+    def teacher_uncertainty(self, data) -> float:
+        """The teacher's normalised entropy on this example in [0, 1]: the curriculum's difficulty term."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
+    def targets(self, logits: torch.Tensor, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(CE targets, student logits for KD, teacher logits for KD) of a batch; -1 targets are
+        unlabelled (transfer copies, unaligned nodes) and carry no CE."""
+        raise NotImplementedError
+
+    def gate_weight(self, y: torch.Tensor, t_kd: torch.Tensor) -> torch.Tensor | None:
+        """Per-KD-row weight when the weak-teacher gate is on (None: the gate does not apply)."""
+        return None
+
+    # ------------------------------------------------------------------ evaluation
+    def gold_and_teacher(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gold targets and the teacher's predictions for one graph, aligned with ``predict``'s rows."""
+        raise NotImplementedError
+
+    def scores(self, pred: np.ndarray, gold: np.ndarray, teach: np.ndarray | None, labels: list[str],
+               lengths: list[int] | None = None) -> dict[str, float]:
+        """Metrics of predictions against gold (-1 gold is skipped); ``agreement`` with the teacher
+        when ``teach`` is given; ``lengths``: rows per document, where a metric needs documents."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ serving
+    def record(self, logits: torch.Tensor, labels: list[str], graph: dict[str, Any]) -> dict[str, Any]:
+        """The prediction record of one input, from the student's logits and its text graph."""
+        raise NotImplementedError

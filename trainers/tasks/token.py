@@ -1,0 +1,72 @@
+"""Token labelling (POS, NER): one tag per graph node, i.e. per given token.
+
+Pre-tokenised input keeps its tokens, so each gold tag maps to exactly one node. The teacher's
+per-node logits (sub-words pooled onto nodes by character offsets) are the KD targets, masked where
+no teacher sub-word covers the node (``t_mask``). BIO/BIOES tag sets are also scored at entity
+level with seqeval (exact span match).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainers.tasks.scores import normalized_entropy
+from trainers.tasks.base import Task
+from trainers.tasks.scores import accuracy_f1
+
+ENTITY_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
+
+
+def is_entity_scheme(labels: list[str]) -> bool:
+    """BIO / BIOES tags: every tag is ``O`` or a prefix + type, with at least one ``B-``."""
+    return any(l.startswith("B-") for l in labels) and all(l == "O" or l.startswith(ENTITY_PREFIXES) for l in labels)
+
+
+def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
+    """Entity-level precision / recall / F1 (exact span and type match; seqeval's default CoNLL rules)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    return {"entity_precision": float(precision_score(gold, pred)), "entity_recall": float(recall_score(gold, pred)),
+            "entity_f1": float(f1_score(gold, pred))}
+
+
+class Token(Task):
+    name, head, teacher_head = "token", "node", "token"
+
+    def set_targets(self, data, enc, label, tags, trow):
+        n, C = data.num_nodes, len(enc.labels)
+        node_y = [enc.label_index(t) for t in (tags or [])]
+        data.node_y = torch.tensor(node_y if len(node_y) == n else [-1] * n, dtype=torch.long)
+        data.y = torch.tensor([-1], dtype=torch.long)
+        data.t_logits = torch.zeros(1, C)
+        nl = trow.get("node_logits") if trow else None
+        data.t_node_logits = (torch.tensor(nl, dtype=torch.float32).view(n, C) if nl is not None and len(nl) == n * C
+                              else torch.zeros(n, C))
+
+    def teacher_uncertainty(self, data):
+        m = data.t_mask.numpy()
+        return float(normalized_entropy(data.t_node_logits.numpy()[m]).mean()) if m.any() else 1.0
+
+    def targets(self, logits, batch, stage):
+        keep = batch.t_mask  # KD only on nodes some teacher sub-word covers
+        return batch.node_y, logits[keep], batch.t_node_logits[keep]
+
+    def gold_and_teacher(self, data):
+        return data.node_y, data.t_node_logits.argmax(-1)
+
+    def scores(self, pred, gold, teach, labels, lengths=None):
+        m = gold >= 0
+        s = accuracy_f1(gold[m], pred[m], list(range(len(labels))))
+        out = {"accuracy": s["accuracy"], "token_accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
+        if is_entity_scheme(labels):  # per document, so no span runs across a document boundary
+            cuts = np.cumsum(lengths or [len(gold)])[:-1]
+            docs = [(g[g >= 0], p[g >= 0]) for g, p in zip(np.split(gold, cuts), np.split(pred, cuts))]
+            out.update(entity_scores([[labels[i] for i in g] for g, _ in docs], [[labels[i] for i in p] for _, p in docs]))
+        if teach is not None:
+            out["agreement"] = float((pred[m] == teach[m]).mean()) if m.any() else 0.0
+        return out
+
+    def record(self, logits, labels, graph) -> dict[str, Any]:
+        return {"tokens": list(graph["token"]), "tags": [labels[int(i)] for i in logits.argmax(-1)]}
