@@ -44,7 +44,8 @@ class Distiller(torch.nn.Module):
         """-> (logits, node states, bridge loss or None); the bridge runs inside forward so DDP
         sees every parameter used in the step."""
         logits, h = self.student(batch)
-        b = self.bridge(h, batch.batch, batch.t_states.float(), batch.t_mask) if bridge and self.bridge is not None else None
+        use = bridge and self.bridge is not None
+        b = get_task(self.student.task).bridge_loss(self.bridge, self.student, h, batch) if use else None
         return logits, h, b
 
 
@@ -62,7 +63,7 @@ def predict(student, datas, device, node_budget: int | None = None, batch_size: 
     for k in range(0, len(whole), batch_size):
         idx = whole[k:k + batch_size]
         b = Batch.from_data_list([datas[i] for i in idx]).to(device)
-        out = student(b)[0].argmax(-1).cpu()
+        out = task.predictions(student(b)[0]).cpu()
         sizes = [datas[i].num_nodes for i in idx] if task.head == "node" else [1] * len(idx)
         for i, p in zip(idx, out.split(sizes)):
             preds[i] = p
@@ -71,7 +72,7 @@ def predict(student, datas, device, node_budget: int | None = None, batch_size: 
             parts = [p.to(device) for p in decompose(d, node_budget)]
             for p in parts:
                 p.batch = torch.zeros(p.num_nodes, dtype=torch.long, device=device)
-            preds[i] = student.forward_parts(parts).argmax(-1).cpu()
+            preds[i] = task.predictions(student.forward_parts(parts)).cpu()
     gold, teach = zip(*(task.gold_and_teacher(d) for d in datas)) if datas else ((), ())
     cat = lambda xs: torch.cat(list(xs)).numpy() if xs else np.zeros(0, dtype=np.int64)
     return cat(preds), cat(gold), cat(teach)
@@ -85,30 +86,30 @@ def metrics(pred, gold, teach, labels: list[str], has_teacher: bool, task: str =
 
 def _step_loss(model, batch, stage: str, cfg, has_states: bool, gate: bool = False) -> tuple[torch.Tensor, dict[str, float], float]:
     raw = model.module if hasattr(model, "module") else model
-    use_bridge = cfg.bridge and has_states and raw.bridge is not None and (stage == "align" or (stage in ("fusion", "adaptive") and cfg.beta_bridge > 0))
+    use_bridge = cfg.bridge and raw.bridge is not None and (stage == "align" or (stage in ("fusion", "adaptive") and cfg.beta_bridge > 0))
     logits, h, bridge_loss = model(batch, use_bridge)
     task = get_task(raw.student.task)
     y, s_kd, t_kd = task.targets(logits, batch, stage)
     # teacher gate: KD only where the teacher predicts the gold label (unlabelled copies never reach
     # here: the gate drops the transfer set)
-    kd_weight = task.gate_weight(y, t_kd) if gate else None
+    kd_weight = task.gate_weight(batch, t_kd) if gate else None
     parts: dict[str, torch.Tensor] = {}
     temp = torch.tensor(cfg.temperature)
     if stage == "ce":
-        parts["ce"] = losses.ce(logits, y)
+        parts["ce"] = task.gold_loss(logits, y)
         total = parts["ce"]
     elif stage == "align":
         if use_bridge:
             parts["bridge"] = bridge_loss
             total = bridge_loss + 0.0 * logits.sum()
         else:  # no stored teacher states: the logits stand in for the representation target
-            parts["kl"] = losses.kd_kl(s_kd, t_kd, temp, kd_weight)
+            parts["kl"] = task.kd_loss(s_kd, t_kd, temp, kd_weight)
             total = parts["kl"]
     else:
-        if stage == "adaptive" and cfg.adaptive_temperature:
+        if stage == "adaptive" and cfg.adaptive_temperature and task.soft_labels:
             temp = losses.adaptive_temperature(t_kd, cfg.t_min, cfg.t_max).detach()
-        parts["ce"] = losses.ce(logits, y)
-        parts["kl"] = losses.kd_kl(s_kd, t_kd, temp, kd_weight) if len(t_kd) else logits.sum() * 0
+        parts["ce"] = task.gold_loss(logits, y)
+        parts["kl"] = task.kd_loss(s_kd, t_kd, temp, kd_weight) if len(t_kd) else logits.sum() * 0
         total = (1 - cfg.alpha_kl) * parts["ce"] + cfg.alpha_kl * parts["kl"]
         if use_bridge:
             parts["bridge"] = bridge_loss
@@ -147,14 +148,15 @@ def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: F
     rank, world, device = ctx.rank, ctx.world, ctx.device
     enc = GraphEncoding(**config["encoding"])
     has_teacher, has_states, task = config["has_teacher"], config["state_dim"] > 0, config["task"]
-    headline = get_task(task).metric
+    headline = get_task(task).headline(enc.labels)
     train, val = [enc.restrict(d) for d in train], [enc.restrict(d) for d in val]
 
     torch.manual_seed(dcfg.seed)
     student = build_student(enc, scfg, task)
     if config.get("init_embeddings") is not None:
         student.word.weight.data.copy_(torch.as_tensor(config["init_embeddings"]))
-    bridge = losses.AttentionBridge(scfg.hidden, config["state_dim"]) if has_teacher and has_states and dcfg.bridge else None
+    bridge = (get_task(task).make_bridge(student, config["state_dim"], train[0] if train else None)
+              if has_teacher and dcfg.bridge else None)
     raw = Distiller(student, bridge).to(device)
     model = ctx.wrap(raw)
     opt = torch.optim.AdamW(model.parameters(), lr=dcfg.lr, weight_decay=dcfg.weight_decay)
@@ -202,7 +204,7 @@ def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: F
                 sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v
             temps.append(temp)
         row = {"epoch": epoch, "stage": stage, "train_docs": int(len(order)) * world, "steps": steps,
-               "temperature": float(np.mean(temps)) if temps and stage != "ce" else None,
+               "temperature": float(np.mean(temps)) if temps and stage != "ce" and get_task(task).soft_labels else None,
                "max_nodes_per_graph": max_nodes, **{k: v / max(steps, 1) for k, v in sums.items()}}
         if rank != 0:
             ctx.report(row, None)
@@ -403,7 +405,7 @@ def plot_history(history: list[dict], path: Path) -> None:
     for key in ("loss", "loss_ce", "loss_kl", "loss_bridge"):
         if any(key in h for h in history):
             ax[0].plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=key)
-    for key in ("val_accuracy", "val_macro_f1", "val_agreement"):
+    for key in ("val_accuracy", "val_macro_f1", "val_spearman", "val_pearson", "val_agreement"):
         if any(key in h for h in history):
             ax[1].plot(ep, [h.get(key, np.nan) for h in history], marker="o", label=key)
     colors = {"align": "#dde", "fusion": "#ded", "adaptive": "#edd", "ce": "#eee"}

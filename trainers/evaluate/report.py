@@ -265,6 +265,11 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     prepared = prepare(cfg, use_teacher=True, edges="hybrid")  # every row's edges are a subset of these
     ensure_teacher_check(prepared, cfg)  # once, shared by every row
     test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
+    if not test_ids:
+        counts = {k: v.num_rows for k, v in prepared.splits.items()}
+        raise RuntimeError(f"the test split has no documents ({counts}): nothing to evaluate. With data.limit the first "
+                           "rows of a corpus with its own split column may all be train/validation rows: raise data.limit, "
+                           "or drop the split column so data.split_fractions assigns splits")
     labels = prepared.enc.labels
     docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text"]).to_pylist()
     text_of = {r["id"]: r["text"] for r in docs}

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from trainers.tasks.base import Task
 from trainers.tasks.classification import Classification
+from trainers.tasks.pair import Pair
 from trainers.tasks.token import Token
 
-TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Token())}
+TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Token(), Pair())}
 
 
 def get_task(name: str) -> Task:

@@ -19,12 +19,22 @@ class Task:
     head: ClassVar[str]  # student head: "graph" (one row per graph), "node" (one row per node), "pair"
     teacher_head: ClassVar[str]  # HF head: "sequence", "token" or "embedding" (no head, pooled states)
     metric: ClassVar[str] = "accuracy"  # headline metric: picks the best epoch, leads the table
+    soft_labels: ClassVar[bool] = True  # KD compares softened distributions (temperatures apply); False: a regression
+
+    def headline(self, labels: list[str]) -> str:
+        """The headline metric for a run with these ingest labels (a task whose data may carry scores
+        or labels, like pairs, picks by them)."""
+        return self.metric
 
     # ------------------------------------------------------------------ data
     def decode_teacher(self, row: dict[str, Any], order: list[int], num_labels: int) -> dict[str, Any]:
         """A stored teacher row (``tgd.schema.TEACHER``) decoded for the student: logits reordered to
         the ingest label order and expanded to full length where the stage kept only the top k."""
         return row
+
+    def encode(self, enc, row: dict[str, Any]):
+        """A GRAPHS row (``tgd.schema.GRAPHS``) -> the encoded ``Data`` the student reads (before targets)."""
+        return enc.encode(row["graph"])
 
     def set_targets(self, data, enc, label, tags, trow: dict | None) -> None:
         """Put the gold targets and the teacher's outputs on an encoded graph (``Data``)."""
@@ -40,11 +50,44 @@ class Task:
         unlabelled (transfer copies, unaligned nodes) and carry no CE."""
         raise NotImplementedError
 
-    def gate_weight(self, y: torch.Tensor, t_kd: torch.Tensor) -> torch.Tensor | None:
-        """Per-KD-row weight when the weak-teacher gate is on (None: the gate does not apply)."""
-        return None
+    def gold_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss against the gold targets (CE ignoring -1)."""
+        from trainers.distill.losses import ce
+
+        return ce(logits, y)
+
+    def kd_loss(self, s_kd: torch.Tensor, t_kd: torch.Tensor, temperature, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss against the teacher (Hinton KL at ``temperature``, x T^2)."""
+        from trainers.distill.losses import kd_kl
+
+        return kd_kl(s_kd, t_kd, temperature, weight)
+
+    def make_bridge(self, student, state_dim: int, example) -> torch.nn.Module | None:
+        """The training-only bridge module (``example``: one training ``Data``), or None: the
+        attention bridge over the teacher's node states when it stored any."""
+        from trainers.distill.losses import AttentionBridge
+
+        return AttentionBridge(student.hidden, state_dim) if state_dim else None
+
+    def bridge_loss(self, bridge, student, h: torch.Tensor, batch) -> torch.Tensor:
+        """The bridge loss of a batch, from the student's node states ``h``."""
+        return bridge(h, batch.batch, batch.t_states.float(), batch.t_mask)
+
+    def gate_weight(self, batch, t_kd: torch.Tensor) -> torch.Tensor:
+        """Per-KD-row weight when the weak-teacher gate is on: 1 where the teacher predicts the gold
+        target (or there is none), else 0."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ evaluation
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """The student's prediction per row from its outputs (a label index, or a score)."""
+        return logits.argmax(-1)
+
+    def row_correct(self, pred: np.ndarray, gold: np.ndarray) -> np.ndarray | None:
+        """Per prediction row, whether it is right (paired bootstrap intervals); None where the
+        metric does not split into rows (a rank correlation)."""
+        return pred == gold
+
     def gold_and_teacher(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         """Gold targets and the teacher's predictions for one graph, aligned with ``predict``'s rows."""
         raise NotImplementedError

@@ -46,8 +46,8 @@ class Classification(Task):
     def targets(self, logits, batch, stage):
         return batch.y, logits, batch.t_logits
 
-    def gate_weight(self, y, t_kd):
-        return ((t_kd.argmax(-1) == y) | (y < 0)).float()
+    def gate_weight(self, batch, t_kd):
+        return ((t_kd.argmax(-1) == batch.y) | (batch.y < 0)).float()
 
     def gold_and_teacher(self, data):
         return data.y, data.t_logits.argmax(-1)

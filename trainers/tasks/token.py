@@ -53,6 +53,10 @@ class Token(Task):
         keep = batch.t_mask  # KD only on nodes some teacher sub-word covers
         return batch.node_y, logits[keep], batch.t_node_logits[keep]
 
+    def gate_weight(self, batch, t_kd):
+        y = batch.node_y[batch.t_mask]
+        return ((t_kd.argmax(-1) == y) | (y < 0)).float()
+
     def gold_and_teacher(self, data):
         return data.node_y, data.t_node_logits.argmax(-1)
 
