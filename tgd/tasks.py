@@ -18,7 +18,17 @@ def _token(cfg) -> str | None:
     return None
 
 
-UNSUPPORTED: dict[str, Callable] = {"token": _token}
+def _pair(cfg) -> str | None:
+    if cfg.teacher.kind == "causal-lm":
+        return ("teacher.kind=causal-lm gives no sentence embeddings, which data.task=pair distils (the teacher's "
+                "similarity is the cosine of its mean-pooled embeddings): use an encoder teacher (teacher.kind=encoder)")
+    if "no_adaptive_t" in cfg.evaluate.ablations:
+        return ("evaluate.ablations has no_adaptive_t, but data.task=pair regresses the teacher's similarity (no "
+                "temperature to adapt), so that row would repeat the distilled one: drop no_adaptive_t")
+    return None
+
+
+UNSUPPORTED: dict[str, Callable] = {"token": _token, "pair": _pair}
 
 
 def unsupported(cfg) -> str | None:

@@ -36,7 +36,7 @@ class Prepared:
 
 def labels_of(cfg) -> list[str]:
     m = read_manifest(cfg, "ingest")
-    if not m or not m.get("labels"):
+    if not m or m.get("labels") is None:  # an empty list is fine: a pair set with scores only
         raise RuntimeError(f"no ingest manifest with labels under {stage_dir(cfg, 'ingest')}; run `tgd ingest` first")
     return list(m["labels"])
 
@@ -51,15 +51,16 @@ def teacher_view(cfg, labels: list[str], task: Task) -> tuple[dict[str, dict[str
     t_labels = list(m.get("labels") or labels)
     order = [t_labels.index(l) for l in labels]
     table = read_table(stage_dir(cfg, "teacher-logits"), TEACHER)
-    cols = ["id", "logits", "topk_index", "topk_rest", "node_logits", "node_aligned", "node_states"]
+    cols = ["id", "logits", "topk_index", "topk_rest", "node_logits", "node_aligned", "node_states", "embedding_a",
+            "embedding_b", "similarity"]
     rows = {r["id"]: task.decode_teacher(r, order, len(labels)) for r in table.select(cols).to_pylist()}
     return rows, int(m.get("state_dim") or 0)
 
 
-def encode_row(enc: GraphEncoding, g: dict, label, tags, trow: dict | None, state_dim: int, task: Task):
-    """One document's ``Data``: the encoded graph, the task's targets and teacher outputs, and the
-    teacher's node states (``t_mask``: nodes a teacher sub-word covers)."""
-    data = enc.encode(g)
+def encode_row(enc: GraphEncoding, row: dict, label, tags, trow: dict | None, state_dim: int, task: Task):
+    """One document's ``Data``: its GRAPHS ``row`` encoded by the task, the task's targets and teacher
+    outputs, and the teacher's node states (``t_mask``: nodes a teacher sub-word covers)."""
+    data = task.encode(enc, row)
     n = data.num_nodes
     task.set_targets(data, enc, label, tags, trow)
     aligned = trow.get("node_aligned") if trow else None
@@ -91,12 +92,13 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
     enc = GraphEncoding.build(vocab, rels, labels, s.vocab_min_count, s.vocab_max_size, edges or s.edges)
     trows, state_dim = teacher_view(cfg, labels, task) if use_teacher else ({}, 0)
     ids, splits, nodes, payload, uncertainty = [], [], [], [], []
-    for r in graphs.select(["id", "split", "label", "tags", "graph"]).to_pylist():
-        g = {k: r["graph"][k] for k in GRAPH_FIELDS}
+    for r in graphs.select(["id", "split", "label", "tags", "score", "graph", "graph_b"]).to_pylist():
+        r["graph"] = {k: r["graph"][k] for k in GRAPH_FIELDS}
+        r["graph_b"] = r["graph_b"] and {k: r["graph_b"][k] for k in GRAPH_FIELDS}
         trow = trows.get(r["id"])
         if use_teacher and trow is None:
             raise RuntimeError(f"document {r['id']} has no teacher output; re-run `tgd teacher-logits`")
-        d = encode_row(enc, g, r["label"], r["tags"], trow, state_dim, task)
+        d = encode_row(enc, r, r["label"], r["tags"], trow, state_dim, task)
         ids.append(r["id"]); splits.append(r["split"]); nodes.append(d.num_nodes)
         payload.append(pickle.dumps(d, protocol=5))
         uncertainty.append(task.teacher_uncertainty(d) if use_teacher else None)

@@ -35,8 +35,9 @@ def assess_teacher(prepared: Prepared, cfg) -> dict[str, Any]:
     ev = cfg.evaluate
     _, history = train_baseline(prepared.task, train, val, len(prepared.enc.vocab), labels, ev.bow_hidden,
                                 ev.bow_epochs, cfg.distill.seed)
-    t_acc = task.scores(teacher, gold, None, labels)[task.metric]
-    b_acc = max(h[f"val_{task.metric}"] for h in history)
+    headline = task.headline(labels)
+    t_acc = task.scores(teacher, gold, None, labels)[headline]
+    b_acc = max(h[f"val_{headline}"] for h in history)
     weaker = t_acc < b_acc
     verdict = ("WEAK TEACHER: it predicts worse than bag-of-words on validation, distilling from it would pull the "
                "student down" if weaker else "teacher stronger than bag-of-words on validation")

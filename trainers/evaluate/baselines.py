@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainers.evaluate.pair_baselines import TfidfCosine
 from trainers.tasks import get_task
 
 
@@ -68,7 +69,7 @@ class WindowTagger(nn.Module):
         return self.net(self.emb(x).flatten(1))
 
 
-BASELINES = {"graph": BowMLP, "node": WindowTagger}
+BASELINES = {"graph": BowMLP, "node": WindowTagger, "pair": TfidfCosine}
 
 
 def train_baseline(task_name: str, train, val, vocab_size: int, labels: list[str], hidden: int, epochs: int,
@@ -77,10 +78,16 @@ def train_baseline(task_name: str, train, val, vocab_size: int, labels: list[str
     targets), returned at its best validation epoch with its history."""
     task = get_task(task_name)
     torch.manual_seed(seed)
-    model = BASELINES[task.head](vocab_size, hidden, len(labels), [d.x_tok for d in train])
+    model = BASELINES[task.head](vocab_size, hidden, len(labels), [task.words(d) for d in train])
+    headline = task.headline(labels)
+    if not getattr(model, "trainable", True):  # nothing to fit (TF-IDF cosine): scored on validation only
+        gold = torch.cat([task.gold_and_teacher(d)[0] for d in val]).numpy() if val else np.zeros(0)
+        with torch.no_grad():
+            pred = task.predictions(model(model.featurize([task.words(d) for d in val]))).numpy()
+        return model.eval(), [{"epoch": 0, **{f"val_{k}": v for k, v in task.scores(pred, gold, None, labels).items()}}]
 
     def xy(datas):
-        x = model.featurize([d.x_tok for d in datas])
+        x = model.featurize([task.words(d) for d in datas])
         y = torch.cat([task.gold_and_teacher(d)[0] for d in datas]) if datas else torch.zeros(0, dtype=torch.long)
         keep = y >= 0
         return x[keep], y[keep]
@@ -97,10 +104,10 @@ def train_baseline(task_name: str, train, val, vocab_size: int, labels: list[str
             opt.zero_grad(); nn.functional.cross_entropy(model(xtr[idx]), ytr[idx]).backward(); opt.step()
         model.eval()
         with torch.no_grad():
-            pred = model(xva).argmax(-1).numpy()
+            pred = task.predictions(model(xva)).numpy()
         m = task.scores(pred, yva.numpy(), None, labels)
         history.append({"epoch": epoch, **{f"val_{k}": v for k, v in m.items()}})
-        if m[task.metric] > best:
-            best, best_state = m[task.metric], {k: v.clone() for k, v in model.state_dict().items()}
+        if m[headline] > best:
+            best, best_state = m[headline], {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return model.eval(), history

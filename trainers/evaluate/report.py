@@ -177,7 +177,7 @@ def teacher_rows(cfg, test: list, labels: list[str], texts: list[str], n_lat: in
     def forward(seqs):  # logits only: what a deployed teacher computes
         ids, mask = pad_batch(seqs, tok.pad_token_id)
         with torch.no_grad():
-            return model(input_ids=ids, attention_mask=mask).logits
+            return model(input_ids=ids, attention_mask=mask)[0]  # head logits, or pooled-over states (pair)
 
     pre = [windows(x) for x in texts[:n_lat]]
     forward(pre[0])
@@ -191,8 +191,8 @@ def teacher_rows(cfg, test: list, labels: list[str], texts: list[str], n_lat: in
     return row
 
 
-def plot_rows(rows: list[dict], path: Path) -> None:
-    """Accuracy vs model-only latency; each row its own marker in a legend (annotations overlapped)."""
+def plot_rows(rows: list[dict], path: Path, headline: str = "accuracy") -> None:
+    """The headline metric vs model-only latency; each row its own marker in a legend (annotations overlapped)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,11 +202,11 @@ def plot_rows(rows: list[dict], path: Path) -> None:
     pts = [r for r in rows if r.get("latency_ms_b1") and r.get("params")]
     markers = "osD^v<>pPX*h"
     for i, r in enumerate(pts):
-        ax.errorbar(r["latency_ms_b1"], r["accuracy"], yerr=r.get("accuracy_std") or None, fmt=markers[i % len(markers)],
+        ax.errorbar(r["latency_ms_b1"], r[headline], yerr=r.get(f"{headline}_std") or None, fmt=markers[i % len(markers)],
                     ms=4 + 10 * (r["params"] / max(p["params"] for p in pts)) ** 0.5, alpha=0.75, capsize=2,
-                    label=f"{r['model']} ({r['params'] / 1e6:.1f}M params, {r['accuracy']:.3f})")
+                    label=f"{r['model']} ({r['params'] / 1e6:.1f}M params, {r[headline]:.3f})")
     ax.set_xscale("log"); ax.set_xlabel("model-only latency per document, batch 1 (ms, log)")
-    ax.set_ylabel("test accuracy (mean over seeds, bar: std)"); ax.set_title("accuracy vs latency (marker size ~ parameters)")
+    ax.set_ylabel(f"test {headline} (mean over seeds, bar: std)"); ax.set_title(f"{headline} vs latency (marker size ~ parameters)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
 
@@ -214,16 +214,17 @@ def plot_rows(rows: list[dict], path: Path) -> None:
 TASK_METRICS = ("token_accuracy", "entity_precision", "entity_recall", "entity_f1", "spearman", "pearson")
 
 
-def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None) -> str:
+def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None,
+             headline: str = "accuracy") -> str:
     """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the teacher check."""
-    extra = [k for k in TASK_METRICS if any(k in r for r in rows)]  # the task's own metrics, when it has any
-    cols = ["model", "graph", "accuracy", "seeds", *extra, "macro_f1", "agreement", "params", "latency_ms_b1",
+    extra = [k for k in TASK_METRICS if k != headline and any(k in r for r in rows)]  # the task's own metrics
+    cols = ["model", "graph", headline, "seeds", *extra, "macro_f1", "agreement", "params", "latency_ms_b1",
             "latency_ms_b64", "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
     fmt = lambda v: "" if v is None else f"{v:.4f}" if isinstance(v, float) and v < 10 else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
 
     def cell(r, c):
-        if c == "accuracy" and r.get("seeds", 1) > 1:
-            return f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}"
+        if c == headline and r.get("seeds", 1) > 1:
+            return f"{r[c]:.4f} ± {r[f'{c}_std']:.4f}"
         return fmt(r.get(c))
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -242,16 +243,17 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
 def _score(model, data, labels) -> tuple[dict[str, float], np.ndarray]:
     """Test metrics of one student and, per prediction row (document or token), whether it is right."""
     pred, gold, teach = predict(model, data, "cpu")
-    return metrics(pred, gold, teach, labels, True, model.task, [d.num_nodes for d in data]), pred == gold
+    return (metrics(pred, gold, teach, labels, True, model.task, [d.num_nodes for d in data]),
+            get_task(model.task).row_correct(pred, gold))
 
 
-def _seed_row(name: str, per_seed: list[dict[str, float]], seeds: list[int]) -> dict[str, Any]:
+def _seed_row(name: str, per_seed: list[dict[str, float]], seeds: list[int], headline: str = "accuracy") -> dict[str, Any]:
     """One table row from per-seed metrics: every metric is the mean over seeds, plus its std."""
     row: dict[str, Any] = {"model": name, "seeds": len(seeds)}
     for key in per_seed[0]:
         stats = seed_summary([m[key] for m in per_seed])
         row[key], row[f"{key}_std"] = stats["mean"], stats["std"]
-    row["accuracy_per_seed"] = {str(s): m["accuracy"] for s, m in zip(seeds, per_seed)}
+    row[f"{headline}_per_seed"] = {str(s): m[headline] for s, m in zip(seeds, per_seed)}
     return row
 
 
@@ -271,6 +273,7 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                            "rows of a corpus with its own split column may all be train/validation rows: raise data.limit, "
                            "or drop the split column so data.split_fractions assigns splits")
     labels = prepared.enc.labels
+    headline = get_task(cfg.data.task).headline(labels)  # leads the table: accuracy, or spearman for pair scores
     docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text"]).to_pylist()
     text_of = {r["id"]: r["text"] for r in docs}
     texts = [text_of[i] for i in test_ids[: ev.e2e_docs]]
@@ -306,8 +309,9 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                                   **metrics(pred_d, g, teach_d, labels, True, model.task, [d.num_nodes for d in data]),
                                   "params": first["params"], "parts_budget": cfg.distill.node_budget, "seeds": 1,
                                   "docs_over_budget": int(sum(d.num_nodes > cfg.distill.node_budget for d in data))}
-        correct[name] = np.stack(right)
-        rows.append({**_seed_row(name, per_seed, [r[0] for r in runs]), **first})
+        if all(r is not None for r in right):  # None: the metric has no per-row correctness (no intervals)
+            correct[name] = np.stack(right)
+        rows.append({**_seed_row(name, per_seed, [r[0] for r in runs], headline), **first})
         if name == "distilled":
             rows.append(decomposed)
 
@@ -321,14 +325,15 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
         bow, _ = train_baseline(task.name, train, val, len(prepared.enc.vocab), labels, ev.bow_hidden, ev.bow_epochs,
                                 cfg.distill.seed + k)
         with torch.no_grad():
-            pred = bow(bow.featurize([d.x_tok for d in test])).argmax(-1).numpy()
+            pred = task.predictions(bow(bow.featurize([task.words(d) for d in test]))).numpy()
         per_seed.append(metrics(pred, gold, teach, labels, True, task.name, [d.num_nodes for d in test]))
-        right.append(pred == gold)
+        right.append(task.row_correct(pred, gold))
         if k == 0:
-            row = {"params": count_params(bow), **bow_latency(bow, [d.x_tok for d in test[: ev.latency_docs]], texts,
+            row = {"params": count_params(bow), **bow_latency(bow, [task.words(d) for d in test[: ev.latency_docs]], texts,
                                                                prepared.enc.vocab, builders[cfg.graph.parser].nlp.tokenizer)}
-    correct["bow"] = np.stack(right)
-    rows.append({**_seed_row("bow", per_seed, [cfg.distill.seed + k for k in range(ev.seeds)]), **row})
+    if all(r is not None for r in right):
+        correct["bow"] = np.stack(right)
+    rows.append({**_seed_row("bow", per_seed, [cfg.distill.seed + k for k in range(ev.seeds)], headline), **row})
     for r in rows:
         if r.get("latency_ms_b64"):
             r["docs_per_s"] = 1000.0 / r["latency_ms_b64"]
@@ -339,12 +344,12 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     if prepared.teacher_check:
         by_name["distilled"]["teacher_check"] = prepared.teacher_check
     (out_dir / "metrics.json").write_text(json.dumps(rows, indent=2))
-    table = markdown(rows, comparisons, prepared.teacher_check)
+    table = markdown(rows, comparisons, prepared.teacher_check, headline)
     (out_dir / "metrics.md").write_text(table)
-    plot_rows(rows, out_dir / "accuracy_latency_params.png")
-    _learning_curves({name: runs[0][1] for name, runs in models.items()}, out_dir / "learning_curves.png")
+    plot_rows(rows, out_dir / "accuracy_latency_params.png", headline)
+    _learning_curves({name: runs[0][1] for name, runs in models.items()}, out_dir / "learning_curves.png", headline)
     log("\n" + table)
-    return {"input_rows": len(test), "output_rows": len(rows), "rows": {r["model"]: round(r["accuracy"], 4) for r in rows},
+    return {"input_rows": len(test), "output_rows": len(rows), "rows": {r["model"]: round(r[headline], 4) for r in rows},
             "differences": {f"{c['row']} - {c['baseline']}": c["ci95"] for c in comparisons}}
 
 
@@ -387,7 +392,7 @@ def differences(correct: dict[str, np.ndarray], resamples: int, seed: int) -> li
     return out
 
 
-def _learning_curves(models: dict[str, Path], path: Path) -> None:
+def _learning_curves(models: dict[str, Path], path: Path, headline: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -398,6 +403,6 @@ def _learning_curves(models: dict[str, Path], path: Path) -> None:
         h = p.parent / "history.json"
         if h.is_file():
             hist = json.loads(h.read_text())
-            ax.plot([r["epoch"] for r in hist], [r.get("val_accuracy") for r in hist], marker=".", label=name)
-    ax.set_xlabel("epoch (stages: align -> fusion -> adaptive)"); ax.set_ylabel("validation accuracy"); ax.legend(fontsize=7)
+            ax.plot([r["epoch"] for r in hist], [r.get(f"val_{headline}") for r in hist], marker=".", label=name)
+    ax.set_xlabel("epoch (stages: align -> fusion -> adaptive)"); ax.set_ylabel(f"validation {headline}"); ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch_geometric.data import Data
 from torch_geometric.nn import AttentionalAggregation, global_max_pool, global_mean_pool
 
 from trainers.student.encoder import Encoder
@@ -34,6 +35,7 @@ class Student(nn.Module):
     def __init__(self, vocab_size: int, num_pos: int, num_edge_types: int, num_labels: int, cfg, task: str = "classification"):
         super().__init__()
         self.task, self.kind, h = task, get_task(task).head, cfg.hidden
+        self.hidden = h
         self.word = nn.Embedding(vocab_size, h, padding_idx=0)
         self.pos = nn.Embedding(num_pos, cfg.pos_dim)
         self.inp = nn.Sequential(nn.Linear(h + cfg.pos_dim, h), nn.LayerNorm(h))
@@ -50,16 +52,30 @@ class Student(nn.Module):
     def graph_vector(self, h, data) -> torch.Tensor:
         return self.readout(h, data.batch, getattr(data, "num_graphs", None))
 
-    def forward(self, data, data_b=None):
-        """-> (logits, node states). Logits are per graph (classification/pair) or per node (token)."""
+    def pair_vectors(self, h, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """One vector per side of each pair: a pair is one graph whose nodes carry ``side`` (0: A,
+        1: B; no edge between the sides), read out per (pair, side)."""
+        zeros = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        batch = data.batch if getattr(data, "batch", None) is not None else zeros
+        side = data.side if getattr(data, "side", None) is not None else zeros
+        n = int(getattr(data, "num_graphs", None) or 1)
+        z = self.readout(h, batch * 2 + side, 2 * n).view(n, 2, -1)
+        return z[:, 0], z[:, 1]
+
+    def pair_output(self, u, v) -> torch.Tensor:
+        """Per pair: [cosine(u, v), logits of the head over [u, v, |u-v|, u*v] (none without labels)]."""
+        sim = torch.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
+        return torch.cat([sim, self.head(torch.cat([u, v, (u - v).abs(), u * v], -1))], -1)
+
+    def forward(self, data):
+        """-> (logits, node states). Logits are per graph (classification), per node (token) or per
+        pair (similarity, then label logits)."""
         h = self.node_states(data)
         if self.kind == "node":
             return self.head(h), h
-        u = self.graph_vector(h, data)
         if self.kind == "pair":
-            v = self.graph_vector(self.node_states(data_b), data_b)
-            u = torch.cat([u, v, (u - v).abs(), u * v], -1)
-        return self.head(u), h
+            return self.pair_output(*self.pair_vectors(h, data)), h
+        return self.head(self.graph_vector(h, data)), h
 
     @torch.no_grad()
     def forward_parts(self, parts) -> torch.Tensor:
@@ -68,6 +84,10 @@ class Student(nn.Module):
         batch = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
         if self.kind == "node":
             return self.head(h)
+        if self.kind == "pair":  # the parts' nodes keep their side
+            side = torch.cat([p.side[p.core] if "core" in p else p.side for p in parts])
+            whole = Data(batch=batch, side=side, num_nodes=h.shape[0])
+            return self.pair_output(*self.pair_vectors(h, whole))
         return self.head(self.readout(h, batch, 1))
 
 

@@ -10,7 +10,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
-NODE_KEYS = ("x_tok", "x_pos", "sent", "t_states", "t_mask", "node_y", "t_node_logits")
+NODE_KEYS = ("x_tok", "x_pos", "sent", "side", "t_states", "t_mask", "node_y", "t_node_logits")
 EDGE_KEYS = ("edge_type", "edge_weight")
 
 

@@ -36,6 +36,10 @@ class Task:
         """A GRAPHS row (``tgd.schema.GRAPHS``) -> the encoded ``Data`` the student reads (before targets)."""
         return enc.encode(row["graph"])
 
+    def words(self, data):
+        """The word ids a non-graph baseline reads for one example (``featurize``'s input)."""
+        return data.x_tok
+
     def set_targets(self, data, enc, label, tags, trow: dict | None) -> None:
         """Put the gold targets and the teacher's outputs on an encoded graph (``Data``)."""
         raise NotImplementedError

@@ -83,6 +83,9 @@ class Pair(Task):
         data.score = torch.tensor([score if score is not None else math.nan], dtype=torch.float32)
         return data
 
+    def words(self, data):
+        return data.x_tok[data.side == 0], data.x_tok[data.side == 1]
+
     def set_targets(self, data, enc, label, tags, trow):
         data.y = torch.tensor([enc.label_index(label)], dtype=torch.long)
         sim = trow.get("similarity") if trow else None
