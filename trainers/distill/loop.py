@@ -69,7 +69,7 @@ def predict(student, datas, device, node_budget: int | None = None, batch_size: 
             preds[i] = p
     for i, d in enumerate(datas):
         if preds[i] is None:
-            parts = [p.to(device) for p in decompose(d, node_budget)]
+            parts = [p.to(device) for p in decompose(d, node_budget, len(student.encoder.layers))]
             for p in parts:
                 p.batch = torch.zeros(p.num_nodes, dtype=torch.long, device=device)
             preds[i] = task.predictions(student.forward_parts(parts)).cpu()
@@ -262,9 +262,9 @@ def train_loop(config: dict[str, Any]) -> None:
     ckpt = ray.train.get_checkpoint()  # set after a worker failure (FailureConfig restart)
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
     elif config.get("resume_dir"):  # a re-run of an interrupted / extended training
-        state = torch.load(Path(config["resume_dir"]) / "state.pt", map_location="cpu", weights_only=False)
+        state = torch.load(Path(config["resume_dir"]) / "state.pt", map_location="cpu", weights_only=True)
     fit(config, [x[2] for x in train], np.array([x[1] for x in train]), val,
         FitContext(rank=rank, world=ctx.get_world_size(), device=ray.train.torch.get_device(),
                    wrap=lambda m: ray.train.torch.prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": True}),
@@ -353,10 +353,10 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
     total = len(curriculum.stages(dcfg.epochs_align, dcfg.epochs_fusion, dcfg.epochs_adaptive, config["has_teacher"]))
     if resume is not None and json.loads((resume / "epoch.json").read_text())["epoch"] >= total - 1:
-        state = torch.load(resume / "state.pt", map_location="cpu", weights_only=False)  # already finished
+        state = torch.load(resume / "state.pt", map_location="cpu", weights_only=True)  # already finished
     else:
         with trainer.fit().checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
     return _finish(cfg, out_dir, config, prepared, use_teacher, train_tbl.num_rows, state["history"], state["best"])
 
 

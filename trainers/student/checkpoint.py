@@ -23,7 +23,7 @@ def save_student(path: Path, state_dict, enc: GraphEncoding, student_cfg, task: 
 def load_student(path: Path):
     from tgd.config import StudentConfig
 
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
     enc = GraphEncoding(**blob["encoding"])
     scfg = StudentConfig(**blob["student"])
     model = build_student(enc, scfg, blob["task"])

@@ -79,8 +79,10 @@ class Student(nn.Module):
 
     @torch.no_grad()
     def forward_parts(self, parts) -> torch.Tensor:
-        """Decomposed prediction for one document: encode each part, read out over all nodes."""
-        h = torch.cat([self.node_states(p) for p in parts])
+        """Decomposed prediction for one document (parts from ``subgraph.decompose``): encode each
+        part, keep its core nodes (``part.core``; its halo only gives them their neighbourhood),
+        read out over the core nodes of all parts."""
+        h = torch.cat([self.node_states(p)[p.core] if "core" in p else self.node_states(p) for p in parts])
         batch = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
         if self.kind == "node":
             return self.head(h)
