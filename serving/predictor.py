@@ -55,7 +55,7 @@ class Predictor:
         self.model = TorchModel(model) if isinstance(model, torch.nn.Module) else model
         self.encoding, self.builder = encoding, builder
         self.task = task or self.model.task
-        self.writer = record_writer(self.task)
+        self.writer = None  # the task's record writer, on the first predict_records (evaluate only times logits)
         self.node_budget, self.max_chars = node_budget, max_chars
         self.labels = list(encoding.labels)
 
@@ -128,6 +128,7 @@ class Predictor:
         """One record per input row, in order. A row is ``{"text": ..., "id": ...}`` (``id``
         optional, carried into the record), or ``{"error": ...}`` from a reader that could not
         parse it (passed through). Bad rows get ``{"error": why}``."""
+        self.writer = self.writer or record_writer(self.task)  # refuses a task not served yet, by name
         rows = list(rows)
         out: list[dict[str, Any] | None] = [None] * len(rows)
         for k in range(0, len(rows), batch_size):
