@@ -15,7 +15,70 @@ EPILOG = """examples:
   tgd status configs/default.yaml                 which stages are up to date
   tgd tune configs/default.yaml                   search student settings on validation -> runs/default/tune/best.yaml
   tgd data brown-genre                            fetch a built-in corpus into the cache
+  tgd export configs/default.yaml --format onnx --out model/   package the trained student
+  tgd predict model/ --input new.csv --output predictions.jsonl  label a file with the package
 """
+
+
+def _add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="model file format")
+    p.add_argument("--out", required=True, help="package directory to write (replaced if it exists)")
+    p.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation of the weights")
+
+
+def _add_predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a package written by `tgd export`")
+    p.add_argument("--input", required=True, help="JSONL / CSV / Parquet file, or - for lines of text on stdin; "
+                   "with --ray a Parquet file or folder, local or URI (s3://, gs://, file://)")
+    p.add_argument("--output", help="JSONL file (default: stdout); with --ray the output folder or URI (required)")
+    p.add_argument("--format", dest="input_format", choices=("jsonl", "csv", "parquet", "lines"),
+                   help="input format (default: from the file name; stdin is lines)")
+    p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    p.add_argument("--id-column", default="id", help="column carried into each record when present (default: id)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per spaCy/model batch (default: 64)")
+    p.add_argument("--node-budget", type=int, default=-1,
+                   help="graphs over this many nodes are predicted from parts (default: the run's distill.node_budget; "
+                        "0: always the whole graph)")
+    p.add_argument("--max-chars", type=int, default=-1,
+                   help="longer texts get an error line (default: the run's data.max_chars; 0: no limit)")
+    p.add_argument("--ray", action="store_true", help="batch prediction on Ray Data (Parquet in, Parquet shards out)")
+    p.add_argument("--workers", type=int, default=2, help="--ray: predicting actors (default: 2)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="--ray: CPUs (and threads) per actor (default: 1)")
+
+
+def run_predict(args) -> int:
+    """`tgd predict`: imports only serving and the graph builder, so it starts fast (no Ray unless --ray)."""
+    from serving.export import PackageError
+
+    limit = lambda v: None if v == 0 else v  # noqa: E731 - 0 lifts the limit, -1 keeps the package's
+    try:
+        if args.ray:
+            from serving.batch import predict_ray
+
+            if not args.output:
+                print("error: --ray needs --output (a folder or URI for the Parquet shards)", file=sys.stderr)
+                return 2
+            result = predict_ray(args.model_dir, args.input, args.output, args.workers, args.batch_size,
+                                 args.text_column, args.id_column, args.cpus_per_worker,
+                                 limit(args.node_budget), limit(args.max_chars), log=lambda m: print(m, file=sys.stderr))
+        else:
+            from serving.export import load_package
+            from serving.rows import predict_stream, read_rows
+
+            predictor = load_package(args.model_dir, limit(args.node_budget), limit(args.max_chars),
+                                     log=lambda m: print(m, file=sys.stderr))
+            rows = read_rows(args.input, args.input_format, args.text_column, args.id_column)
+            if args.output:
+                with open(args.output, "w", encoding="utf-8") as out:
+                    result = predict_stream(predictor, rows, out, args.batch_size)
+            else:
+                result = predict_stream(predictor, rows, sys.stdout, args.batch_size)
+    except (PackageError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"[predict] {result['rows']:,} rows, {result['errors']} errors, {result.get('docs_per_s', 0):,.1f} docs/s",
+          file=sys.stderr)
+    return 0
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -58,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="run config YAML; omit with --defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("schema", help="print the versioned Parquet schemas exchanged between stages")
+    p = sub.add_parser("export", help="package the trained student (TorchScript or ONNX) with everything needed to "
+                       "predict on raw text; checksummed")
+    _add_config_args(p)
+    _add_export_args(p)
+    p = sub.add_parser("predict", help="label raw text with an exported package: JSONL out, one line per input row")
+    _add_predict_args(p)
     return parser
 
 
@@ -80,6 +149,11 @@ def _summary(cfg) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["predict"]:  # fast path: no stage registry, no Ray, no training imports
+        p = argparse.ArgumentParser(prog="tgd predict", description="label raw text with an exported package")
+        _add_predict_args(p)
+        return run_predict(p.parse_args(argv[1:]))
     args = build_parser().parse_args(argv)
     from cluster.submit import JobFailed, submit
     from pipeline.corpora import RECIPES, CorpusError, fetch
@@ -101,6 +175,18 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_yaml(load_config(args.config, args.overrides)), end="")
         elif args.command == "submit":
             submit(load_config(args.config, args.overrides), args.address, args.job_command, wait=args.wait)
+        elif args.command == "export":
+            from serving.export import PackageError, export
+
+            try:
+                meta = export(load_config(args.config, args.overrides), args.format, args.out, args.quantize)
+            except PackageError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            for name, size in meta["bytes"].items():
+                print(f"  {name:<16} {size:>12,} bytes")
+        elif args.command == "predict":
+            return run_predict(args)
         elif args.command == "status":
             cfg = load_config(args.config, args.overrides)
             for name in STAGE_NAMES:
