@@ -10,7 +10,7 @@ from torch_geometric.data import Batch
 from tests.student_data import _graph
 from tgd.config import StudentConfig
 from trainers.distill.sampling import GraphSampler, pyg_sampler_available
-from trainers.student.subgraph import decompose, induced
+from trainers.student.subgraph import decompose
 from trainers.student.checkpoint import build_student
 from trainers.student.features import GraphEncoding
 

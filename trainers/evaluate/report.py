@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
+from tgd.schema import DOCUMENTS, read_table, stage_dir
 from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
 from trainers.distill.data import prepare, unpack
 from trainers.distill.loop import metrics, predict, train_student_local
