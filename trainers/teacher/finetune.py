@@ -11,7 +11,12 @@ check that all still have data once per buffer, not once per step. The time spli
 loop (data, collation, forward, backward with the gradient all-reduce, optimizer step, validation)
 goes to the manifest's history as ``timing``.
 Validation (all windows, averaged, as the logits stage does) is reported per epoch together with a
-Ray Train checkpoint; the best epoch by validation macro-F1 is copied out as a plain Hugging Face
+Ray Train checkpoint: the HF weights (rank 0) and DeepSpeed's own checkpoint (every rank writes its
+part: the optimizer moments, ZeRO partitions and LR schedule), so an interrupted stage resumes at the
+next epoch on the same data order (windows and batches are seeded by epoch). A re-run after a killed
+driver finds the checkpoints through Ray Train's run snapshot in ``teacher-finetune/_ray`` (same run
+name and storage); a worker failure restarts from the latest one (``FailureConfig``). The best epoch
+by validation macro-F1 is copied out as a plain Hugging Face
 directory ``RUN_DIR/teacher-finetune/model``, recorded in the manifest relative to the stage
 directory (``finetuned_model_dir`` resolves it) so that a run directory can move. With
 ``teacher.finetune: false`` (or a zero-shot ``causal-lm`` teacher, or the pair task whose teacher is
@@ -32,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tgd.config import RunConfig, TeacherConfig
+from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, read_manifest, stage_dir
 from trainers.teacher.alignment import align_nodes
 from trainers.shard_split import split_config
@@ -41,6 +47,8 @@ MODEL_DIR = "model"  # the best checkpoint as a HF directory, inside the stage d
 PROGRESS_EVERY = 20  # steps between progress lines (rank 0)
 PROBE_DOCS = 8  # validation documents whose logits are stored to check that the saved checkpoint reloads
 BUCKET_BATCHES = 8  # micro-batches per length-sorted shuffle buffer (dynamic padding)
+DEEPSPEED_DIR = "deepspeed"  # inside a Ray Train checkpoint: DeepSpeed's per-rank engine checkpoint
+HISTORY_FILE = "history.json"  # inside a Ray Train checkpoint: the epochs trained so far
 
 
 def token_spans(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -219,8 +227,17 @@ def worker_loop(config: dict[str, Any]) -> None:
                 yield ids, mask, y
 
     history = []
-    for epoch in range(tcfg.epochs):
+    ckpt = ray.train.get_checkpoint()  # a restarted worker group or a re-run after a killed driver
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            engine.load_checkpoint(str(Path(d) / DEEPSPEED_DIR))
+            history = json.loads((Path(d) / HISTORY_FILE).read_text())
+        if rank == 0:
+            print(f"[teacher-finetune] resuming from the checkpoint of epoch {history[-1]['epoch']}: "
+                  f"{tcfg.epochs - len(history)} of {tcfg.epochs} epochs left", flush=True)
+    for epoch in range(len(history), tcfg.epochs):
         t0 = time.time()
+        torch.manual_seed(tcfg.seed * 100_003 + epoch * 101 + rank)  # dropout per epoch: a resumed epoch replays it
         timer = PhaseTimer()
         losses, n, windows, real, padded = [], 0, 0, 0, 0
         source = train_batches(epoch, timer)
@@ -273,14 +290,15 @@ def worker_loop(config: dict[str, Any]) -> None:
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=zero == 3):
                 if rank == 0:
                     state = {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
+            # Every rank writes its own files; Ray Train merges the ranks' folders into one checkpoint.
+            engine.save_checkpoint(str(Path(tmp) / DEEPSPEED_DIR), tag=f"epoch{epoch}")
             if rank == 0:
                 engine.module.save_pretrained(tmp, state_dict=state)
                 tok.save_pretrained(tmp)
                 (Path(tmp) / "tgd_probe.json").write_text(json.dumps({"texts": config["probe_texts"], "logits": probe_logits}))
-                ray.train.report({**flat, "history": json.dumps(history), "zero_stage": zero, "zero_stage_reason": why},
-                                 checkpoint=ray.train.Checkpoint.from_directory(tmp))
-            else:
-                ray.train.report({**flat, "history": json.dumps(history)})
+                (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
+            ray.train.report({**flat, "history": json.dumps(history), "zero_stage": zero, "zero_stage_reason": why},
+                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def _steps_per_epoch(train_rows: int, cfg: RunConfig) -> int:
@@ -298,30 +316,33 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
 
     train, val = training_rows(cfg, "train"), training_rows(cfg, "validation")
     if train.num_rows < cfg.ray.num_workers or val.num_rows == 0:
-        raise RuntimeError(f"teacher-finetune needs training ({train.num_rows}) and validation ({val.num_rows}) documents")
+        raise StageError(f"teacher-finetune needs training ({train.num_rows}) and validation ({val.num_rows}) documents")
     probe_texts = val.column("text").to_pylist()[:PROBE_DOCS]
     config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
               "model_path": str(base), "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
               "steps_per_epoch": _steps_per_epoch(train.num_rows, cfg), "probe_texts": probe_texts}
     trainer = make_trainer(
-        cfg, worker_loop, config, name="teacher-finetune", storage=out_dir / "_ray",
+        cfg, worker_loop, config, name="teacher-finetune", storage=out_dir / "_ray", stage="teacher-finetune",
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_macro_f1",
                                                      checkpoint_score_order="max"),
         datasets={"train": ray.data.from_arrow(train), "validation": ray.data.from_arrow(val)},
         dataset_config=split_config(equal=("train",)))
     result = trainer.fit()
-    best_ckpt, best = max(result.best_checkpoints, key=lambda cm: cm[1]["val_macro_f1"])
+    # Kept: the best and the latest checkpoint, including those of an interrupted earlier attempt.
+    kept = result.best_checkpoints
+    best_ckpt, best = max(kept, key=lambda cm: (cm[1]["val_macro_f1"], -cm[1]["epoch"]))
+    latest = max(kept, key=lambda cm: cm[1]["epoch"])[1]
     model_dir = out_dir / MODEL_DIR
     shutil.rmtree(model_dir, ignore_errors=True)
     with best_ckpt.as_directory() as d:
-        shutil.copytree(d, model_dir)
-    history = json.loads(result.metrics["history"])
+        shutil.copytree(d, model_dir, ignore=shutil.ignore_patterns(DEEPSPEED_DIR, HISTORY_FILE))
+    history = json.loads(latest["history"])
     shutil.rmtree(out_dir / "_ray", ignore_errors=True)
     return {"model_path": MODEL_DIR, "best_epoch": best["epoch"], "history": history,
             "best_validation": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
             "train_documents": train.num_rows, "validation_documents": val.num_rows,
-            "steps_per_epoch": config["steps_per_epoch"], "zero_stage": result.metrics["zero_stage"],
-            "zero_stage_reason": result.metrics["zero_stage_reason"]}
+            "steps_per_epoch": config["steps_per_epoch"], "zero_stage": latest["zero_stage"],
+            "zero_stage_reason": latest["zero_stage_reason"]}
 
 
 def finetuned_model_dir(cfg: RunConfig) -> Path | None:
@@ -354,7 +375,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     if skip:
         have = head_labels(base)
         if t.kind == "encoder" and task != "pair" and have != labels:
-            raise RuntimeError(f"teacher.finetune is false but {base} has no head for labels {labels} "
+            raise StageError(f"teacher.finetune is false but {base} has no head for labels {labels} "
                                f"(its head: {have}); fine-tune it or point teacher.model at a fine-tuned checkpoint")
         result = {"model_path": None, "skipped": skip}
     else:
