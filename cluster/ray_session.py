@@ -20,8 +20,13 @@ def ensure_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        # A local instance sized to the requested workers + 1 CPU for the Ray Data tasks that feed
-        # them (Ray Data cannot schedule reads while training workers hold every CPU). The dashboard
+        # A local instance sized to the largest stage's workers x CPUs (ray.stages over ray.*) + 1 CPU
+        # for the Ray Data tasks that feed them (Ray Data cannot schedule reads while training workers
+        # hold every CPU), or to the machine when that is more. GPUs are detected by Ray. The dashboard
         # serves the state API that Ray Train's placement-group cleaner polls (and is handy to watch).
-        ray.init(address="local", num_cpus=max(int(cfg.num_workers * cfg.cpus_per_worker) + 1, os.cpu_count() or 1),
-                 include_dashboard=True, log_to_driver=True)
+        ray.init(address="local", num_cpus=local_num_cpus(cfg), include_dashboard=True, log_to_driver=True)
+
+
+def local_num_cpus(cfg: RayConfig) -> int:
+    """CPUs of a local Ray instance for this config: every stage's workers fit, one CPU to spare."""
+    return max(cfg.local_cpus(), os.cpu_count() or 1)

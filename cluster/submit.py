@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tgd.config import ConfigError, RunConfig, dump_yaml
+from tgd.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXCLUDES = (".venv", ".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache")
@@ -19,7 +20,7 @@ EXCLUDES = (".venv", ".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache
 JOB_CONFIG = "job_config.yaml"
 
 
-class JobFailed(RuntimeError):
+class JobFailed(UserError, RuntimeError):
     """The submitted job ended FAILED or STOPPED (its logs were printed)."""
 
 

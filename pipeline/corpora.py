@@ -32,10 +32,11 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tgd.errors import UserError
 from tgd.schema import SPLITS
 
 
-class CorpusError(RuntimeError):
+class CorpusError(UserError, RuntimeError):
     pass
 
 

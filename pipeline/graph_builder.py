@@ -36,13 +36,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 from pipeline.pos_lookup import replace_attribute_ruler
 from tgd.config import GraphConfig
+from tgd.errors import UserError
 
 # What the graph needs: POS (tagger/morphologizer + attribute_ruler) and the parse (tok2vec + parser).
 # attribute_ruler is loaded for its patterns and then, where PosLookup can stand in for it, disabled.
 NEEDED_COMPONENTS = ("tok2vec", "tagger", "morphologizer", "attribute_ruler", "parser")
 
 
-class SpacyModelError(RuntimeError):
+class SpacyModelError(UserError, RuntimeError):
     pass
 
 

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from tgd.errors import UserError
+
 FORMATS_BY_SUFFIX = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".csv": "csv", ".tsv": "csv",
@@ -27,7 +29,7 @@ FORMATS_BY_SUFFIX = {
 }
 
 
-class InputError(RuntimeError):
+class InputError(UserError, RuntimeError):
     """The input as a whole cannot be read; the message names the file and the problem."""
 
 

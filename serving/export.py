@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tgd.errors import UserError
+
 PACKAGE_VERSION = 1
 FORMATS = ("torchscript", "onnx")
 MODEL_FILES = {"torchscript": ("encoder.pt", "head.pt"), "onnx": ("encoder.onnx", "head.onnx")}
@@ -44,7 +46,7 @@ ENCODER_INPUTS = ("x_tok", "x_pos", "edge_index", "edge_type", "edge_weight")
 HEAD_INPUTS = ("h", "batch", "graphs")
 
 
-class PackageError(RuntimeError):
+class PackageError(UserError, RuntimeError):
     """A package that cannot be exported or loaded (missing, tampered or truncated file, ...)."""
 
 

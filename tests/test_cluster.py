@@ -60,6 +60,13 @@ def test_kuberay_rayjob_manifest():
     claims = {v["persistentVolumeClaim"]["claimName"] for p in pods for v in p["volumes"]}
     assert len(claims) == 1
     assert "env_vars" in yaml.safe_load(spec["runtimeEnvYAML"])
+    # its --set overrides are a valid config: parser actors sized apart from the GPU training workers
+    from tgd.config import load_config
+
+    overrides = [entry[i + 1] for i, tok in enumerate(entry) if tok == "--set"]
+    cfg = load_config(ROOT / "configs" / Path(entry[2]).name, overrides)
+    assert cfg.resources("graphs").gpus_per_worker == 0 and cfg.resources("graphs").workers > cfg.ray.num_workers
+    assert cfg.resources("teacher-finetune").use_gpu and cfg.resources("distill").use_gpu
 
 
 def free_ports(n: int) -> list[int]:
@@ -182,3 +189,36 @@ def test_submit_refuses_paths_the_cluster_resolves_elsewhere(tmp_path, capsys, y
     assert message in capsys.readouterr().err
     for source in ("s3://bucket/in.jsonl", "rt-sentiment", str(tmp_path / "in.jsonl")):
         check_cluster_paths(RunConfig.model_validate({"run_dir": str(tmp_path / "run"), "data": {"source": source}}))
+
+
+def test_make_trainer_takes_each_stage_resources(tmp_path):
+    """The TorchTrainer a stage builds asks for that stage's ray.stages entry (built, not fitted: no Ray)."""
+    from tgd.config import load_config
+    from trainers.raytrain import make_trainer
+
+    cfg = load_config(None, ["ray.num_workers=3", "ray.cpus_per_worker=2",
+                             "ray.stages.teacher_finetune.workers=4", "ray.stages.teacher_finetune.gpus_per_worker=1",
+                             "ray.stages.teacher_finetune.cpus_per_worker=6", "ray.stages.teacher_logits.gpus_per_worker=0.5",
+                             "ray.stages.distill.workers=1"])
+
+    def scaling(**kw):
+        t = make_trainer(cfg, lambda c: None, {}, name="t", storage=tmp_path, datasets={}, dataset_config=None, **kw)
+        s = t.scaling_config
+        return s.num_workers, s.use_gpu, s.resources_per_worker
+
+    assert scaling(stage="teacher-finetune") == (4, True, {"CPU": 6.0, "GPU": 1.0})
+    assert scaling(stage="teacher-logits") == (3, True, {"CPU": 2.0, "GPU": 0.5})
+    assert scaling(stage="distill") == (1, False, {"CPU": 2.0})
+    assert scaling() == (3, False, {"CPU": 2.0})  # the old call, without stage=: the ray.* defaults
+    # a stage's resolved config (what ensure() hands the stage) gives the same trainer
+    assert make_trainer(cfg.for_stage("distill"), lambda c: None, {}, name="t", storage=tmp_path, datasets={},
+                        dataset_config=None, stage="distill").scaling_config.num_workers == 1
+
+
+def test_local_ray_fits_the_largest_stage():
+    from cluster.ray_session import local_num_cpus
+    from tgd.config import load_config
+
+    cfg = load_config(None, ["ray.num_workers=1", "ray.stages.graphs.workers=40", "ray.stages.graphs.cpus_per_worker=2"])
+    assert cfg.ray.local_cpus() == 81 and local_num_cpus(cfg.ray) == 81
+    assert load_config(None).ray.local_cpus() == 3  # 2 workers x 1 CPU + 1, as before ray.stages

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from tgd.cli import main
@@ -117,3 +119,133 @@ def test_tune_space_keys_and_values_are_validated():
         RunConfig.model_validate({"tune": {"space": {"distill.nope": [1]}}})
     with pytest.raises(ValueError, match="greater than 0"):
         RunConfig.model_validate({"tune": {"space": {"distill.lr": [0.01, -1]}}})
+
+
+# ------------------------------------------------------------------ per-stage resources (ray.stages)
+TRAINING = ("teacher-finetune", "teacher-logits", "distill", "evaluate", "tune")
+
+
+def test_stage_resources_default_to_ray_keys():
+    cfg = load_config(None, ["ray.num_workers=3", "ray.cpus_per_worker=2", "ray.use_gpu=true"])
+    for stage in TRAINING:
+        r = cfg.resources(stage)
+        assert (r.workers, r.cpus_per_worker, r.gpus_per_worker, r.use_gpu) == (3, 2.0, 1.0, True)
+    g = cfg.resources("graphs")
+    assert (g.workers, g.cpus_per_worker, g.gpus_per_worker) == (3, 2.0, 0.0)  # parser actors never hold a GPU
+    r = load_config(None).resources("distill")
+    assert (r.workers, r.cpus_per_worker, r.gpus_per_worker, r.use_gpu) == (2, 1.0, 0.0, False)
+    assert load_config(None).for_stage("distill").ray == load_config(None).ray  # no ray.stages: nothing changes
+
+
+def test_stage_resources_override_per_stage(tmp_path):
+    cfg = load_config(write(tmp_path, """
+ray:
+  num_workers: 2
+  stages:
+    graphs: {workers: 6, cpus_per_worker: 1}
+    teacher_finetune: {workers: 4, cpus_per_worker: 8, gpus_per_worker: 1}
+    teacher_logits: {gpus_per_worker: 0.5}
+    distill: {workers: 1}
+"""))
+    assert cfg.resources("graphs").workers == 6
+    ft = cfg.resources("teacher-finetune")
+    assert (ft.workers, ft.cpus_per_worker, ft.gpus_per_worker) == (4, 8.0, 1.0)
+    tl = cfg.resources("teacher_logits")  # the ray.stages key works as well as the stage name
+    assert (tl.workers, tl.cpus_per_worker, tl.gpus_per_worker, tl.use_gpu) == (2, 1.0, 0.5, True)
+    assert cfg.resources("distill").workers == cfg.resources("evaluate").workers == cfg.resources("tune").workers == 1
+    assert cfg.resources().workers == 2  # no stage: the ray.* defaults
+    # what a stage sees as cfg.ray: its own resources (graphs sizes its actor pool from it)
+    assert (cfg.for_stage("graphs").ray.num_workers, cfg.for_stage("teacher-finetune").ray.cpus_per_worker) == (6, 8.0)
+    assert cfg.for_stage("teacher-logits").ray.use_gpu and not cfg.for_stage("distill").ray.use_gpu
+    assert cfg.for_stage("ingest") is cfg
+    resolved = cfg.for_stage("teacher-logits")
+    assert resolved.resources("teacher-logits") == cfg.resources("teacher-logits")  # resolving twice changes nothing
+
+
+@pytest.mark.parametrize("override, key", [
+    ("ray.stages.distill.workers=0", "ray.stages.distill.workers"),
+    ("ray.stages.graphs.cpus_per_worker=-1", "ray.stages.graphs.cpus_per_worker"),
+    ("ray.stages.teacher_finetune.gpus_per_worker=1.5", "ray.stages.teacher_finetune.gpus_per_worker"),
+    ("ray.stages.graphs.gpus_per_worker=1", "ray.stages.graphs.gpus_per_worker: unknown key"),
+    ("ray.stages.distil.workers=2", "ray.stages.distil: unknown key"),
+])
+def test_stage_resources_are_validated(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert key in str(e.value)
+
+
+def test_resource_keys_never_make_a_stage_stale(tmp_path):
+    """Stage fingerprints leave resources out: another worker count or GPU setting re-uses finished work."""
+    from tgd.stages import COMMANDS, _wanted, get_stage
+
+    base = load_config(None, [f"run_dir={tmp_path}"])
+    changed = load_config(None, [f"run_dir={tmp_path}", "ray.num_workers=5", "ray.cpus_per_worker=3",
+                                 "ray.use_gpu=true", "ray.address=auto", "ray.stages.distill.workers=8",
+                                 "ray.stages.graphs.workers=16", "ray.stages.teacher_finetune.gpus_per_worker=1"])
+    for name in COMMANDS:
+        if name != "ingest":  # ingest's fingerprint also reads the source files
+            stage = get_stage(name)
+            assert _wanted(base, stage) == _wanted(changed, stage), name
+
+
+def test_manifest_that_hashed_the_ray_section_is_still_up_to_date(tmp_path):
+    """Manifests written before resources left the hash (config_hash over sections + ray) stay valid."""
+    from tgd.schema import SCHEMA_VERSION
+    from tgd.stages import get_stage, is_up_to_date
+
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    stage = get_stage("evaluate")
+    m = {"schema_version": SCHEMA_VERSION, "inputs": {"distill": None}, "fingerprint": "x"}
+    out = tmp_path / "evaluate"
+    out.mkdir()
+    for config_hash, current in ((cfg.section_hash(*stage.sections, "ray"), True),  # the old hash
+                                 (cfg.section_hash(*stage.sections), True),  # the new one
+                                 (load_config(None, ["ray.num_workers=9"]).section_hash(*stage.sections, "ray"), False)):
+        (out / "manifest.json").write_text(json.dumps({**m, "config_hash": config_hash}))
+        assert is_up_to_date(cfg, "evaluate") is current
+    # the old ray hash is what the ray section hashed to before ray.stages existed
+    assert cfg.section_hash("ray") == load_config(None, ["ray.stages.distill.workers=4"]).section_hash("ray")
+
+
+def test_each_stage_runs_with_its_own_resources(tmp_path, monkeypatch):
+    """ensure() hands a stage cfg.for_stage(name): code reading cfg.ray inside it (the graph stage's actor
+    pool, the trainers' thread counts) sees that stage's workers."""
+    import tgd.stages as stages
+
+    seen = {}
+
+    def fake(name, deps=()):
+        return stages.Stage(name, "", deps, ("graph",), lambda c, out: seen.setdefault(name, c.ray) and {})
+
+    registry = {"ingest": fake("ingest"), "graphs": fake("graphs", ("ingest",))}
+    monkeypatch.setattr(stages, "_registry", lambda: registry)
+    cfg = load_config(None, [f"run_dir={tmp_path}", "ray.stages.graphs.workers=5", "ray.stages.graphs.cpus_per_worker=2"])
+    stages.ensure(cfg, "graphs", log=lambda _: None)
+    assert (seen["graphs"].num_workers, seen["graphs"].cpus_per_worker) == (5, 2.0)
+    assert seen["ingest"].num_workers == 2
+
+
+def test_partial_teacher_finetune_resumes_only_on_the_same_resources(tmp_path, monkeypatch):
+    """DeepSpeed's per-rank checkpoint is cut for its world size: an interrupted teacher-finetune resumes
+    on the same workers, and starts over (its partial output wiped) on others; graphs always resumes."""
+    import tgd.stages as stages
+
+    calls = []
+
+    def interrupted(c, out):
+        calls.append((out.name, (out / "partial").exists()))
+        (out / "partial").write_text("x")
+        raise KeyboardInterrupt
+
+    registry = {n: stages.Stage(n, "", (), ("graph",), interrupted, resume_needs_same_resources=n == "teacher-finetune")
+                for n in ("graphs", "teacher-finetune")}
+    monkeypatch.setattr(stages, "_registry", lambda: registry)
+    for workers in (2, 2, 4):
+        cfg = load_config(None, [f"run_dir={tmp_path}", f"ray.num_workers={workers}"])
+        for name in registry:
+            with pytest.raises(KeyboardInterrupt):
+                stages.ensure(cfg, name, log=lambda _: None)
+    assert calls == [("graphs", False), ("teacher-finetune", False),  # first attempt
+                     ("graphs", True), ("teacher-finetune", True),  # same resources: both resume
+                     ("graphs", True), ("teacher-finetune", False)]  # 4 workers: teacher-finetune starts over

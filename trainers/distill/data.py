@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from tgd.errors import StageError
 from tgd.schema import GRAPHS, SPLITS, TEACHER, TRANSFER_SPLIT, VOCAB, read_manifest, read_table, stage_dir
 from trainers.distill import curriculum
 from trainers.student.features import GraphEncoding
@@ -37,7 +38,7 @@ class Prepared:
 def labels_of(cfg) -> list[str]:
     m = read_manifest(cfg, "ingest")
     if not m or m.get("labels") is None:  # an empty list is fine: a pair set with scores only
-        raise RuntimeError(f"no ingest manifest with labels under {stage_dir(cfg, 'ingest')}; run `tgd ingest` first")
+        raise StageError(f"no ingest manifest with labels under {stage_dir(cfg, 'ingest')}; run `tgd ingest` first")
     return list(m["labels"])
 
 
@@ -46,7 +47,7 @@ def teacher_view(cfg, labels: list[str], task: Task) -> tuple[dict[str, dict[str
     node-state width."""
     m = read_manifest(cfg, "teacher-logits")
     if m is None:
-        raise RuntimeError(f"teacher outputs missing under {stage_dir(cfg, 'teacher-logits')}: run `tgd teacher-logits` "
+        raise StageError(f"teacher outputs missing under {stage_dir(cfg, 'teacher-logits')}: run `tgd teacher-logits` "
                            "(or set distill.use_teacher=false for the plain GNN)")
     t_labels = list(m.get("labels") or labels)
     order = [t_labels.index(l) for l in labels]
@@ -97,7 +98,7 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
         r["graph_b"] = r["graph_b"] and {k: r["graph_b"][k] for k in GRAPH_FIELDS}
         trow = trows.get(r["id"])
         if use_teacher and trow is None:
-            raise RuntimeError(f"document {r['id']} has no teacher output; re-run `tgd teacher-logits`")
+            raise StageError(f"document {r['id']} has no teacher output; re-run `tgd teacher-logits`")
         d = encode_row(enc, r, r["label"], r["tags"], trow, state_dim, task)
         ids.append(r["id"]); splits.append(r["split"]); nodes.append(d.num_nodes)
         payload.append(pickle.dumps(d, protocol=5))

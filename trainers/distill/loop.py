@@ -350,7 +350,7 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
         cfg, train_loop, config, name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}",
         storage=storage, checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1), max_failures=dcfg.max_failures,
         datasets={"train": ray.data.from_arrow(train_tbl), "validation": ray.data.from_arrow(prepared.splits["validation"])},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]), stage="distill")
     total = len(curriculum.stages(dcfg.epochs_align, dcfg.epochs_fusion, dcfg.epochs_adaptive, config["has_teacher"]))
     if resume is not None and json.loads((resume / "epoch.json").read_text())["epoch"] >= total - 1:
         state = torch.load(resume / "state.pt", map_location="cpu", weights_only=True)  # already finished

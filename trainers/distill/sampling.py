@@ -16,6 +16,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import k_hop_subgraph
 
+from tgd.errors import StageError
 from trainers.student.subgraph import induced
 
 
@@ -70,7 +71,7 @@ def _pyg_khop(data: Data, budget: int, gen: torch.Generator) -> torch.Tensor:
 class GraphSampler:
     def __init__(self, kind: str = "sentence", backend: str = "auto"):
         if backend == "pyg" and not pyg_sampler_available():
-            raise RuntimeError("sampler_backend=pyg needs pyg-lib or torch-sparse (install from PyG's wheel index)")
+            raise StageError("sampler_backend=pyg needs pyg-lib or torch-sparse (install from PyG's wheel index)")
         self.kind = kind
         self.backend = "pyg" if backend == "pyg" or (backend == "auto" and kind == "khop" and pyg_sampler_available()) else "torch"
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, read_table, stage_dir
 from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
 from trainers.distill.data import prepare, unpack
@@ -269,7 +270,7 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
     if not test_ids:
         counts = {k: v.num_rows for k, v in prepared.splits.items()}
-        raise RuntimeError(f"the test split has no documents ({counts}): nothing to evaluate. With data.limit the first "
+        raise StageError(f"the test split has no documents ({counts}): nothing to evaluate. With data.limit the first "
                            "rows of a corpus with its own split column may all be train/validation rows: raise data.limit, "
                            "or drop the split column so data.split_fractions assigns splits")
     labels = prepared.enc.labels

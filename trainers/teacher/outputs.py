@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tgd.config import RunConfig, TeacherConfig
+from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
 from trainers.teacher.alignment import align_nodes, pool_nodes
 from trainers.shard_split import split_config
@@ -176,7 +177,7 @@ def _read_shard_pair(batch: pa.Table) -> pa.Table:
         docs = pq.read_table(src, schema=DOCUMENTS, columns=["id", "split", "text", "text_b"])
         graphs = pq.read_table(gsrc, schema=GRAPHS, columns=["id", "graph"])
         if docs.column("id").to_pylist() != graphs.column("id").to_pylist():
-            raise RuntimeError(f"{gsrc} does not match {src} row for row; re-run the graphs stage")
+            raise StageError(f"{gsrc} does not match {src} row for row; re-run the graphs stage")
         g = graphs.column("graph").combine_chunks()
         out.append(pa.table({"id": docs.column("id"), "split": docs.column("split"), "text": docs.column("text"),
                              "text_b": docs.column("text_b"), "node_start": g.field("start"), "node_end": g.field("end")}))
@@ -329,7 +330,7 @@ def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[st
               "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
               "hidden": hidden_size(model_path)}
     trainer = make_trainer(cfg, worker_loop, config, name="teacher-logits", storage=out_dir / "_ray",
-                           datasets={"docs": documents_dataset(cfg)}, dataset_config=split_config(equal=()))
+                           datasets={"docs": documents_dataset(cfg)}, dataset_config=split_config(equal=()), stage="teacher-logits")
     trainer.fit()
     stats = out_dir / WORKER_STATS
     result = json.loads(stats.read_text())
