@@ -299,6 +299,8 @@ class TeacherConfig(_Section):
                                  "model's bytes (inference: weights; fine-tuning: weights + gradients + AdamW state) "
                                  "times this (activations, buffers) must fit a worker's free device memory")
     max_train_docs: int | None = Field(None, gt=0, description="fine-tune on at most this many training documents per epoch (sampled)")
+    max_failures: int = Field(1, ge=0, description="teacher-finetune: Ray Train restarts the workers from the latest "
+                              "epoch checkpoint after a worker (or its node) dies, this many times")
     max_length: int = Field(128, ge=8, description="teacher tokens per window (special tokens and prompt included)")
     stride: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long document")
     max_windows: int = Field(32, ge=1, description="windows per document; text beyond them is unseen (truncated=true). 1 = plain truncation")

@@ -323,6 +323,7 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
               "steps_per_epoch": _steps_per_epoch(train.num_rows, cfg), "probe_texts": probe_texts}
     trainer = make_trainer(
         cfg, worker_loop, config, name="teacher-finetune", storage=out_dir / "_ray", stage="teacher-finetune",
+        max_failures=cfg.teacher.max_failures,
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_macro_f1",
                                                      checkpoint_score_order="max"),
         datasets={"train": ray.data.from_arrow(train), "validation": ray.data.from_arrow(val)},
