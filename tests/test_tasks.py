@@ -74,3 +74,21 @@ def test_unworkable_combinations_are_refused_before_any_stage(tmp_path, capsys, 
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing ran
+
+
+def test_pos_features_off_gives_every_node_the_same_pos_input(graph_builder):
+    import pyarrow as pa
+
+    from trainers.student.checkpoint import build_student
+    from trainers.student.features import GraphEncoding
+    from tgd.config import StudentConfig
+
+    vocab = pa.table({"token": ["the", "film", "was", "dull"], "count": [3, 2, 2, 1]})
+    g = graph_builder.build(["The film was dull and slow."])[0]
+    assert len(set(g["pos"])) > 2  # spaCy tagged several parts of speech
+    on = GraphEncoding.build(vocab, ["det"], ["a", "b"], 1, 100)
+    off = GraphEncoding.build(vocab, ["det"], ["a", "b"], 1, 100, pos_features=False)
+    assert len(set(on.encode(g).x_pos.tolist())) > 2
+    assert set(off.encode(g).x_pos.tolist()) == {0} and GraphEncoding(**off.state()).pos == ["X"]  # saved as such
+    student = build_student(off, StudentConfig(hidden=32, heads=2, pos_dim=8), "token")
+    assert student.pos.num_embeddings == 1

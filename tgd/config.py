@@ -154,6 +154,8 @@ class StudentConfig(_Section):
     """The GNN student: what it looks like (see trainers/student/)."""
     hidden: int = Field(128, gt=0, description="node state width")
     pos_dim: int = Field(32, gt=0, description="POS embedding width (added to the word embedding after projection)")
+    pos_features: bool = Field(True, description="give the student spaCy's POS tag of every node; false for POS "
+                               "tagging itself (the tagger's output would be the answer) or to measure what POS adds")
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1, description="attention heads of the edge-type-aware convolution")
     conv: Literal["transformer", "rgcn"] = Field("transformer", description="transformer: attention with edge-type embeddings; rgcn: RGCNConv with basis decomposition")

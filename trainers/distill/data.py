@@ -90,7 +90,7 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
     train_mask = pc.equal(graphs.column("split"), "train")
     rels = pc.unique(pc.list_flatten(pc.struct_field(graphs.filter(train_mask).column("graph"), "dep_rel"))).to_pylist()
     s = cfg.student
-    enc = GraphEncoding.build(vocab, rels, labels, s.vocab_min_count, s.vocab_max_size, edges or s.edges)
+    enc = GraphEncoding.build(vocab, rels, labels, s.vocab_min_count, s.vocab_max_size, edges or s.edges, s.pos_features)
     trows, state_dim = teacher_view(cfg, labels, task) if use_teacher else ({}, 0)
     ids, splits, nodes, payload, uncertainty = [], [], [], [], []
     for r in graphs.select(["id", "split", "label", "tags", "score", "graph", "graph_b"]).to_pylist():

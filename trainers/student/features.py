@@ -39,13 +39,16 @@ class GraphEncoding:
 
     @classmethod
     def build(cls, vocab_table, relations: Sequence[str], labels: Sequence[str], min_count: int, max_size: int,
-              edges: str = "hybrid") -> "GraphEncoding":
-        """Vocabulary from the graph stage's VOCAB table (training split counts)."""
+              edges: str = "hybrid", pos_features: bool = True) -> "GraphEncoding":
+        """Vocabulary from the graph stage's VOCAB table (training split counts). Without
+        ``pos_features`` the POS list is the single tag ``X``: every node gets the same POS input,
+        in training and (the encoding is saved with the student) at prediction time."""
         tok = vocab_table.column("token").to_pylist()
         cnt = vocab_table.column("count").to_pylist()
         kept = sorted((c, t) for t, c in zip(tok, cnt) if c >= min_count)
         kept = [t for c, t in sorted(kept, key=lambda x: (-x[0], x[1]))][: max_size - 2]
-        return cls(["<pad>", "<unk>", *kept], sorted(set(relations)) + ["<other>"], list(labels), edges)
+        return cls(["<pad>", "<unk>", *kept], sorted(set(relations)) + ["<other>"], list(labels), edges,
+                   list(UNIVERSAL_POS) if pos_features else ["X"])
 
     @property
     def num_edge_types(self) -> int:
