@@ -249,3 +249,11 @@ def test_partial_teacher_finetune_resumes_only_on_the_same_resources(tmp_path, m
     assert calls == [("graphs", False), ("teacher-finetune", False),  # first attempt
                      ("graphs", True), ("teacher-finetune", True),  # same resources: both resume
                      ("graphs", True), ("teacher-finetune", False)]  # 4 workers: teacher-finetune starts over
+
+
+def test_keys_marked_not_to_decide_the_output_leave_the_fingerprint_alone(tmp_path):
+    from tests.conftest import make_config
+
+    base = make_config(tmp_path)
+    assert make_config(tmp_path, teacher={"max_failures": 3}).section_hash("teacher") == base.section_hash("teacher")
+    assert make_config(tmp_path, teacher={"lr": 1e-3}).section_hash("teacher") != base.section_hash("teacher")

@@ -301,7 +301,8 @@ class TeacherConfig(_Section):
                                  "model's bytes (inference: weights; fine-tuning: weights + gradients + AdamW state) "
                                  "times this (activations, buffers) must fit a worker's free device memory")
     max_train_docs: int | None = Field(None, gt=0, description="fine-tune on at most this many training documents per epoch (sampled)")
-    max_failures: int = Field(1, ge=0, description="teacher-finetune: Ray Train restarts the workers from the latest "
+    max_failures: int = Field(1, ge=0, json_schema_extra={"fingerprint": False},
+                              description="teacher-finetune: Ray Train restarts the workers from the latest "
                               "epoch checkpoint after a worker (or its node) dies, this many times")
     max_length: int = Field(128, ge=8, description="teacher tokens per window (special tokens and prompt included)")
     stride: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long document")
@@ -392,6 +393,10 @@ class RunConfig(_Section):
         payload = {s: _dump(getattr(self, s)) for s in sections}
         if "ray" in payload:
             payload["ray"].pop("stages", None)
+        for s in sections:  # keys marked not to decide the output (how failures are survived)
+            for name, f in type(getattr(self, s)).model_fields.items():
+                if (f.json_schema_extra or {}).get("fingerprint") is False:
+                    payload[s].pop(name, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resources(self, stage: str | None = None) -> Resources:
