@@ -13,10 +13,17 @@ hold the teacher is ``teacher.parallel``:
 - ``auto``: replicate when the checkpoint's parameter bytes x ``teacher.memory_safety`` fit the
   free memory of every worker's device, else zero3; the choice and its reason go to the log and
   the manifest.
+
+Resuming: every finished document batch is its own part file, written atomically, named after the
+attempt (``part-aAAA-rRRR-NNNNN.parquet``). A re-run after an interruption (the stage runner keeps
+the directory when the fingerprint is unchanged) reads the ids of the part files already there,
+hands the workers only the other documents and writes under the next attempt number, so nothing
+is redone or duplicated; a part file that cannot be read is deleted and its documents redone.
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -34,8 +41,11 @@ from trainers.teacher.alignment import align_nodes, pool_nodes
 from trainers.shard_split import split_config
 from trainers.teacher.model import Windower
 
-ROWS_PER_FILE = 4096
 DOCS_PER_BATCH = 256
+# A part file per finished document batch: a killed run loses at most the batch in progress on each
+# worker (a whole 4096-row file took minutes; on a large teacher, hours).
+ROWS_PER_FILE = DOCS_PER_BATCH
+PART_NAME = re.compile(r"part-a(\d+)-r\d+-\d+\.parquet")
 PROGRESS_SECONDS = 30  # a progress line at most this often (one Brown document batch takes minutes)
 WORKER_STATS = "_workers.json"
 ROWS_PER_BLOCK = 64  # documents per Ray Data block handed to a worker
@@ -170,8 +180,9 @@ def process(batches: Iterable[dict[str, list]], forward: Callable, tcfg: Teacher
 
 
 # ---------------------------------------------------------------- Ray Data: documents + node offsets
-def _read_shard_pair(batch: pa.Table) -> pa.Table:
-    """One (ingest shard, graph shard) pair -> the columns the teacher needs, one row per document."""
+def _read_shard_pair(batch: pa.Table, done: pa.Array | None = None) -> pa.Table:
+    """One (ingest shard, graph shard) pair -> the columns the teacher needs, one row per document
+    (without the ids in ``done``: documents an earlier attempt finished)."""
     out = []
     for src, gsrc in zip(batch.column("docs").to_pylist(), batch.column("graphs").to_pylist()):
         docs = pq.read_table(src, schema=DOCUMENTS, columns=["id", "split", "text", "text_b"])
@@ -181,22 +192,56 @@ def _read_shard_pair(batch: pa.Table) -> pa.Table:
         g = graphs.column("graph").combine_chunks()
         out.append(pa.table({"id": docs.column("id"), "split": docs.column("split"), "text": docs.column("text"),
                              "text_b": docs.column("text_b"), "node_start": g.field("start"), "node_end": g.field("end")}))
-    return pa.concat_tables(out)
+    table = pa.concat_tables(out)
+    if done is not None and len(done):
+        table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=done)))
+    return table
 
 
-def documents_dataset(cfg: RunConfig):
+def _input_pairs(cfg: RunConfig) -> list[dict[str, str]]:
+    """(document shard, graph shard) of every input: the accepted documents, then the transfer copies."""
+    transfer = stage_dir(cfg, "transfer")
+    return [{"docs": str(p), "graphs": str(graph_dir / p.name)}
+            for doc_dir, graph_dir in ((stage_dir(cfg, "ingest") / "documents", stage_dir(cfg, "graphs")),
+                                       (transfer / "documents", transfer / "graphs"))
+            for p in sorted(doc_dir.glob("part-*.parquet"))]
+
+
+def documents_dataset(cfg: RunConfig, done: set[str] | None = None):
+    """The documents for the workers, less ``done`` (ids an earlier attempt of the stage wrote)."""
     import ray
 
-    transfer = stage_dir(cfg, "transfer")
-    pairs = [{"docs": str(p), "graphs": str(graph_dir / p.name)}
-             for doc_dir, graph_dir in ((stage_dir(cfg, "ingest") / "documents", stage_dir(cfg, "graphs")),
-                                        (transfer / "documents", transfer / "graphs"))
-             for p in sorted(doc_dir.glob("part-*.parquet"))]
+    pairs = _input_pairs(cfg)
     ds = ray.data.from_items(pairs, override_num_blocks=max(len(pairs), 1))
+    kwargs = {"done": pa.array(sorted(done), pa.string())} if done else None
     # Workers receive whole blocks: cut each shard into small blocks so that every worker gets a
     # share even when the corpus has fewer ingest shards than workers.
-    return ds.map_batches(_read_shard_pair, batch_size=1, batch_format="pyarrow").repartition(
+    return ds.map_batches(_read_shard_pair, batch_size=1, batch_format="pyarrow", fn_kwargs=kwargs).repartition(
         target_num_rows_per_block=ROWS_PER_BLOCK)
+
+
+def resume_state(out_dir: Path) -> tuple[set[str], int, int]:
+    """What earlier attempts left in ``out_dir``: (ids of their complete part files, number of those
+    files, the next attempt number). Leftover ``*.tmp`` files (a write cut short) and part files that
+    cannot be read or that repeat documents of another part are deleted: their documents are redone."""
+    attempt = 1 + max((int(m.group(1)) for p in out_dir.glob("part-*") if (m := PART_NAME.match(p.name))), default=-1)
+    for tmp in out_dir.glob("*.tmp"):
+        tmp.unlink()
+    done: set[str] = set()
+    kept = 0
+    for f in sorted(out_dir.glob("part-*.parquet")):
+        try:
+            ids = pq.read_table(f, schema=TEACHER).column("id").to_pylist()  # every column: a damaged one fails here
+            why = "repeats documents of another part file" if done.intersection(ids) or len(set(ids)) != len(ids) else None
+        except (OSError, pa.ArrowException, ValueError) as e:
+            why = f"cannot be read ({type(e).__name__}: {str(e)[:200]})"
+        if why:
+            print(f"[teacher-logits] {f.name} {why}: deleted, its documents will be redone", flush=True)
+            f.unlink()
+            continue
+        done.update(ids)
+        kept += 1
+    return done, kept, attempt
 
 
 # ---------------------------------------------------------------- the Ray Train worker
@@ -213,7 +258,8 @@ def choose_parallel(requested: str, param_bytes: int, free_bytes: float, safety:
 
 
 def worker_loop(config: dict[str, Any]) -> None:
-    """Teacher inference on this worker's shard (replicated or ZeRO-3); writes ``part-rRRR-NNNNN.parquet`` files."""
+    """Teacher inference on this worker's shard (replicated or ZeRO-3); writes ``part-aAAA-rRRR-NNNNN.parquet``
+    files (attempt, rank, file number), one per finished document batch."""
     import ray.train
     import torch
     import torch.distributed as dist
@@ -273,7 +319,8 @@ def worker_loop(config: dict[str, Any]) -> None:
     def flush() -> None:
         nonlocal buf, files
         if buf:
-            write_table(pa.Table.from_pylist(buf, schema=TEACHER), out_dir / f"part-r{rank:03d}-{files:05d}.parquet", TEACHER)
+            write_table(pa.Table.from_pylist(buf, schema=TEACHER),
+                        out_dir / f"part-a{config['attempt']:03d}-r{rank:03d}-{files:05d}.parquet", TEACHER)
             files += 1
             buf = []
 
@@ -315,27 +362,43 @@ def worker_loop(config: dict[str, Any]) -> None:
                    "param_mb_held": round(float(g[5]), 2), "forward_seconds": round(float(g[6]), 1)}
                   for i, g in enumerate(gathered)]
     if rank == 0:  # Ray Train v2 keeps metrics only with checkpoints: hand the stats over beside the shards
-        (out_dir / WORKER_STATS).write_text(json.dumps({"parallel": mode, "reason": reason, "workers": per_worker}))
+        tmp = out_dir / (WORKER_STATS + ".tmp")
+        tmp.write_text(json.dumps({"parallel": mode, "reason": reason, "workers": per_worker}))
+        tmp.replace(out_dir / WORKER_STATS)
 
 
 def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[str], teacher: str) -> dict[str, Any]:
-    """Launch the TorchTrainer over the documents; returns {parallel, reason, workers: per-worker statistics}."""
+    """Launch the TorchTrainer over the documents that no earlier attempt finished; returns {parallel,
+    reason, workers: per-worker statistics of this attempt, resumed_rows, run_rows, attempt}."""
     from trainers.raytrain import make_trainer
     from trainers.teacher.model import hidden_size
 
-    for stale in out_dir.glob("part-*.parquet"):  # an interrupted attempt: start clean, never duplicate rows
-        stale.unlink()
+    done, kept, attempt = resume_state(out_dir)
+    ids = [i for pair in _input_pairs(cfg) for i in pq.read_table(pair["docs"], columns=["id"]).column("id").to_pylist()]
+    todo = sum(1 for i in ids if i not in done)
+    print(f"[teacher-logits] {len(done)} documents already done ({kept} part files of earlier attempts kept), "
+          f"{todo} to run" + (f" (attempt {attempt})" if todo else ""), flush=True)
+    stats = out_dir / WORKER_STATS
+    resume = {"resumed_rows": len(done), "run_rows": todo, "attempt": attempt}
+    if not todo:  # everything was written before the interruption: no workers needed
+        prev = json.loads(stats.read_text()) if stats.is_file() else {}
+        stats.unlink(missing_ok=True)
+        return {"parallel": prev.get("parallel", "none"),
+                "reason": prev.get("reason", "every document was done by an earlier attempt; no workers launched"),
+                "workers": prev.get("workers", []), **resume}
+    stats.unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "_ray", ignore_errors=True)  # no checkpoints to resume from: the part files are the state
     config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
               "model_path": str(model_path), "teacher_id": teacher, "out_dir": str(out_dir.resolve()),
               "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
-              "hidden": hidden_size(model_path)}
+              "hidden": hidden_size(model_path), "attempt": attempt}
     trainer = make_trainer(cfg, worker_loop, config, name="teacher-logits", storage=out_dir / "_ray",
-                           datasets={"docs": documents_dataset(cfg)}, dataset_config=split_config(equal=()), stage="teacher-logits")
+                           datasets={"docs": documents_dataset(cfg, done)}, dataset_config=split_config(equal=()),
+                           stage="teacher-logits")
     trainer.fit()
-    stats = out_dir / WORKER_STATS
     result = json.loads(stats.read_text())
     stats.unlink()
-    return result
+    return {**result, **resume}
 
 
 # ---------------------------------------------------------------- quality of the stored outputs
@@ -414,7 +477,9 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         "teacher_id": teacher, "kind": cfg.teacher.kind,
         "parallel": launched["parallel"], "parallel_reason": launched["reason"],
         "sharding": (f"deepspeed-zero3 x {cfg.ray.num_workers} ray train workers" if launched["parallel"] == "zero3"
-                     else f"whole model replicated on {cfg.ray.num_workers} ray train workers"),
+                     else f"whole model replicated on {cfg.ray.num_workers} ray train workers"
+                     if launched["parallel"] == "replicate" else "none: no workers launched"),
+        "resumed_rows": launched["resumed_rows"], "attempt": launched["attempt"],
         "max_length": cfg.teacher.max_length, "stride": cfg.teacher.stride, "max_windows": cfg.teacher.max_windows,
         "long_documents": "sliding windows, outputs averaged over windows",
         "alignment": {"first": "first sub-word", "mean": "mean of sub-words"}[cfg.teacher.alignment],
@@ -423,7 +488,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         "windows_per_document": round(float(np.mean(table.column("num_windows").to_numpy())), 3),
         "bytes_per_document": round(total / max(len(ids), 1), 1), "total_bytes": total,
         "state_bytes_per_document": round(2 * state_values / max(len(ids), 1), 1),
-        "documents_per_second": round(len(ids) / seconds, 2), "workers": launched["workers"],
+        "documents_per_second": round(launched["run_rows"] / seconds, 2), "workers": launched["workers"],
         "scores": teacher_scores(out_dir, cfg, labels), **extras,
     }
 
