@@ -12,8 +12,20 @@ Layout of a run directory::
     RUN_DIR/graphs/vocab.parquet                  VOCAB       training-split vocabulary
     RUN_DIR/transfer/documents/part-NNNNN.parquet DOCUMENTS   augmented training copies, split "transfer", no label
     RUN_DIR/transfer/graphs/part-NNNNN.parquet    GRAPHS      their graphs (same shard names as documents/)
-    RUN_DIR/teacher-logits/part-NNNNN.parquet     TEACHER     teacher outputs per document (transfer copies included)
+    RUN_DIR/teacher-finetune/model/               (HF dir)    the best epoch's fine-tuned teacher
+    RUN_DIR/teacher-finetune/_ray/                (Ray Train) epoch checkpoints (HF weights + DeepSpeed per-rank
+                                                              state); a re-run resumes from them; removed when done
+    RUN_DIR/teacher-logits/part-aAAA-rRRR-NNNNN.parquet
+                                                  TEACHER     teacher outputs per document (transfer copies
+                                                              included); attempt AAA, worker rank RRR: a re-run
+                                                              keeps finished files and runs only the rest
+    RUN_DIR/teacher-logits/state_projection.npy   (numpy)     projection of teacher states to teacher.state_dim
+    RUN_DIR/distill/student.pt                    (torch)     best epoch's student + encoding (weights_only load)
+    RUN_DIR/distill/ray/                          (Ray Train) epoch checkpoints a re-run resumes from
+    RUN_DIR/distill/history.json, learning_curves.png, tensorboard/
+    RUN_DIR/evaluate/metrics.md, metrics.json     the test-split table; models/ (each row's student), plots
     RUN_DIR/<stage>/manifest.json                 counts, config hash, input fingerprints
+    RUN_DIR/<stage>/_attempt.json                 an unfinished attempt (same fingerprint: resumed, else wiped)
 """
 from __future__ import annotations
 
