@@ -27,7 +27,8 @@ class JobFailed(UserError, RuntimeError):
 def check_cluster_paths(cfg: RunConfig) -> None:
     """Refuse paths the job would resolve against Ray's temporary working directory on the cluster:
     a relative run_dir would be written there and deleted with it, a relative data.source would not
-    be found (or silently be another file). Built-in corpus names and URIs are fine."""
+    be found (or silently be another file); the same for a teacher checkpoint. Built-in corpus names,
+    the packaged teacher and URIs are fine."""
     from pipeline.corpora import RECIPES
 
     if not cfg.run_dir.is_absolute():
@@ -39,6 +40,13 @@ def check_cluster_paths(cfg: RunConfig) -> None:
         raise ConfigError(f"data.source {source!r} is a relative path, which the cluster resolves inside Ray's "
                           f"temporary working directory: use an absolute path on storage every node sees, or a URI "
                           f"(s3://, gs://)")
+    from trainers.teacher.model import PACKAGED
+
+    model = cfg.teacher.model
+    if model not in PACKAGED and not Path(model).expanduser().is_absolute():
+        raise ConfigError(f"teacher.model {model!r} is a relative path, which the cluster resolves inside Ray's "
+                          f"temporary working directory: use an absolute path on storage every node sees, or the "
+                          f"packaged 'all-minilm-l6-v2'")
 
 
 def submit(cfg: RunConfig, address: str, command: str = "run", wait: bool = False, log=print) -> str:

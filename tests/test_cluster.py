@@ -178,6 +178,7 @@ def test_submit_parses_its_own_command_flag():
 @pytest.mark.parametrize("yaml_text, message", [
     ("run_dir: runs/x\n", "run_dir 'runs/x' is relative"),
     ("run_dir: /abs/run\ndata:\n  source: data/in.jsonl\n", "data.source 'data/in.jsonl' is a relative path"),
+    ("run_dir: /abs/run\nteacher:\n  model: models/teacher\n", "teacher.model 'models/teacher' is a relative path"),
 ])
 def test_submit_refuses_paths_the_cluster_resolves_elsewhere(tmp_path, capsys, yaml_text, message):
     from tgd.cli import main
