@@ -7,10 +7,11 @@ as every other path); the driver writes one output shard per input file, ``part-
 for the first input file and so on, atomically (temporary name, then rename). A re-run skips
 the shards that exist, so an interrupted job resumes where it stopped.
 
-Every input row gives one output row, in the input order of its file: ``row`` (index in its
-input file), ``id`` (when the input has the id column), ``record`` (the prediction record as
-JSON, the same as a `tgd predict` JSONL line without the id) and ``error`` (null, or why the row
-could not be predicted).
+The rows carry the task's fields as `tgd predict` reads them (the text column; ``tokens``, a list
+column, for the token task; ``text_b`` for pairs). Every input row gives one output row, in the
+input order of its file: ``row`` (index in its input file), ``id`` (when the input has the id
+column), ``record`` (the prediction record as JSON, the same as a `tgd predict` JSONL line without
+the id) and ``error`` (null, or why the row could not be predicted).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from serving.rows import EXTRA_COLUMNS
 
 OUTPUT_SCHEMA_FIELDS = ("row", "id", "record", "error")
 
@@ -84,7 +87,8 @@ class PredictActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        inputs = [{"text": r.get(self.text_column), "id": r.get(self.id_column)} for r in rows]
+        inputs = [{"text": r.get(self.text_column), "id": r.get(self.id_column),
+                   **{k: r[c] for k, c in EXTRA_COLUMNS.items() if c in r}} for r in rows]
         records = self.predictor.predict_records(inputs, batch_size=self.batch_size)
         errors = [r.get("error") for r in records]
         body = [None if e else json.dumps({k: v for k, v in r.items() if k != "id"}) for r, e in zip(records, errors)]
@@ -123,7 +127,7 @@ def predict_ray(model_dir: Path, input_uri: str, output_uri: str, workers: int, 
             expected[f] = pf.metadata.num_rows
             names = pf.schema_arrow.names
             pieces += [{"path": f, "row_group": g} for g in range(pf.metadata.num_row_groups)]
-        if text_column not in names:
+        if text_column not in names and EXTRA_COLUMNS["tokens"] not in names:
             raise ValueError(f"{f}: no column {text_column!r} (columns: {', '.join(names)}; --text-column)")
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
@@ -131,7 +135,7 @@ def predict_ray(model_dir: Path, input_uri: str, output_uri: str, workers: int, 
                  **({} if address else {"num_cpus": max(int(workers * cpus_per_worker) + 1, os.cpu_count() or 1)}))
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows of a file arrive in order: shards complete one by one
-    cols = [c for c in (text_column, id_column) if c in names]
+    cols = list(dict.fromkeys(c for c in (text_column, id_column, *EXTRA_COLUMNS.values()) if c in names))
     # The unit of work is one Parquet row group, read by a task of its own. (ray.data.read_parquet
     # sizes its blocks by bytes, and text is small in bytes: 8 files of 480 rows became one block,
     # so one actor did all the work and 2 workers were no faster than 1.)

@@ -6,7 +6,9 @@ A package directory holds:
   too (node states per part, then one readout over the parts' core nodes). Encoder: (x_tok,
   x_pos, edge_index, edge_type, edge_weight) -> node states; head: (node states, batch,
   graphs) -> logits, where ``graphs`` is any tensor with one entry per graph (it carries the
-  number of graphs through tracing).
+  number of graphs through tracing); the token task's head reads only the node states and gives
+  per-node logits, the pair head also reads ``side`` (0: side A, 1: side B per node) and gives per
+  pair [similarity, label logits...]. package.json's ``head_inputs`` names what the head reads.
 - ``encoding.json``: vocabulary, POS and relation lists, label names, edge kinds.
 - ``package.json``: task, format, quantisation, graph-builder settings, spaCy pipeline name and
   version, the teacher it was distilled from, evaluate's metrics, node budget and hops.
@@ -65,8 +67,32 @@ class _ExportEncoder(nn.Module):
         return h
 
 
+def _pool(h, seg, num_segments, gate):
+    """``Readout`` (mean, max, optional attention pooling) over ``num_segments`` segments of the
+    nodes (``seg``: segment per node), in export-friendly ops."""
+    width = h.size(1)
+    idx = seg.unsqueeze(-1).expand_as(h)
+    sums = h.new_zeros(num_segments, width).scatter_add(0, idx, h)
+    counts = h.new_zeros(num_segments, 1).scatter_add(0, seg.unsqueeze(-1), torch.ones_like(h[:, :1]))
+    mean = sums / counts.clamp(min=1.0)
+    big = torch.finfo(h.dtype).max
+    mx = h.new_full((num_segments, width), -big).scatter_reduce(0, idx, h, "amax", include_self=True)
+    mx = torch.where(counts > 0, mx, torch.zeros_like(mx))  # an empty segment pools to 0, as PyG's max does
+    parts = [mean, mx]
+    if gate is not None:
+        g = gate(h)
+        gmax = g.new_full((num_segments, 1), -big).scatter_reduce(0, seg.unsqueeze(-1), g, "amax", include_self=True)
+        e = torch.exp(g - gmax[seg])
+        den = g.new_zeros(num_segments, 1).scatter_add(0, seg.unsqueeze(-1), e)
+        a = e / (den[seg] + 1e-16)  # PyG's softmax adds the same epsilon
+        parts.append(h.new_zeros(num_segments, width).scatter_add(0, idx, a * h))
+    return torch.cat(parts, -1)
+
+
 class _ExportReadout(nn.Module):
-    """``Readout`` (mean, max, optional attention pooling) + the head, in export-friendly ops."""
+    """Graph head (classification): readout per graph + the head -> (graphs, labels)."""
+
+    inputs = ("h", "batch", "graphs")
 
     def __init__(self, student):
         super().__init__()
@@ -74,22 +100,44 @@ class _ExportReadout(nn.Module):
         self.head = student.head
 
     def forward(self, h, batch, graphs):
-        num_graphs, width = graphs.size(0), h.size(1)
-        idx = batch.unsqueeze(-1).expand_as(h)
-        sums = h.new_zeros(num_graphs, width).scatter_add(0, idx, h)
-        counts = h.new_zeros(num_graphs, 1).scatter_add(0, batch.unsqueeze(-1), torch.ones_like(h[:, :1]))
-        mean = sums / counts.clamp(min=1.0)
-        big = torch.finfo(h.dtype).max
-        mx = h.new_full((num_graphs, width), -big).scatter_reduce(0, idx, h, "amax", include_self=True)
-        parts = [mean, mx]
-        if self.gate is not None:
-            g = self.gate(h)
-            gmax = g.new_full((num_graphs, 1), -big).scatter_reduce(0, batch.unsqueeze(-1), g, "amax", include_self=True)
-            e = torch.exp(g - gmax[batch])
-            den = g.new_zeros(num_graphs, 1).scatter_add(0, batch.unsqueeze(-1), e)
-            a = e / (den[batch] + 1e-16)  # PyG's softmax adds the same epsilon
-            parts.append(h.new_zeros(num_graphs, width).scatter_add(0, idx, a * h))
-        return self.head(torch.cat(parts, -1))
+        return self.head(_pool(h, batch, graphs.size(0), self.gate))
+
+
+class _ExportNodeHead(nn.Module):
+    """Node head (token labelling): node states -> per-node logits (nodes, labels)."""
+
+    inputs = ("h",)
+
+    def __init__(self, student):
+        super().__init__()
+        self.head = student.head
+
+    def forward(self, h):
+        return self.head(h)
+
+
+class _ExportPairHead(nn.Module):
+    """Pair head: one readout per (pair, side) -> per pair [cosine(u, v), label logits...], as
+    ``Student.pair_vectors`` + ``Student.pair_output``; ``side`` (0: A, 1: B) per node."""
+
+    inputs = ("h", "batch", "graphs", "side")
+
+    def __init__(self, student):
+        super().__init__()
+        self.gate = student.readout.att.gate_nn if student.readout.att is not None else None
+        self.head = student.head
+
+    def forward(self, h, batch, graphs, side):
+        z = _pool(h, batch * 2 + side, graphs.size(0) * 2, self.gate).view(-1, 2, h.size(1) * (3 if self.gate is not None else 2))
+        u, v = z[:, 0], z[:, 1]
+        sim = torch.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
+        return torch.cat([sim, self.head(torch.cat([u, v, (u - v).abs(), u * v], -1))], -1)
+
+
+# the exported head of each student head kind (``Task.head``): what it reads besides the node states
+EXPORT_HEADS = {"graph": _ExportReadout, "node": _ExportNodeHead, "pair": _ExportPairHead}
+HEAD_AXES = {"h": {0: "nodes"}, "batch": {0: "nodes"}, "graphs": {0: "graphs"}, "side": {0: "nodes"}}
+OUTPUT_AXES = {"graph": {0: "graphs"}, "node": {0: "nodes"}, "pair": {0: "graphs"}}
 
 
 @contextlib.contextmanager
@@ -122,14 +170,21 @@ def _onnx_friendly_softmax():
         pyg_softmax.scatter = original
 
 
-def _examples(enc, builder) -> tuple[tuple, tuple]:
-    """Example inputs for tracing: two real graphs (edges of every kind the encoding has)."""
+def _examples(enc, builder, task: str) -> tuple[tuple, dict]:
+    """Example inputs for tracing: two real inputs of the task (edges of every kind the encoding
+    has), built and encoded by the task adapter -> (encoder args, head feeds but ``h``)."""
     from torch_geometric.data import Batch
 
-    graphs = builder.build(["The film was a quiet delight, and the cast clearly enjoyed it.",
-                            "I did not like it. Too long."])
-    b = Batch.from_data_list([enc.encode(g) for g in graphs])
-    return (b.x_tok, b.x_pos, b.edge_index, b.edge_type, b.edge_weight), (b.batch, torch.zeros(b.num_graphs))
+    from trainers.tasks import get_task
+
+    adapter = get_task(task)
+    rows = [{"text": "The film was a quiet delight, and the cast clearly enjoyed it.",
+             "text_b": "A quiet film; the cast enjoyed it."},
+            {"text": "I did not like it. Too long.", "text_b": "It was far too long and I did not like it at all."}]
+    b = Batch.from_data_list([adapter.encode(enc, g) for g in adapter.build_inputs(builder, rows)])
+    side = b.side if "side" in b else torch.zeros(b.num_nodes, dtype=torch.long)
+    return (b.x_tok, b.x_pos, b.edge_index, b.edge_type, b.edge_weight), \
+        {"batch": b.batch, "graphs": torch.zeros(b.num_graphs), "side": side}
 
 
 def _quantized(student):
@@ -142,29 +197,35 @@ def _quantized(student):
     return quantize_dynamic(copy.deepcopy(student), {nn.Linear}, dtype=torch.qint8)
 
 
-def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | None = None) -> list[str]:
-    """Write the two model files of ``fmt`` into ``out``; returns their names."""
+def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | None = None) -> tuple[list[str], list[str]]:
+    """Write the two model files of ``fmt`` into ``out``; returns their names and the head's input
+    names (after ``h``: ``batch``, ``graphs``, ``side``, as the student's head kind needs)."""
+    from trainers.tasks import get_task
+
     student = student.eval()
+    kind = get_task(student.task).head
     if quantize == "int8" and fmt == "torchscript":
         student = _quantized(student)
-    encoder, readout = _ExportEncoder(student).eval(), _ExportReadout(student).eval()
-    enc_args, (batch, graphs) = _examples(enc, builder)
+    head_cls = EXPORT_HEADS[kind]
+    encoder, head = _ExportEncoder(student).eval(), head_cls(student).eval()
+    enc_args, feeds = _examples(enc, builder, student.task)
     with torch.no_grad():
         h = encoder(*enc_args)
+    head_args = (h, *(feeds[k] for k in head_cls.inputs[1:]))
     names = MODEL_FILES[fmt]
     if fmt == "torchscript":
         with torch.no_grad():
             torch.jit.save(torch.jit.trace(encoder, enc_args, check_trace=False), out / names[0])
-            torch.jit.save(torch.jit.trace(readout, (h, batch, graphs), check_trace=False), out / names[1])
+            torch.jit.save(torch.jit.trace(head, head_args, check_trace=False), out / names[1])
     else:
         axes_e = {"x_tok": {0: "nodes"}, "x_pos": {0: "nodes"}, "edge_index": {1: "edges"}, "edge_type": {0: "edges"},
                   "edge_weight": {0: "edges"}, "h": {0: "nodes"}}
-        axes_h = {"h": {0: "nodes"}, "batch": {0: "nodes"}, "graphs": {0: "graphs"}, "logits": {0: "graphs"}}
+        axes_h = {k: HEAD_AXES[k] for k in head_cls.inputs} | {"logits": OUTPUT_AXES[kind]}
         kw = dict(dynamo=False, opset_version=18, do_constant_folding=True)
         with torch.no_grad(), _onnx_friendly_softmax():
             torch.onnx.export(encoder, enc_args, str(out / names[0]), input_names=list(ENCODER_INPUTS),
                               output_names=["h"], dynamic_axes=axes_e, **kw)
-            torch.onnx.export(readout, (h, batch, graphs), str(out / names[1]), input_names=list(HEAD_INPUTS),
+            torch.onnx.export(head, head_args, str(out / names[1]), input_names=list(head_cls.inputs),
                               output_names=["logits"], dynamic_axes=axes_h, **kw)
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -174,7 +235,7 @@ def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | Non
                 (out / name).rename(tmp)
                 quantize_dynamic(str(tmp), str(out / name), weight_type=QuantType.QInt8)
                 tmp.unlink()
-    return list(names)
+    return list(names), list(head_cls.inputs)
 
 
 # ---------------------------------------------------------------------------------------- package
@@ -216,7 +277,7 @@ def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print) -> 
         shutil.rmtree(out)
     out.mkdir(parents=True)
     t0 = time.time()
-    files = export_model(student, enc, builder, fmt, out, quantize)
+    files, head_inputs = export_model(student, enc, builder, fmt, out, quantize)
     (out / "encoding.json").write_text(json.dumps(enc.state()))
     metrics_path = stage_dir(cfg, "evaluate") / "metrics.json"
     metrics = {}
@@ -226,7 +287,7 @@ def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print) -> 
                    if r["model"] in ("teacher", "distilled", "distilled_decomposed")}
     meta = {
         "package_version": PACKAGE_VERSION, "format": fmt, "quantize": quantize, "task": blob["task"],
-        "labels": enc.labels, "model_files": files, "hops": len(student.encoder.layers),
+        "labels": enc.labels, "model_files": files, "head_inputs": head_inputs, "hops": len(student.encoder.layers),
         "node_budget": cfg.distill.node_budget, "max_chars": cfg.data.max_chars,
         "graph": cfg.graph.model_dump(mode="json"),
         "spacy": {"pipeline": cfg.graph.spacy_model, "pipeline_version": _spacy_version(cfg.graph.spacy_model),
@@ -282,14 +343,15 @@ def verify(pkg: Path) -> dict[str, Any]:
 class _TorchScriptRunner:
     def __init__(self, pkg: Path, meta: dict[str, Any]):
         enc_file, head_file = meta["model_files"]
+        self.head_inputs = meta.get("head_inputs", HEAD_INPUTS)
         self.encoder = torch.jit.load(str(pkg / enc_file), map_location="cpu").eval()
         self.head = torch.jit.load(str(pkg / head_file), map_location="cpu").eval()
 
     def node_states(self, d):
         return self.encoder(d.x_tok, d.x_pos, d.edge_index, d.edge_type, d.edge_weight)
 
-    def readout(self, h, batch, num_graphs: int):
-        return self.head(h, batch, torch.zeros(num_graphs))
+    def readout(self, feeds: dict[str, torch.Tensor]):
+        return self.head(*(feeds[k] for k in self.head_inputs))
 
 
 class _OnnxRunner:
@@ -303,32 +365,44 @@ class _OnnxRunner:
         enc_file, head_file = meta["model_files"]
         self.encoder = ort.InferenceSession(str(pkg / enc_file), opts, providers=["CPUExecutionProvider"])
         self.head = ort.InferenceSession(str(pkg / head_file), opts, providers=["CPUExecutionProvider"])
+        self.head_inputs = [i.name for i in self.head.get_inputs()]  # the exporter drops inputs the graph never reads
 
     def node_states(self, d):
         feeds = {k: getattr(d, k).numpy() for k in ENCODER_INPUTS}
         return torch.from_numpy(self.encoder.run(None, feeds)[0])
 
-    def readout(self, h, batch, num_graphs: int):
-        feeds = {"h": h.numpy(), "batch": batch.numpy(), "graphs": torch.zeros(num_graphs).numpy()}
-        return torch.from_numpy(self.head.run(None, feeds)[0])
+    def readout(self, feeds: dict[str, torch.Tensor]):
+        return torch.from_numpy(self.head.run(None, {k: feeds[k].numpy() for k in self.head_inputs})[0])
 
 
 class PackagedModel:
     """An exported student behind the predictor's model interface (``logits``, ``part_logits``,
-    ``hops``, ``task``)."""
+    ``hops``, ``task``). The head is fed by name whatever it reads: node states ``h``, ``batch``,
+    ``graphs`` (one entry per graph) and ``side`` (pairs; zeros for inputs without sides)."""
 
     def __init__(self, runner, meta: dict[str, Any]):
         self.runner, self.task, self.hops = runner, meta["task"], int(meta["hops"])
 
+    @staticmethod
+    def _side(d, n: int):
+        return d.side if "side" in d else torch.zeros(n, dtype=torch.long)
+
     @torch.no_grad()
     def logits(self, batch):
         num_graphs = int(getattr(batch, "num_graphs", 1) or 1)
-        return self.runner.readout(self.runner.node_states(batch), batch.batch, num_graphs)
+        h = self.runner.node_states(batch)
+        return self.runner.readout({"h": h, "batch": batch.batch, "graphs": torch.zeros(num_graphs),
+                                    "side": self._side(batch, h.shape[0])})
 
     @torch.no_grad()
     def part_logits(self, parts):
-        h = torch.cat([self.runner.node_states(p)[p.core] if "core" in p else self.runner.node_states(p) for p in parts])
-        return self.runner.readout(h, torch.zeros(h.shape[0], dtype=torch.long), 1)
+        """Decomposed prediction: the core nodes' states of every part (in node order), read out as
+        one graph (the core nodes keep their ``side``)."""
+        core = [p.core if "core" in p else torch.ones(p.num_nodes, dtype=torch.bool) for p in parts]
+        h = torch.cat([self.runner.node_states(p)[c] for p, c in zip(parts, core)])
+        side = torch.cat([self._side(p, p.num_nodes)[c] for p, c in zip(parts, core)])
+        return self.runner.readout({"h": h, "batch": torch.zeros(h.shape[0], dtype=torch.long),
+                                    "graphs": torch.zeros(1), "side": side})
 
 
 def load_package(pkg: Path, node_budget: int | None = -1, max_chars: int | None = -1, threads: int | None = None,

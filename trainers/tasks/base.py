@@ -103,6 +103,43 @@ class Task:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ serving
+    # Prediction on raw input (``serving.predictor.Predictor``) asks these instead of branching on the
+    # task: which fields a row uses, what makes a row unusable, how its graph(s) are built, how a
+    # batched forward splits into per-row logits, and what the record looks like.
+    inputs: ClassVar[tuple[str, ...]] = ("text",)  # row fields a prediction row may use (besides ``id``)
+    lines_input: ClassVar[bool] = True  # a plain line of text (stdin, .txt) is a complete row of this task
+
+    def input_problem(self, row: dict[str, Any], max_chars: int | None) -> str | None:
+        """Why a prediction row cannot be predicted (missing, wrong type, empty, too long), or None."""
+        return text_problem(row.get("text"), "text", max_chars)
+
+    def build_inputs(self, builder, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Checked prediction rows -> one GRAPHS-like row each (``{"graph": ...}``, what ``encode``
+        reads), built with the graph stage's ``GraphBuilder``."""
+        return [{"graph": g} for g in builder.build([r["text"] for r in rows])]
+
+    def graph_problem(self, grow: dict[str, Any]) -> str | None:
+        """Why a built input cannot be predicted (a graph without nodes), or None."""
+        return "no tokens in the text" if grow["graph"]["num_nodes"] == 0 else None
+
+    def split_logits(self, logits: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+        """A batched forward's logits -> one entry per graph (``sizes``: nodes per graph). Graph and
+        pair heads give one row per graph."""
+        return list(logits)
+
     def record(self, logits: torch.Tensor, labels: list[str], graph: dict[str, Any]) -> dict[str, Any]:
         """The prediction record of one input, from the student's logits and its text graph."""
         raise NotImplementedError
+
+
+def text_problem(value: Any, name: str, max_chars: int | None) -> str | None:
+    """Why ``value`` is not a usable text for field ``name``, or None (prediction rows)."""
+    if value is None:
+        return f"row has no {name!r} field"
+    if not isinstance(value, str):
+        return f"{name} must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return f"empty {name}"
+    if max_chars is not None and len(value) > max_chars:
+        return f"{name} too long: {len(value):,} characters (limit {max_chars:,}, --max-chars)"
+    return None

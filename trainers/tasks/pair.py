@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.data import Data
 
-from trainers.tasks.base import Task
+from trainers.tasks.base import Task, text_problem
 from trainers.tasks.scores import accuracy_f1
 
 
@@ -164,6 +164,27 @@ class Pair(Task):
         return (pred == gold) if np.issubdtype(np.asarray(gold).dtype, np.integer) else None
 
     # ------------------------------------------------------------------ serving
+    inputs = ("text", "text_b")
+    lines_input = False  # one line of text is one side only
+
+    def input_problem(self, row, max_chars):
+        if row.get("text_b") is None and row.get("text") is not None:
+            return "row has no 'text_b' field (a pair row needs 'text' and 'text_b')"
+        return text_problem(row.get("text"), "text", max_chars) or text_problem(row.get("text_b"), "text_b", max_chars)
+
+    def build_inputs(self, builder, rows):
+        """Both sides built like the graph stage builds them (``build`` on each text); a row without
+        ``text_b`` (only trusted callers, e.g. evaluate's timing on plain texts) gets an empty side B."""
+        graphs_a = builder.build([r["text"] for r in rows])
+        graphs_b = builder.build([r.get("text_b") or "" for r in rows])
+        return [{"graph": a, "graph_b": b} for a, b in zip(graphs_a, graphs_b)]
+
+    def graph_problem(self, grow):
+        for key, name in (("graph", "text"), ("graph_b", "text_b")):
+            if grow[key]["num_nodes"] == 0:
+                return f"no tokens in {name}"
+        return None
+
     def record(self, logits, labels, graph) -> dict[str, Any]:
         out: dict[str, Any] = {"similarity": float(logits.reshape(-1)[0])}
         if labels and logits.numel() > 1:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from trainers.tasks.scores import normalized_entropy
-from trainers.tasks.base import Task
+from trainers.tasks.base import Task, text_problem
 from trainers.tasks.scores import accuracy_f1
 
 ENTITY_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
@@ -72,5 +72,47 @@ class Token(Task):
             out["agreement"] = float((pred[m] == teach[m]).mean()) if m.any() else 0.0
         return out
 
+    # ------------------------------------------------------------------ serving
+    inputs = ("text", "tokens")  # ``tokens`` (a list, kept as given) or ``text`` (spaCy tokenises)
+
+    def input_problem(self, row, max_chars):
+        toks = row.get("tokens")
+        if toks is None:
+            if row.get("text") is None:
+                return "row has neither a 'tokens' nor a 'text' field"
+            return text_problem(row.get("text"), "text", max_chars)
+        if not isinstance(toks, (list, tuple)):
+            return f"tokens must be a list of strings, got {type(toks).__name__}"
+        if not toks:
+            return "empty tokens list"
+        for k, t in enumerate(toks):
+            if not isinstance(t, str):
+                return f"tokens[{k}] must be a string, got {type(t).__name__}"
+            if not t.strip():  # spaCy drops whitespace tokens from the graph: its tag would be lost
+                return f"tokens[{k}] is empty or whitespace"
+        chars = sum(len(t) + 1 for t in toks) - 1
+        if max_chars is not None and chars > max_chars:
+            return f"tokens too long: {chars:,} characters (limit {max_chars:,}, --max-chars)"
+        return None
+
+    def build_inputs(self, builder, rows):
+        """Rows with ``tokens``: one node per given token (``build_pretokenized``, as the graph stage
+        builds token graphs); rows with ``text`` only: spaCy's tokens. Input order is kept."""
+        given = [i for i, r in enumerate(rows) if r.get("tokens") is not None]
+        raw = [i for i, r in enumerate(rows) if r.get("tokens") is None]
+        out: list[dict[str, Any] | None] = [None] * len(rows)
+        for i, g in zip(given, builder.build_pretokenized([list(rows[i]["tokens"]) for i in given]) if given else []):
+            out[i] = {"graph": g}
+        for i, g in zip(raw, builder.build([rows[i]["text"] for i in raw]) if raw else []):
+            out[i] = {"graph": g}
+        return out  # type: ignore[return-value]
+
+    def split_logits(self, logits, sizes):
+        """Per-node logits of a batch -> one (nodes, labels) slice per graph, in node order."""
+        return list(torch.split(logits, list(sizes)))
+
     def record(self, logits, labels, graph) -> dict[str, Any]:
-        return {"tokens": list(graph["token"]), "tags": [labels[int(i)] for i in logits.argmax(-1)]}
+        tokens, tags = list(graph["token"]), [labels[int(i)] for i in logits.argmax(-1)]
+        if len(tags) != len(tokens):  # never a misaligned line: the row gets an error instead
+            raise ValueError(f"{len(tags)} tags for {len(tokens)} tokens")
+        return {"tokens": tokens, "tags": tags}
