@@ -181,9 +181,10 @@ def test_pair_plain_lines_refused(pair_config, tmp_path, capsys):
     pkg = export_package(pair_config, "onnx")
     src = tmp_path / "in.txt"
     src.write_text("The film was great.\n")
-    assert main(["predict", str(pkg), "--input", str(src)]) == 2
+    assert main(["predict", str(pkg), "--input", str(src), "--output", str(tmp_path / "out.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "'pair'" in err and "text_b" in err and "plain lines" in err
+    assert not (tmp_path / "out.jsonl").exists()  # refused before the output file is created
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

@@ -72,8 +72,6 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
 
 def run_predict(args) -> int:
     """`tgd predict`: imports only serving and the graph builder, so it starts fast (no Ray unless --ray)."""
-    from serving.export import PackageError
-
     limit = lambda v: None if v == 0 else v  # noqa: E731 - 0 lifts the limit, -1 keeps the package's
     try:
         if args.ray:
@@ -92,6 +90,7 @@ def run_predict(args) -> int:
             predictor = load_package(args.model_dir, limit(args.node_budget), limit(args.max_chars),
                                      log=lambda m: print(m, file=sys.stderr))
             rows = read_rows(args.input, args.input_format, args.text_column, args.id_column)
+            predictor.check_format(rows.format)  # before --output is created: a refused input leaves no file
             if args.output:
                 with open(args.output, "w", encoding="utf-8") as out:
                     result = predict_stream(predictor, rows, out, args.batch_size)
