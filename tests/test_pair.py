@@ -105,6 +105,7 @@ def pair_fixture(path, n: int = 90, seed: int = 0):
     return path
 
 
+@pytest.mark.slow  # ~1.5 min; the pair pieces are covered by the other tests here and test_serving_tasks
 def test_pair_task_runs_every_stage_through_the_cli(ray_local, tmp_path):
     data, base = pair_fixture(tmp_path / "pairs.jsonl"), tiny_bert(tmp_path / "teacher")  # no head: embeddings
     cfg = tmp_path / "pair.yaml"

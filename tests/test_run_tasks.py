@@ -4,6 +4,8 @@ teacher: the evaluate table has the token rows and entity-level scores."""
 import json
 import random
 
+import pytest
+
 from tests.teacher_fixtures import tiny_bert
 from tgd.cli import main
 
@@ -31,6 +33,7 @@ def conll_fixture(path, n: int = 90, seed: int = 0):
     return path
 
 
+@pytest.mark.slow  # ~2 min; the token task's stages are also covered piecewise (test_tasks, test_serving_tasks)
 def test_token_task_runs_every_stage_through_the_cli(ray_local, tmp_path, capsys):
     data, base = conll_fixture(tmp_path / "ner.conll"), tiny_bert(tmp_path / "teacher")
     cfg = tmp_path / "ner.yaml"
