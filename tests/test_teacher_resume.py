@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import make_config
+from tests.driver_process import kill_driver, run_to_end, start_tgd, wait_for
 from tests.teacher_fixtures import review_corpus, tiny_bert, tiny_tokenizer
 from tgd.schema import DOCUMENTS, TEACHER, read_table
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
-ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["fresh", "rotten"]
 RESUMED = re.compile(r"\[teacher-logits\] (\d+) documents already done \((\d+) part files of earlier attempts kept\), "
                      r"(\d+) to run")
@@ -52,36 +48,6 @@ def _slow_bert(path: Path) -> Path:
     return path
 
 
-def _tgd(args: list[str], log: Path) -> subprocess.Popen:
-    """`tgd ...` in a new process group (the local Ray it starts included), output to ``log``."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "tgd.cli", *args], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=log.open("a"), stderr=subprocess.STDOUT)
-
-
-def _kill_driver(proc: subprocess.Popen) -> list:
-    """SIGKILL the driver, its process group and every process below it (Ray's own daemons may start
-    sessions of their own); returns them as psutil processes to check that none survived."""
-    import psutil
-
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for p in family:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=60)
-    psutil.wait_procs(family, timeout=30)
-    return family
-
-
 def _alive(family: list) -> list:
     import psutil
 
@@ -93,24 +59,6 @@ def _alive(family: list) -> list:
         except psutil.NoSuchProcess:
             pass
     return alive
-
-
-def _run_to_end(args: list[str], log: Path) -> str:
-    proc = _tgd(args, log)
-    try:
-        assert proc.wait(timeout=420) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            _kill_driver(proc)
-    return log.read_text()
-
-
-def _wait_for(cond, what: str, timeout: float = 420) -> None:
-    end = time.time() + timeout
-    while not cond():
-        if time.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _rows_by_id(out_dir: Path) -> dict[str, dict]:
@@ -148,11 +96,11 @@ def test_killed_driver_resumes_teacher_logits_without_redoing_finished_parts(ray
     logs = [tmp_path / f"tgd-{i}.log" for i in range(2)]
 
     # 1. Kill the driver (and the Ray it started) once a part file exists, before the stage ends.
-    proc = _tgd(["teacher-logits", str(config)], logs[0])
+    proc = start_tgd(["teacher-logits", str(config)], logs[0])
     try:
-        _wait_for(lambda: any(out.glob("part-*.parquet")) or proc.poll() is not None, "the first part file")
+        wait_for(lambda: any(out.glob("part-*.parquet")) or proc.poll() is not None, "the first part file")
     finally:
-        family = _kill_driver(proc)
+        family = kill_driver(proc)
     assert not _alive(family)  # nothing of the first run is left
     assert not (out / "manifest.json").exists(), "the stage finished before the kill:\n" + logs[0].read_text()[-3000:]
     before = {f.name: _sha(f) for f in out.glob("part-*.parquet")}
@@ -162,7 +110,7 @@ def test_killed_driver_resumes_teacher_logits_without_redoing_finished_parts(ray
 
     # 2. The same command again: it resumes, runs only the rest and writes them as a new attempt.
     t0 = time.time()
-    text = _run_to_end(["teacher-logits", str(config)], logs[1])
+    text = run_to_end(["teacher-logits", str(config)], logs[1])
     rerun_s = time.time() - t0
     assert "[teacher-logits] running (resuming)" in text, text[-3000:]
     found = RESUMED.search(text)
