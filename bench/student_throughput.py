@@ -42,7 +42,7 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
     train = [d for _, _, d in unpack(prepared.splits["train"])]
     student = build_student(prepared.enc, cfg.student, prepared.task)
     model = Distiller(student, losses.AttentionBridge(cfg.student.hidden, prepared.state_dim))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.distill.lr, weight_decay=cfg.distill.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.distill.lr, weight_decay=cfg.distill.weight_decay, fused=True)
     rng, bs = np.random.default_rng(0), cfg.distill.batch_size * cfg.ray.num_workers
     t0 = time.perf_counter()
     for _ in range(epochs):
