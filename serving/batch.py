@@ -8,7 +8,8 @@ for the first input file and so on, atomically (temporary name, then rename). A 
 the shards that exist, so an interrupted job resumes where it stopped.
 
 The rows carry the task's fields as `tgd predict` reads them (the text column; ``tokens``, a list
-column, for the token task; ``text_b`` for pairs). Every input row gives one output row, in the
+column, for the token task; ``text_b`` for pairs; ``columns`` renames the last two, as
+``--tokens-column`` / ``--text-b-column`` do). Every input row gives one output row, in the
 input order of its file: ``row`` (index in its input file), ``id`` (when the input has the id
 column), ``record`` (the prediction record as JSON, the same as a `tgd predict` JSONL line without
 the id) and ``error`` (null, or why the row could not be predicted).
@@ -76,7 +77,7 @@ class PredictActor:
     batches of rows. ``threads``: torch / ONNX Runtime threads, one per CPU the actor holds."""
 
     def __init__(self, model_dir: str, text_column: str, id_column: str, batch_size: int, threads: int,
-                 node_budget: int | None = -1, max_chars: int | None = -1):
+                 node_budget: int | None = -1, max_chars: int | None = -1, columns: dict[str, str] | None = None):
         import torch
 
         from serving.export import load_package
@@ -84,11 +85,12 @@ class PredictActor:
         torch.set_num_threads(threads)
         self.predictor = load_package(Path(model_dir), node_budget=node_budget, max_chars=max_chars, threads=threads)
         self.text_column, self.id_column, self.batch_size = text_column, id_column, batch_size
+        self.columns = dict(EXTRA_COLUMNS if columns is None else columns)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         inputs = [{"text": r.get(self.text_column), "id": r.get(self.id_column),
-                   **{k: r[c] for k, c in EXTRA_COLUMNS.items() if c in r}} for r in rows]
+                   **{k: r[c] for k, c in self.columns.items() if c in r}} for r in rows]
         records = self.predictor.predict_records(inputs, batch_size=self.batch_size)
         errors = [r.get("error") for r in records]
         body = [None if e else json.dumps({k: v for k, v in r.items() if k != "id"}) for r, e in zip(records, errors)]
@@ -101,13 +103,16 @@ class PredictActor:
 
 def predict_ray(model_dir: Path, input_uri: str, output_uri: str, workers: int, batch_size: int,
                 text_column: str = "text", id_column: str = "id", cpus_per_worker: float = 1.0,
-                node_budget: int | None = -1, max_chars: int | None = -1, log=print) -> dict[str, Any]:
-    """Predict every row of the Parquet input into Parquet shards at ``output_uri``; returns counts."""
+                node_budget: int | None = -1, max_chars: int | None = -1, columns: dict[str, str] | None = None,
+                log=print) -> dict[str, Any]:
+    """Predict every row of the Parquet input into Parquet shards at ``output_uri``; returns counts.
+    ``columns``: task field -> its column (default ``EXTRA_COLUMNS``: ``tokens``, ``text_b``)."""
     import ray
 
     from serving.export import verify
 
     verify(model_dir)  # refuse a broken package before any actor starts
+    columns = dict(EXTRA_COLUMNS if columns is None else columns)
     fs_in, in_path = _filesystem(input_uri)
     fs_out, out_path = _filesystem(output_uri)
     files = _input_files(fs_in, in_path)
@@ -127,7 +132,7 @@ def predict_ray(model_dir: Path, input_uri: str, output_uri: str, workers: int, 
             expected[f] = pf.metadata.num_rows
             names = pf.schema_arrow.names
             pieces += [{"path": f, "row_group": g} for g in range(pf.metadata.num_row_groups)]
-        if text_column not in names and EXTRA_COLUMNS["tokens"] not in names:
+        if text_column not in names and columns.get("tokens") not in names:
             raise ValueError(f"{f}: no column {text_column!r} (columns: {', '.join(names)}; --text-column)")
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
@@ -135,7 +140,7 @@ def predict_ray(model_dir: Path, input_uri: str, output_uri: str, workers: int, 
                  **({} if address else {"num_cpus": max(int(workers * cpus_per_worker) + 1, os.cpu_count() or 1)}))
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows of a file arrive in order: shards complete one by one
-    cols = list(dict.fromkeys(c for c in (text_column, id_column, *EXTRA_COLUMNS.values()) if c in names))
+    cols = list(dict.fromkeys(c for c in (text_column, id_column, *columns.values()) if c in names))
     # The unit of work is one Parquet row group, read by a task of its own. (ray.data.read_parquet
     # sizes its blocks by bytes, and text is small in bytes: 8 files of 480 rows became one block,
     # so one actor did all the work and 2 workers were no faster than 1.)
@@ -147,7 +152,8 @@ def predict_ray(model_dir: Path, input_uri: str, output_uri: str, workers: int, 
                         num_cpus=cpus_per_worker,
                         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "text_column": text_column,
                                                "id_column": id_column, "batch_size": batch_size, "threads": threads,
-                                               "node_budget": node_budget, "max_chars": max_chars})
+                                               "node_budget": node_budget, "max_chars": max_chars,
+                                               "columns": columns})
     pending: dict[str, list[pa.Table]] = {}
     got = {f: 0 for f in todo}
     t0, rows, errors, written, first = time.time(), 0, 0, 0, None

@@ -187,16 +187,6 @@ def _examples(enc, builder, task: str) -> tuple[tuple, dict]:
         {"batch": b.batch, "graphs": torch.zeros(b.num_graphs), "side": side}
 
 
-def _quantized(student):
-    """Dynamic int8 quantisation of the student's ``nn.Linear`` layers (weights int8, activations
-    quantised on the fly): smaller file, faster matmuls on CPU."""
-    import copy
-
-    from torch.ao.quantization import quantize_dynamic
-
-    return quantize_dynamic(copy.deepcopy(student), {nn.Linear}, dtype=torch.qint8)
-
-
 def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | None = None) -> tuple[list[str], list[str]]:
     """Write the two model files of ``fmt`` into ``out``; returns their names and the head's input
     names (after ``h``: ``batch``, ``graphs``, ``side``, as the student's head kind needs)."""
@@ -205,7 +195,9 @@ def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | Non
     student = student.eval()
     kind = get_task(student.task).head
     if quantize == "int8" and fmt == "torchscript":
-        student = _quantized(student)
+        from trainers.student.quantize import quantize_int8
+
+        student = quantize_int8(student)  # the model evaluate's distilled_int8 row scores
     head_cls = EXPORT_HEADS[kind]
     encoder, head = _ExportEncoder(student).eval(), head_cls(student).eval()
     enc_args, feeds = _examples(enc, builder, student.task)

@@ -3,10 +3,11 @@
 Every physical input row yields exactly one row dict, in input order: ``{"text": ..., "id": ...}``
 (``id`` only when the input has the id column) plus the other task fields the row has (``tokens``:
 a list, for the token task; ``text_b`` for pairs; which ones a task reads is the task adapter's
-``inputs``), or ``{"error": why}`` when the row itself cannot be read (a line that is not JSON, a
-row with neither the text nor the tokens column), so the output has one line per input row even
-for malformed input. Plain lines are ``text`` only, so a task that needs more per row (pairs) is
-refused for them (``Predictor.check_format``).
+``inputs``; ``extra`` maps them to other column names, as `tgd predict`'s ``--tokens-column`` and
+``--text-b-column`` do), or ``{"error": why}`` when the row itself cannot be read (a line that is
+not JSON, a row with neither the text nor the tokens column), so the output has one line per input
+row even for malformed input. Plain lines are ``text`` only, so a task that needs more per row
+(pairs) is refused for them (``Predictor.check_format``).
 """
 from __future__ import annotations
 
@@ -85,6 +86,19 @@ class Rows:
             raise ValueError(f"{self.path}: no column {self.text_column!r} {where} (columns: {', '.join(map(str, names))}; "
                              "--text-column)")
 
+    def check(self) -> None:
+        """Refuse a Parquet or CSV file without the text (or tokens) column before any output is
+        written, from its schema or header (JSONL rows and stdin are checked row by row)."""
+        if self.path == "-" or self.format not in ("parquet", "csv"):
+            return
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            self._header_check(pq.ParquetFile(self.path).schema_arrow.names, "in the Parquet schema")
+        else:
+            with open(Path(self.path), encoding="utf-8", errors="replace", newline="") as f:
+                self._header_check(next(csv.reader(f), []), "in the CSV header")
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         path, fmt, text_column, id_column, extra = self.path, self.format, self.text_column, self.id_column, self.extra
         if fmt == "parquet":
@@ -118,9 +132,7 @@ class Rows:
                     yield _row(obj, text_column, id_column, extra)
             else:
                 reader = csv.DictReader(stream)
-                if reader.fieldnames is None or (text_column not in reader.fieldnames
-                                                 and extra.get("tokens", "tokens") not in reader.fieldnames):
-                    raise ValueError(f"{path}: no column {text_column!r} in the CSV header {reader.fieldnames} (--text-column)")
+                self._header_check(reader.fieldnames or [], "in the CSV header")
                 for obj in reader:
                     yield _row(obj, text_column, id_column, extra, csv_cells=True)
 

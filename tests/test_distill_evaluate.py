@@ -1,8 +1,11 @@
 """`evaluate` on a tiny synthetic run (with a transfer set) produces the table with every row, seed
-statistics and bootstrap intervals, and the plots."""
+statistics and bootstrap intervals, and the plots; the int8 row holds the distilled student
+quantised as `tgd export --quantize int8` does it, scored and timed like the float rows."""
 from __future__ import annotations
 
 import json
+
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from serving.predictor import Predictor
 from tests.conftest import make_config
@@ -10,9 +13,11 @@ from tests.student_data import make_run
 from tgd.schema import GRAPHS, read_table
 from trainers.evaluate import report as evaluate
 from trainers.distill.loop import train_student
+from trainers.student.checkpoint import load_student
+from trainers.student.quantize import quantize_int8
 
-EXPECTED = {"teacher", "distilled", "distilled_decomposed", "gnn", "bow", "no_bridge", "no_curriculum", "no_adaptive_t",
-            "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph", "no_transfer"}
+EXPECTED = {"teacher", "distilled", "distilled_decomposed", "distilled_int8", "gnn", "bow", "no_bridge", "no_curriculum",
+            "no_adaptive_t", "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph", "no_transfer"}
 
 
 def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
@@ -39,6 +44,15 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     by = {r["model"]: r for r in rows}
     assert by["teacher"]["accuracy"] > 0.7  # the synthetic teacher is right ~90% of the time
     assert by["distilled_decomposed"]["docs_over_budget"] > 0
+    # int8: the stage's student (seed 0) quantised, not retrained: no model of its own, the float
+    # row's accuracy within one of the 6 test documents, and a paired interval against distilled
+    int8, float_acc = by["distilled_int8"], by["distilled"]["accuracy_per_seed"][str(cfg.distill.seed)]
+    assert int8["quantize"] == "int8" and int8["params"] == by["distilled"]["params"] and int8["graph"] == "spacy"
+    assert abs(int8["accuracy"] - float_acc) <= 1 / 6 + 1e-9
+    assert int8["ci95_vs_distilled"][0] <= int8["ci95_vs_distilled"][1]
+    assert not any("int8" in d.name for d in (out / "models").iterdir())
+    student = load_student(tmp_path / "run" / "distill" / "student.pt")[0]
+    assert any(isinstance(m, DynamicQuantizedLinear) for m in quantize_int8(student).modules())
     assert by["distilled"]["params"] == by["no_bridge"]["params"]  # the bridge is training-only
     # the fast-graph row was trained and timed on graphs without a dependency parse
     assert by["fast_graph"]["graph"] == "fast" and by["distilled"]["graph"] == "spacy"
@@ -61,6 +75,6 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     assert by["no_bridge"]["ci95_vs_distilled"][0] <= by["no_bridge"]["ci95_vs_distilled"][1]
     assert set(result["differences"]) >= {"distilled - gnn", "distilled - bow", "distilled_small - gnn_small"}
     md = (out / "metrics.md").read_text()
-    assert "| distilled | spacy | " in md and " ± " in md and "| distilled - bow |" in md
+    assert "| distilled | spacy | " in md and "| distilled_int8 | spacy | " in md and " ± " in md and "| distilled - bow |" in md
     assert "Teacher check: teacher stronger than bag-of-words" in md
     assert (out / "accuracy_latency_params.png").stat().st_size > 0 and (out / "learning_curves.png").is_file()

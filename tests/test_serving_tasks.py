@@ -199,3 +199,83 @@ def test_pair_export_matches_pytorch_and_parts_match_whole(fmt, pair_config, gra
     pkg = export_package(pair_config, fmt)
     assert json.loads((pkg / "package.json").read_text())["head_inputs"] == ["h", "batch", "graphs", "side"]
     torch.testing.assert_close(load_package(pkg).predict_logits(rows, batch_size=4), reference, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ renamed columns and Ray Data
+def renamed_rows(task: str) -> tuple[list[dict], dict[str, str], list[bool]]:
+    """Rows of ``task`` in the canonical fields (``id``, ``text``, ``tokens`` / ``text_b``), the
+    renamed column of each field (as a user's file might name them) and which rows are errors."""
+    if task == "token":
+        rows = [{"id": "t0", "text": "The film was wonderful and the cast felt warm.", "tokens": None},
+                {"id": "t1", "text": None, "tokens": GIVEN},
+                {"id": "t2", "text": None, "tokens": []},
+                {"id": "t3", "text": None, "tokens": None},
+                {"id": "t4", "text": long_text(12), "tokens": None},
+                {"id": "t5", "text": "   ", "tokens": None},
+                {"id": "t6", "text": None, "tokens": ["The", "plot", "was", "dull"]}]
+        return rows, {"id": "key", "text": "body", "tokens": "words"}, [False, False, True, True, False, True, False]
+    pairs = pair_corpus(4, seed=13)
+    rows = [{"id": f"p{i}", "text": a, "text_b": b} for i, (a, b, _) in enumerate(pairs)]
+    rows += [{"id": "p4", "text": "The film was great.", "text_b": ""}, {"id": "p5", "text": None, "text_b": "Dull."},
+             {"id": "p6", "text": long_text(14), "text_b": "The cast was brilliant."}]
+    return rows, {"id": "key", "text": "text_a", "text_b": "second"}, [False] * 4 + [True, True, False]
+
+
+def column_flags(names: dict[str, str]) -> list[str]:
+    flag = {"id": "--id-column", "text": "--text-column", "tokens": "--tokens-column", "text_b": "--text-b-column"}
+    return [x for field, col in names.items() for x in (flag[field], col)]
+
+
+def renamed_table(rows: list[dict], names: dict[str, str]) -> pa.Table:
+    return pa.table({names[k]: [r[k] for r in rows] for k in names})
+
+
+@pytest.mark.parametrize("task", ["token", "pair"])
+def test_renamed_columns_through_the_cli(task, token_config, pair_config, tmp_path, capsys):
+    """--text-column / --tokens-column / --text-b-column / --id-column read a file whose columns have
+    other names exactly as the canonical names are read (JSONL and Parquet)."""
+    pkg = export_package(token_config if task == "token" else pair_config, "onnx")
+    rows, names, bad = renamed_rows(task)
+    canonical = tmp_path / "canonical.jsonl"
+    canonical.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    want = predict(pkg, canonical, tmp_path / "want.jsonl")
+    assert [r["id"] for r in want] == [r["id"] for r in rows] and [("error" in r) for r in want] == bad
+    renamed = tmp_path / "renamed.jsonl"
+    renamed.write_text("".join(json.dumps({names[k]: v for k, v in r.items()}) + "\n" for r in rows))
+    assert predict(pkg, renamed, tmp_path / "got.jsonl", *column_flags(names)) == want
+    pq.write_table(renamed_table(rows, names), tmp_path / "renamed.parquet")
+    assert predict(pkg, tmp_path / "renamed.parquet", tmp_path / "got-pq.jsonl", *column_flags(names)) == want
+    # without the flags the renamed file has none of the task's columns: refused in one line, nothing written
+    assert main(["predict", str(pkg), "--input", str(tmp_path / "renamed.parquet"), "--output",
+                 str(tmp_path / "none.jsonl")]) == 2
+    assert not (tmp_path / "none.jsonl").exists() and "--text-column" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["token", "pair"])
+def test_ray_data_batch_path(task, token_config, pair_config, tmp_path, ray_local):
+    """`tgd predict --ray` on a token and a pair package (renamed columns, two Parquet files): one
+    output row per input row in input order with its id, errors as rows, records equal to the
+    single-machine path's."""
+    pkg = export_package(token_config if task == "token" else pair_config, "torchscript")
+    rows, names, bad = renamed_rows(task)
+    flags = column_flags(names)
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(renamed_table(rows[:4], names), src / "a.parquet")
+    pq.write_table(renamed_table(rows[4:], names), src / "b.parquet")
+    pq.write_table(renamed_table(rows, names), tmp_path / "all.parquet")
+    single = predict(pkg, tmp_path / "all.parquet", tmp_path / "single.jsonl", *flags)
+    out = tmp_path / "out"
+    assert main(["predict", str(pkg), "--input", str(src), "--output", str(out), "--ray", "--workers", "2",
+                 "--cpus-per-worker", "0.5", *flags]) == 0
+    shards = sorted(out.glob("part-*.parquet"))
+    assert [s.name for s in shards] == ["part-00000.parquet", "part-00001.parquet"]
+    table = pa.concat_tables([pq.read_table(s) for s in shards])
+    assert table.column("id").to_pylist() == [r["id"] for r in rows]
+    assert table.column("row").to_pylist() == [0, 1, 2, 3, 0, 1, 2]
+    errors = table.column("error").to_pylist()
+    assert [e is not None for e in errors] == bad
+    batch = [json.loads(r) if r else {"error": e} for r, e in zip(table.column("record").to_pylist(), errors)]
+    assert batch == [{k: v for k, v in r.items() if k != "id"} for r in single]
+    key = "tags" if task == "token" else "similarity"
+    assert sum(key in r for r in batch) == bad.count(False)

@@ -57,7 +57,14 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="JSONL file (default: stdout); with --ray the output folder or URI (required)")
     p.add_argument("--format", dest="input_format", choices=("jsonl", "csv", "parquet", "lines"),
                    help="input format (default: from the file name; stdin is lines)")
-    p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    p.add_argument("--text-column", default="text",
+                   help="column holding the text; pair models: side A (default: text; pair data in the ingest "
+                        "layout: --text-column text_a)")
+    p.add_argument("--tokens-column", default="tokens",
+                   help="token models: column holding pre-tokenised input, a list of strings (in CSV a JSON array "
+                        "or whitespace-separated tokens; default: tokens)")
+    p.add_argument("--text-b-column", default="text_b",
+                   help="pair models: column holding side B (default: text_b)")
     p.add_argument("--id-column", default="id", help="column carried into each record when present (default: id)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per spaCy/model batch (default: 64)")
     p.add_argument("--node-budget", type=int, default=-1,
@@ -73,6 +80,7 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
 def run_predict(args) -> int:
     """`tgd predict`: imports only serving and the graph builder, so it starts fast (no Ray unless --ray)."""
     limit = lambda v: None if v == 0 else v  # noqa: E731 - 0 lifts the limit, -1 keeps the package's
+    columns = {"tokens": args.tokens_column, "text_b": args.text_b_column}  # the task fields besides the text
     try:
         if args.ray:
             from serving.batch import predict_ray
@@ -82,15 +90,17 @@ def run_predict(args) -> int:
                 return 2
             result = predict_ray(args.model_dir, args.input, args.output, args.workers, args.batch_size,
                                  args.text_column, args.id_column, args.cpus_per_worker,
-                                 limit(args.node_budget), limit(args.max_chars), log=lambda m: print(m, file=sys.stderr))
+                                 limit(args.node_budget), limit(args.max_chars), columns,
+                                 log=lambda m: print(m, file=sys.stderr))
         else:
             from serving.export import load_package
             from serving.rows import predict_stream, read_rows
 
             predictor = load_package(args.model_dir, limit(args.node_budget), limit(args.max_chars),
                                      log=lambda m: print(m, file=sys.stderr))
-            rows = read_rows(args.input, args.input_format, args.text_column, args.id_column)
+            rows = read_rows(args.input, args.input_format, args.text_column, args.id_column, extra=columns)
             predictor.check_format(rows.format)  # before --output is created: a refused input leaves no file
+            rows.check()
             if args.output:
                 with open(args.output, "w", encoding="utf-8") as out:
                     result = predict_stream(predictor, rows, out, args.batch_size)

@@ -238,6 +238,9 @@ class EvaluateConfig(_Section):
         "training); fast_graph: a student trained and served on graph.parser=fast graphs (no dependency parse), to "
         "show the accuracy / latency trade-off; no_transfer: distilled without the transfer set")
     small_fraction: float = Field(0.1, gt=0, le=1, description="training fraction of the small-data rows")
+    int8: bool = Field(True, description="a distilled_int8 row: the distilled student with dynamic int8 weights "
+                       "(the quantisation of `tgd export --format torchscript --quantize int8`), scored and timed, "
+                       "nothing retrained")
     latency_docs: int = Field(200, gt=0, description="test documents timed per row")
     e2e_docs: int = Field(50, gt=0, description="raw test texts timed end to end (parse/tokenise + model)")
     seeds: int = Field(3, ge=1, description="seeds of the distilled, gnn and bow rows: the table reports their mean "

@@ -4,7 +4,9 @@ Rows: teacher (from its stored test logits; latency from the fine-tuned checkpoi
 (the distill stage's student), gnn (same student, labels only), bow (TF-IDF MLP), the ablations of
 ``evaluate.ablations`` (each a retrained student), the small-data rows, ``fast_graph`` (a student
 trained and served on ``graph.parser=fast`` graphs) and ``distilled_decomposed`` (the distilled
-student predicting from sentence-window parts of at most ``distill.node_budget`` nodes). The
+student predicting from sentence-window parts of at most ``distill.node_budget`` nodes) and, with
+``evaluate.int8``, ``distilled_int8`` (the distilled student with dynamic int8 weights, as
+`tgd export --quantize int8` ships it for TorchScript; quantised, not retrained). The
 retrained students are independent, so they train side by side as Ray tasks on one shared copy of
 the encoded graphs. Latency: single thread for every row, per document at batch 1 and batch 64,
 model only (inputs prepared beforehand) and end to end from the raw text (student: the serving
@@ -29,6 +31,7 @@ from trainers.distill.loop import metrics, predict, train_student_local
 from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
+from trainers.student.quantize import quantize_int8
 from trainers.distill.teacher_gate import ensure_teacher_check
 from trainers.tasks import get_task
 
@@ -248,6 +251,17 @@ def _score(model, data, labels) -> tuple[dict[str, float], np.ndarray]:
             get_task(model.task).row_correct(pred, gold))
 
 
+def int8_row(model, data, labels, texts, enc, builder, predictor: Callable, latency_docs: int):
+    """The ``distilled_int8`` row: ``model`` dynamically quantised to int8 (``quantize_int8``, the
+    export's own), scored on the test graphs and timed like the float rows; -> (row, per-row
+    correctness or None)."""
+    q = quantize_int8(model)
+    m, ok = _score(q, data, labels)
+    row = {"model": "distilled_int8", **m, "seeds": 1, "quantize": "int8",
+           **student_latency(q, data[:latency_docs], texts, enc, builder, predictor)}
+    return row, ok
+
+
 def _seed_row(name: str, per_seed: list[dict[str, float]], seeds: list[int], headline: str = "accuracy") -> dict[str, Any]:
     """One table row from per-seed metrics: every metric is the mean over seeds, plus its std."""
     row: dict[str, Any] = {"model": name, "seeds": len(seeds)}
@@ -310,11 +324,19 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                                   **metrics(pred_d, g, teach_d, labels, True, model.task, [d.num_nodes for d in data]),
                                   "params": first["params"], "parts_budget": cfg.distill.node_budget, "seeds": 1,
                                   "docs_over_budget": int(sum(d.num_nodes > cfg.distill.node_budget for d in data))}
+                    if ev.int8:
+                        int8, correct_int8 = int8_row(model, data, labels, texts, enc, builders[parser], predictor,
+                                                      ev.latency_docs)
+                        int8.update(params=first["params"], graph=parser)  # quantised Linear weights are no Parameters
         if all(r is not None for r in right):  # None: the metric has no per-row correctness (no intervals)
             correct[name] = np.stack(right)
         rows.append({**_seed_row(name, per_seed, [r[0] for r in runs], headline), **first})
         if name == "distilled":
             rows.append(decomposed)
+            if ev.int8:
+                rows.append(int8)
+                if correct_int8 is not None:  # paired interval vs distilled, like every other student row
+                    correct["distilled_int8"] = correct_int8[None]
 
     log(f"[evaluate] training the non-graph baseline ({ev.seeds} seeds)")
     train = [d for _, _, d in unpack(prepared.splits["train"])]
