@@ -39,12 +39,13 @@ def plain_loop(cfg_json: dict, model_path: str, labels: list[str], workers: int,
     import torch
 
     from tgd.config import RunConfig
+    from trainers.tasks import get_task
     from trainers.teacher.finetune import BUCKET_BATCHES, PhaseTimer, length_buckets, make_batch, training_rows
-    from trainers.teacher.model import IGNORE, Windower, load_model, load_tokenizer, pad_batch
+    from trainers.teacher.model import Windower, load_model, load_tokenizer, pad_batch
 
     torch.set_num_threads(threads)
     cfg = RunConfig.model_validate(cfg_json)
-    tcfg, task = cfg.teacher, cfg.data.task
+    tcfg, task = cfg.teacher, get_task(cfg.data.task)
     train = training_rows(cfg, "train")
     n_docs = train.num_rows // workers * workers  # the stage's equal shards drop the remainder
     if tcfg.max_train_docs:
@@ -54,7 +55,7 @@ def plain_loop(cfg_json: dict, model_path: str, labels: list[str], workers: int,
     tok = load_tokenizer(Path(model_path))
     windower = Windower(tok, tcfg.max_length, tcfg.stride, tcfg.max_windows)
     torch.manual_seed(tcfg.seed)
-    model = load_model(Path(model_path), tcfg.kind, task, labels, train=True)
+    model = load_model(Path(model_path), tcfg.kind, task.name, labels, train=True)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, fused=True)
     batch = tcfg.batch_size * workers  # documents per optimizer step, as the stage's all workers together
     steps_total = math.ceil(n_docs / batch) * tcfg.epochs
@@ -73,7 +74,7 @@ def plain_loop(cfg_json: dict, model_path: str, labels: list[str], workers: int,
             rows, lab = make_batch({k: [v[i] for i in idx] for k, v in docs.items()}, windower, task, label_index, rng)
             for mb in length_buckets([len(r) for r in rows], batch, np.random.default_rng([tcfg.seed, epoch, c]), rng):
                 ids, mask = pad_batch([rows[i] for i in mb], tok.pad_token_id)
-                y = pad_batch([lab[i] for i in mb], IGNORE)[0] if task == "token" else torch.tensor([lab[i] for i in mb])
+                y = task.finetune_batch_targets([lab[i] for i in mb])
                 timer.lap("collate")
                 loss = model(input_ids=ids, attention_mask=mask, labels=y).loss
                 timer.lap("forward")

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from tgd.config import GraphConfig, RunConfig
 from tgd.schema import DOCUMENTS, GRAPHS, VOCAB, read_manifest, stage_dir, write_table
+from tgd.tasks import task_spec
 
 GRAPH_FIELDS = [f.name for f in GRAPHS.field("graph").type]
 
@@ -28,11 +29,12 @@ def build_shard(builder, task: str, src: Path, dst: Path) -> dict[str, Any]:
     """Parse one document shard and write its graphs; returns the shard's statistics."""
     t0, c0 = time.time(), time.process_time()
     docs = pq.read_table(src, schema=DOCUMENTS)
-    if task == "token":
+    spec = task_spec(task)
+    if spec.pretokenized:
         graphs = builder.build_pretokenized(docs.column("tokens").to_pylist())
     else:
         graphs = builder.build(docs.column("text").to_pylist())
-    graphs_b = builder.build(docs.column("text_b").to_pylist()) if task == "pair" else None
+    graphs_b = builder.build(docs.column("text_b").to_pylist()) if spec.paired else None
     table = pa.table({
         "id": docs.column("id"), "split": docs.column("split"), "label": docs.column("label"),
         "tags": docs.column("tags"), "score": docs.column("score"),

@@ -19,6 +19,7 @@ from pipeline import corpora
 from pipeline.readers import BadRow, InputError, read_records, resolve_files, storable, undecodable
 from tgd.config import DataConfig, RunConfig
 from tgd.schema import DOCUMENTS, REJECTS, SPLITS, shard_name, write_table
+from tgd.tasks import task_spec
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                  "val": "validation", "dev": "validation", "test": "test"}
@@ -43,90 +44,37 @@ def source_fingerprint(cfg: RunConfig) -> Any:
     return [[p, i.size, i.mtime_ns] for p, i in zip(files, fs.get_file_info(files))]
 
 
-def _required_columns(d: DataConfig) -> list[str]:
-    return {"classification": [d.text_column, d.label_column],
-            "token": [d.tokens_column, d.tags_column],
-            "pair": [d.text_a_column, d.text_b_column]}[d.task]
+class _FieldChecks:
+    """One field value's checks (``tgd.tasks.FieldChecks``): the task spec says which fields a row has."""
 
+    def __init__(self, max_chars: int, allowed: set[str] | None):
+        self.max_chars, self.allowed = max_chars, allowed
 
-def _text_problem(value: Any, name: str, max_chars: int) -> str | None:
-    if value is None:
-        return f"missing {name}"
-    if not isinstance(value, str):
-        return f"{name} is not text (got {type(value).__name__})"
-    if undecodable(value):
-        return "undecodable bytes (not UTF-8)"
-    if not value.strip():
-        return f"empty {name}"
-    if len(value) > max_chars:
-        return f"{name} too long ({len(value)} chars > data.max_chars={max_chars})"
-    return None
+    def text(self, value: Any, name: str) -> str | None:
+        if value is None:
+            return f"missing {name}"
+        if not isinstance(value, str):
+            return f"{name} is not text (got {type(value).__name__})"
+        if undecodable(value):
+            return "undecodable bytes (not UTF-8)"
+        if not value.strip():
+            return f"empty {name}"
+        if len(value) > self.max_chars:
+            return f"{name} too long ({len(value)} chars > data.max_chars={self.max_chars})"
+        return None
 
-
-def _label(value: Any, allowed: set[str] | None, name: str = "label") -> tuple[str | None, str | None]:
-    """-> (label, problem)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None, f"missing {name}"
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None, f"{name} is not a string or integer (got {type(value).__name__})"
-    if undecodable(value):
-        return None, "undecodable bytes (not UTF-8)"
-    label = str(value).strip()
-    if allowed is not None and label not in allowed:
-        return None, f"unknown {name}: {label!r} (allowed: {', '.join(sorted(allowed))})"
-    return label, None
-
-
-def validate(rec: dict[str, Any], d: DataConfig, allowed: set[str] | None) -> tuple[dict[str, Any] | None, str | None]:
-    """One input row -> (canonical fields, None) or (None, reason)."""
-    if d.task == "classification":
-        text = rec.get(d.text_column)
-        if problem := _text_problem(text, "text", d.max_chars):
-            return None, problem
-        label, problem = _label(rec.get(d.label_column), allowed)
-        return (None, problem) if problem else ({"text": text, "label": label}, None)
-    if d.task == "token":
-        tokens, tags = rec.get(d.tokens_column), rec.get(d.tags_column)
-        if not isinstance(tokens, list) or not tokens:
-            return None, "missing tokens" if not tokens else f"tokens is not a list (got {type(tokens).__name__})"
-        if not isinstance(tags, list) or len(tags) != len(tokens):
-            return None, f"tags must be a list as long as tokens ({len(tokens)})"
-        for t in tokens:
-            if problem := _text_problem(t, "token", d.max_chars):
-                return None, problem
-            if any(c.isspace() for c in t):
-                return None, f"token {t!r} contains whitespace"
-        clean_tags = []
-        for t in tags:
-            tag, problem = _label(t, allowed, "tag")
-            if problem:
-                return None, problem
-            clean_tags.append(tag)
-        text = " ".join(tokens)
-        if len(text) > d.max_chars:
-            return None, f"text too long ({len(text)} chars > data.max_chars={d.max_chars})"
-        return {"text": text, "tokens": tokens, "tags": clean_tags}, None
-    # pair
-    a, b = rec.get(d.text_a_column), rec.get(d.text_b_column)
-    for value, name in ((a, "text_a"), (b, "text_b")):
-        if problem := _text_problem(value, name, d.max_chars):
-            return None, problem
-    score, label = rec.get(d.score_column), rec.get(d.label_column)
-    out: dict[str, Any] = {"text": a, "text_b": b}
-    if score is not None and score != "":
-        try:
-            out["score"] = float(score)
-        except (TypeError, ValueError):
-            return None, f"score is not a number: {score!r}"
-        if out["score"] != out["score"]:
-            return None, "score is NaN"
-    if label is not None and label != "":
-        out["label"], problem = _label(label, allowed)
-        if problem:
-            return None, problem
-    if "score" not in out and "label" not in out:
-        return None, "missing score and label"
-    return out, None
+    def label(self, value: Any, name: str = "label") -> tuple[str | None, str | None]:
+        """-> (label, problem)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None, f"missing {name}"
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            return None, f"{name} is not a string or integer (got {type(value).__name__})"
+        if undecodable(value):
+            return None, "undecodable bytes (not UTF-8)"
+        label = str(value).strip()
+        if self.allowed is not None and label not in self.allowed:
+            return None, f"unknown {name}: {label!r} (allowed: {', '.join(sorted(self.allowed))})"
+        return label, None
 
 
 def content_id(doc: dict[str, Any]) -> str:
@@ -162,15 +110,17 @@ class _ShardWriter:
 
 def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     d = cfg.data
+    spec = task_spec(d.task)
     source, fmt = resolve_source(d)
     allowed = set(d.labels) if d.labels else None
+    check = _FieldChecks(d.max_chars, allowed)
     writer = _ShardWriter(out_dir / "documents", d.shard_words)
     rejects: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     splits: Counter = Counter()
     labels: Counter = Counter()
     n_input = 0
-    for rec in read_records(source, fmt, _required_columns(d), d.tokens_column, d.tags_column):
+    for rec in read_records(source, fmt, spec.required_columns(d), d.tokens_column, d.tags_column):
         if d.limit is not None and n_input >= d.limit:
             break
         n_input += 1
@@ -188,7 +138,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         if user_id is not None and undecodable(user_id):
             reject("undecodable bytes (not UTF-8) in id")
             continue
-        doc, problem = validate(value, d, allowed)
+        doc, problem = spec.validate(value, d, check)
         if problem:
             reject(problem)
             continue
@@ -207,7 +157,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
             split = corpora.hash_split(doc_id, d.split_fractions, d.split_seed)
         seen[doc_id] = rec.row
         splits[split] += 1
-        labels.update(doc["tags"] if d.task == "token" else [doc["label"]] if doc.get("label") else [])
+        labels.update(spec.labels(doc))
         writer.add({"id": doc_id, "row": rec.row, "split": split, **doc})
     writer.flush()
     write_table(pa.Table.from_pylist(rejects, schema=REJECTS), out_dir / "rejects.parquet", REJECTS)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tgd.errors import UserError
-from tgd.tasks import unsupported
+from tgd.tasks import task_spec, unsupported
 
 
 class ConfigError(UserError, ValueError):
@@ -346,9 +346,8 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _columns_distinct(self) -> "RunConfig":
-        d = self.data
-        if d.task == "classification" and d.text_column == d.label_column:
-            raise ValueError("data.text_column and data.label_column must differ")
+        if why := task_spec(self.data.task).columns_problem(self.data):
+            raise ValueError(why)
         return self
 
     @model_validator(mode="after")
@@ -367,7 +366,7 @@ class RunConfig(_Section):
         return self
 
     def _transfer_unsupported(self) -> str | None:
-        if self.data.task != "classification":
+        if not task_spec(self.data.task).transfer_set:
             return f"the transfer set is built for data.task=classification only, not {self.data.task}"
         if self.graph.merge_repeated:
             return "the transfer set augments token graphs (one node per word, in text order), not graph.merge_repeated"

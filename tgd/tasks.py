@@ -1,37 +1,160 @@
-"""What each task refuses, checked when the config is validated (before any stage runs).
+"""What a task is on the ground floor: the columns its rows carry, how ingest checks them and counts
+their labels, which texts the graph stage builds, and what the config refuses for it.
 
-The ground floor's part of the task interface; the training-side adapters are ``trainers/tasks/``.
-Each check returns why the config cannot work, naming the keys to change, or None.
+``pipeline/`` cannot import the training-side adapters (``trainers/tasks/``), so ingest, the graph
+stage and config validation ask ``task_spec(cfg.data.task)`` instead of branching on the task name.
+Refusals return why the config cannot work, naming the keys to change, or None.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, ClassVar, Protocol
 
 
-def _token(cfg) -> str | None:
-    if cfg.teacher.kind == "causal-lm":
-        return ("teacher.kind=causal-lm has no per-token label head, so data.task=token would pull the student's node "
-                "logits toward zeros: use an encoder teacher (teacher.kind=encoder)")
-    if cfg.graph.merge_repeated:
-        return ("graph.merge_repeated=true merges repeated words into one node, so the gold tags of data.task=token no "
-                "longer map one to one onto nodes: set graph.merge_repeated=false")
-    return None
+class FieldChecks(Protocol):
+    """Ingest's checks of one field value (decodable, not empty, not too long, an allowed label)."""
+
+    def text(self, value: Any, name: str) -> str | None:
+        """Why ``value`` is not a usable text, or None."""
+
+    def label(self, value: Any, name: str = "label") -> tuple[str | None, str | None]:
+        """-> (label, problem)."""
 
 
-def _pair(cfg) -> str | None:
-    if cfg.teacher.kind == "causal-lm":
-        return ("teacher.kind=causal-lm gives no sentence embeddings, which data.task=pair distils (the teacher's "
-                "similarity is the cosine of its mean-pooled embeddings): use an encoder teacher (teacher.kind=encoder)")
-    if "no_adaptive_t" in cfg.evaluate.ablations:
-        return ("evaluate.ablations has no_adaptive_t, but data.task=pair regresses the teacher's similarity (no "
-                "temperature to adapt), so that row would repeat the distilled one: drop no_adaptive_t")
-    return None
+class TaskSpec:
+    name: ClassVar[str]
+    pretokenized: ClassVar[bool] = False  # rows carry given tokens, one graph node each; ``text`` joins them by spaces
+    paired: ClassVar[bool] = False  # rows carry a second text, ``text_b``: its own graph, ``graph_b``
+    transfer_set: ClassVar[bool] = False  # the transfer stage's augmented copies fit this task
+
+    def required_columns(self, d) -> list[str]:
+        """The input columns every row of ``d`` (``DataConfig``) must have."""
+        raise NotImplementedError
+
+    def validate(self, rec: dict[str, Any], d, check: FieldChecks) -> tuple[dict[str, Any] | None, str | None]:
+        """One input row -> (canonical DOCUMENTS fields, None) or (None, reason)."""
+        raise NotImplementedError
+
+    def labels(self, doc: dict[str, Any]) -> list[str]:
+        """The labels one accepted row adds to the ingest label counts."""
+        return [doc["label"]] if doc.get("label") else []
+
+    def columns_problem(self, d) -> str | None:
+        """Why the column names in ``d`` (``DataConfig``) cannot be told apart, or None."""
+        return None
+
+    def unsupported(self, cfg) -> str | None:
+        """Why this task cannot run with the rest of ``cfg`` (``RunConfig``), or None."""
+        return None
 
 
-UNSUPPORTED: dict[str, Callable] = {"token": _token, "pair": _pair}
+class ClassificationSpec(TaskSpec):
+    name = "classification"
+    transfer_set = True
+
+    def required_columns(self, d):
+        return [d.text_column, d.label_column]
+
+    def validate(self, rec, d, check):
+        text = rec.get(d.text_column)
+        if problem := check.text(text, "text"):
+            return None, problem
+        label, problem = check.label(rec.get(d.label_column))
+        return (None, problem) if problem else ({"text": text, "label": label}, None)
+
+    def columns_problem(self, d):
+        return "data.text_column and data.label_column must differ" if d.text_column == d.label_column else None
+
+
+class TokenSpec(TaskSpec):
+    name = "token"
+    pretokenized = True
+
+    def required_columns(self, d):
+        return [d.tokens_column, d.tags_column]
+
+    def validate(self, rec, d, check):
+        tokens, tags = rec.get(d.tokens_column), rec.get(d.tags_column)
+        if not isinstance(tokens, list) or not tokens:
+            return None, "missing tokens" if not tokens else f"tokens is not a list (got {type(tokens).__name__})"
+        if not isinstance(tags, list) or len(tags) != len(tokens):
+            return None, f"tags must be a list as long as tokens ({len(tokens)})"
+        for t in tokens:
+            if problem := check.text(t, "token"):
+                return None, problem
+            if any(c.isspace() for c in t):
+                return None, f"token {t!r} contains whitespace"
+        clean_tags = []
+        for t in tags:
+            tag, problem = check.label(t, "tag")
+            if problem:
+                return None, problem
+            clean_tags.append(tag)
+        text = " ".join(tokens)
+        if len(text) > d.max_chars:
+            return None, f"text too long ({len(text)} chars > data.max_chars={d.max_chars})"
+        return {"text": text, "tokens": tokens, "tags": clean_tags}, None
+
+    def labels(self, doc):
+        return doc["tags"]
+
+    def unsupported(self, cfg):
+        if cfg.teacher.kind == "causal-lm":
+            return ("teacher.kind=causal-lm has no per-token label head, so data.task=token would pull the student's "
+                    "node logits toward zeros: use an encoder teacher (teacher.kind=encoder)")
+        if cfg.graph.merge_repeated:
+            return ("graph.merge_repeated=true merges repeated words into one node, so the gold tags of data.task=token "
+                    "no longer map one to one onto nodes: set graph.merge_repeated=false")
+        return None
+
+
+class PairSpec(TaskSpec):
+    name = "pair"
+    paired = True
+
+    def required_columns(self, d):
+        return [d.text_a_column, d.text_b_column]
+
+    def validate(self, rec, d, check):
+        a, b = rec.get(d.text_a_column), rec.get(d.text_b_column)
+        for value, name in ((a, "text_a"), (b, "text_b")):
+            if problem := check.text(value, name):
+                return None, problem
+        score, label = rec.get(d.score_column), rec.get(d.label_column)
+        out: dict[str, Any] = {"text": a, "text_b": b}
+        if score is not None and score != "":
+            try:
+                out["score"] = float(score)
+            except (TypeError, ValueError):
+                return None, f"score is not a number: {score!r}"
+            if out["score"] != out["score"]:
+                return None, "score is NaN"
+        if label is not None and label != "":
+            out["label"], problem = check.label(label)
+            if problem:
+                return None, problem
+        if "score" not in out and "label" not in out:
+            return None, "missing score and label"
+        return out, None
+
+    def unsupported(self, cfg):
+        if cfg.teacher.kind == "causal-lm":
+            return ("teacher.kind=causal-lm gives no sentence embeddings, which data.task=pair distils (the teacher's "
+                    "similarity is the cosine of its mean-pooled embeddings): use an encoder teacher (teacher.kind=encoder)")
+        if "no_adaptive_t" in cfg.evaluate.ablations:
+            return ("evaluate.ablations has no_adaptive_t, but data.task=pair regresses the teacher's similarity (no "
+                    "temperature to adapt), so that row would repeat the distilled one: drop no_adaptive_t")
+        return None
+
+
+SPECS: dict[str, TaskSpec] = {s.name: s for s in (ClassificationSpec(), TokenSpec(), PairSpec())}
+
+
+def task_spec(name: str) -> TaskSpec:
+    if name not in SPECS:
+        raise ValueError(f"data.task={name!r} is not a task; known: {', '.join(SPECS)}")
+    return SPECS[name]
 
 
 def unsupported(cfg) -> str | None:
     """Why ``cfg``'s task cannot run with the rest of ``cfg``, else None."""
-    check = UNSUPPORTED.get(cfg.data.task)
-    return check(cfg) if check else None
+    return task_spec(cfg.data.task).unsupported(cfg)

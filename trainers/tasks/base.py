@@ -1,10 +1,12 @@
 """The task interface: everything that differs between classification, token labelling and pairs.
 
 Stages ask the run's adapter (``trainers.tasks.get_task(cfg.data.task)``) instead of branching on the
-task name: what a training example's targets and teacher view are, which student head and teacher
-head it needs, what CE and KD compare in a batch, which metrics score it, and what a prediction
-record looks like. A new task is one new adapter file registered in ``trainers/tasks/__init__.py``
-(plus, for config validation, its refusals in ``tgd/tasks.py``: the ground floor cannot import this).
+task name: what the teacher fine-tunes on and how its outputs add up per document, what a training
+example's targets and teacher view are, which student head and teacher head it needs, what CE and KD
+compare in a batch, which metrics score it, and what a prediction record looks like. A new task is
+one new adapter file registered in ``trainers/tasks/__init__.py`` plus its ground-floor spec in
+``tgd/tasks.py`` (row columns and checks, graph inputs, config refusals: ``pipeline/`` and the config
+cannot import this).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from trainers.tasks.scores import accuracy_f1
 
 
 class Task:
@@ -25,6 +29,58 @@ class Task:
         """The headline metric for a run with these ingest labels (a task whose data may carry scores
         or labels, like pairs, picks by them)."""
         return self.metric
+
+    # ------------------------------------------------------------------ teacher
+    # The teacher stages (``trainers.teacher``) ask these: what fine-tuning trains on, how the windows'
+    # outputs of a document add up to its TEACHER row, and what the stored outputs are scored against.
+    teacher_as_is: ClassVar[str | None] = None  # why teacher-finetune keeps the given checkpoint (it has no label head)
+    teacher_texts: ClassVar[tuple[str, ...]] = ("text",)  # DOCUMENTS columns the teacher reads, one side each
+    teacher_gold: ClassVar[str] = "label"  # the DOCUMENTS column the teacher's outputs are scored against
+
+    def validation_nodes(self, tokens: list[str] | None) -> tuple[list[int], list[int]]:
+        """Character (starts, ends) of the nodes fine-tune validation scores in one document: none where
+        the target is the whole document."""
+        return [], []
+
+    def finetune_target(self, docs: dict[str, list], d: int, enc, a: int, b: int, windower, label_index: dict[str, int]):
+        """Fine-tuning target of document ``d``'s window [a, b) of its sub-words ``enc``: its label index."""
+        return label_index[docs["label"][d]]
+
+    def finetune_batch_targets(self, targets: list) -> torch.Tensor:
+        """One micro-batch's ``finetune_target`` values as the HF head's ``labels``."""
+        return torch.tensor(targets)
+
+    def add_teacher_window(self, acc: dict[str, Any], out: dict[str, np.ndarray], r: int, pos: np.ndarray,
+                           a: int, b: int, subwords: int) -> None:
+        """Add row ``r`` of a teacher forward's ``out`` (one window: sub-words [a, b) of ``subwords``, at
+        positions ``pos`` of the row) to its document side's running sums ``acc``: the logits."""
+        acc["logits"] = acc["logits"] + out["logits"][r]
+
+    def finish_teacher_row(self, row: dict[str, Any], accs: list[dict[str, Any]], groups, denom: np.ndarray,
+                           tcfg) -> None:
+        """Put a document's teacher outputs on its TEACHER ``row`` from the running sums of its sides
+        (``accs``; ``groups``: sub-words per node, ``denom``: windows per sub-word): the logits averaged
+        over windows, only the top ``teacher.topk`` kept (plus the probability mass of the rest)."""
+        acc = accs[0]
+        logits = (acc["logits"] / max(acc["n"], 1)).astype(np.float32)
+        k = tcfg.topk
+        if k and k < len(logits):
+            idx = np.argsort(-logits, kind="stable")[:k]
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            row["logits"], row["topk_index"] = logits[idx], idx.astype(np.int32)
+            row["topk_rest"] = float(max(1.0 - p[idx].sum(), 0.0))
+        else:
+            row["logits"] = logits
+
+    def teacher_predictions(self, row: dict[str, Any], gold, labels: list[str]) -> tuple[list, list]:
+        """(gold, teacher prediction) lists of one TEACHER row against its document's ``teacher_gold``."""
+        top = int(row["topk_index"][0]) if row.get("topk_index") is not None else int(np.argmax(row["logits"]))
+        return [gold], [labels[top]]
+
+    def teacher_scores(self, gold: list, pred: list, labels: list[str]) -> dict[str, float]:
+        """The teacher's quality over ``teacher_predictions`` pairs."""
+        return accuracy_f1(gold, pred, labels)
 
     # ------------------------------------------------------------------ data
     def decode_teacher(self, row: dict[str, Any], order: list[int], num_labels: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from trainers.tasks.base import Task, text_problem
-from trainers.tasks.scores import accuracy_f1
+from trainers.tasks.scores import accuracy_f1, pearson
 
 
 def rank_correlations(pred, gold) -> dict[str, float]:
@@ -67,6 +67,29 @@ class Pair(Task):
 
     def headline(self, labels: list[str]) -> str:
         return "accuracy" if labels else "spearman"
+
+    # ------------------------------------------------------------------ teacher
+    teacher_as_is = "pair task: the sentence-embedding model is the similarity teacher as it is"
+    teacher_texts = ("text", "text_b")
+    teacher_gold = "score"
+
+    def add_teacher_window(self, acc, out, r, pos, a, b, subwords):
+        """The window's mean-pooled last-layer states (the sentence embedding), summed over windows."""
+        m = out["mask"][r]
+        acc["emb"] = acc["emb"] + out["hidden"][r][m].mean(axis=0)
+
+    def finish_teacher_row(self, row, accs, groups, denom, tcfg):
+        """Each side's embedding averaged over its windows, and their cosine: the teacher's similarity."""
+        ea, eb = (acc["emb"] / max(acc["n"], 1) for acc in accs)
+        row["embedding_a"], row["embedding_b"] = ea.astype(np.float32), eb.astype(np.float32)
+        row["similarity"] = float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-12))
+
+    def teacher_predictions(self, row, gold, labels):
+        """The teacher's similarity against the gold score (none for a pair without a score)."""
+        return ([gold], [row["similarity"]]) if gold is not None else ([], [])
+
+    def teacher_scores(self, gold, pred, labels):
+        return {"pearson": pearson(pred, gold), "n": len(gold)}
 
     # ------------------------------------------------------------------ data
     def encode(self, enc, row: dict[str, Any]):

@@ -15,8 +15,17 @@ import torch
 from trainers.tasks.scores import normalized_entropy
 from trainers.tasks.base import Task, text_problem
 from trainers.tasks.scores import accuracy_f1
+from trainers.teacher.alignment import align_nodes, pool_nodes
+from trainers.teacher.model import IGNORE, pad_batch
 
 ENTITY_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
+
+
+def token_spans(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Character spans of given tokens in ``" ".join(tokens)`` (how ingest stores token-task text)."""
+    lens = np.array([len(t) for t in tokens], dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(lens + 1)[:-1]]) if len(lens) else lens
+    return start, start + lens
 
 
 def is_entity_scheme(labels: list[str]) -> bool:
@@ -34,6 +43,49 @@ def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, flo
 
 class Token(Task):
     name, head, teacher_head = "token", "node", "token"
+
+    # ------------------------------------------------------------------ teacher
+    teacher_gold = "tags"
+
+    def validation_nodes(self, tokens):
+        """The given tokens: validation aligns to them, as the graph nodes do."""
+        start, end = token_spans(tokens)
+        return start.tolist(), end.tolist()
+
+    def finetune_target(self, docs, d, enc, a, b, windower, label_index):
+        """Each node's tag on its first sub-word, IGNORE on the other sub-words and the special tokens."""
+        s, t = token_spans(list(docs["tokens"][d]))
+        sub = np.full(len(enc.ids), IGNORE, dtype=np.int64)
+        for g, tag in zip(align_nodes(s, t, enc.start, enc.end), docs["tags"][d]):
+            if len(g) and sub[g[0]] == IGNORE:
+                sub[g[0]] = label_index[tag]
+        return [IGNORE] * len(windower.prefix) + sub[a:b].tolist() + [IGNORE] * len(windower.suffix)
+
+    def finetune_batch_targets(self, targets):
+        return pad_batch(targets, IGNORE)[0]
+
+    def add_teacher_window(self, acc, out, r, pos, a, b, subwords):
+        """Per-sub-word logits, summed where windows overlap (a teacher without a token head: the logits)."""
+        if not ("logits" in out and out["logits"].ndim == 3):
+            return super().add_teacher_window(acc, out, r, pos, a, b, subwords)
+        tl = acc.setdefault("tok_logits", np.zeros((subwords, out["logits"].shape[-1]), np.float32))
+        tl[a:b] += out["logits"][r, pos]
+
+    def finish_teacher_row(self, row, accs, groups, denom, tcfg):
+        """Sub-word logits averaged over windows, pooled onto the nodes (``node_aligned``: some sub-word covers it)."""
+        if "tok_logits" not in accs[0]:
+            return super().finish_teacher_row(row, accs, groups, denom, tcfg)
+        nl, aligned = pool_nodes(accs[0]["tok_logits"] / denom, groups, tcfg.alignment)
+        row["node_logits"], row["node_aligned"] = nl.reshape(-1), aligned
+
+    def teacher_predictions(self, row, gold, labels):
+        """One pair per node; an unaligned node predicts None. A document whose tags do not map one to
+        one onto nodes (merged nodes) has none."""
+        tags = list(gold) if gold is not None else []
+        nl = np.asarray(row["node_logits"]).reshape(len(row["node_aligned"]), -1)
+        if len(tags) != len(nl):
+            return [], []
+        return tags, [labels[int(np.argmax(x))] if ok else None for x, ok in zip(nl, row["node_aligned"])]
 
     def set_targets(self, data, enc, label, tags, trow):
         n, C = data.num_nodes, len(enc.labels)

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,9 +39,11 @@ import pyarrow.parquet as pq
 from tgd.config import RunConfig, TeacherConfig
 from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, read_manifest, stage_dir
-from trainers.teacher.alignment import align_nodes
 from trainers.shard_split import split_config
-from trainers.teacher.model import IGNORE, Windower, head_labels, resolve_model_path, teacher_id, weights_fingerprint
+from trainers.teacher.model import Windower, head_labels, resolve_model_path, teacher_id, weights_fingerprint
+
+if TYPE_CHECKING:
+    from trainers.tasks import Task
 
 MODEL_DIR = "model"  # the best checkpoint as a HF directory, inside the stage directory
 PROGRESS_EVERY = 20  # steps between progress lines (rank 0)
@@ -51,28 +53,20 @@ DEEPSPEED_DIR = "deepspeed"  # inside a Ray Train checkpoint: DeepSpeed's per-ra
 HISTORY_FILE = "history.json"  # inside a Ray Train checkpoint: the epochs trained so far
 
 
-def token_spans(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Character spans of given tokens in ``" ".join(tokens)`` (how ingest stores token-task text)."""
-    lens = np.array([len(t) for t in tokens], dtype=np.int64)
-    start = np.concatenate([[0], np.cumsum(lens + 1)[:-1]]) if len(lens) else lens
-    return start, start + lens
-
-
 def training_rows(cfg: RunConfig, split: str) -> pa.Table:
+    from trainers.tasks import get_task
+
     cols = ["id", "split", "text", "text_b", "label", "tokens", "tags"]
     files = sorted((stage_dir(cfg, "ingest") / "documents").glob("part-*.parquet"))
     t = pa.concat_tables(pq.read_table(f, schema=DOCUMENTS, columns=cols, filters=[("split", "=", split)]) for f in files)
-    if cfg.data.task == "token":  # validation aligns to the given tokens, as the graph nodes do
-        spans = [token_spans(toks) for toks in t.column("tokens").to_pylist()]
-        t = t.append_column("node_start", pa.array([s.tolist() for s, _ in spans], pa.list_(pa.int64())))
-        t = t.append_column("node_end", pa.array([e.tolist() for _, e in spans], pa.list_(pa.int64())))
-    else:
-        t = t.append_column("node_start", pa.array([[]] * t.num_rows, pa.list_(pa.int64())))
-        t = t.append_column("node_end", pa.array([[]] * t.num_rows, pa.list_(pa.int64())))
+    task = get_task(cfg.data.task)
+    spans = [task.validation_nodes(toks) for toks in t.column("tokens").to_pylist()]
+    t = t.append_column("node_start", pa.array([s for s, _ in spans], pa.list_(pa.int64())))
+    t = t.append_column("node_end", pa.array([e for _, e in spans], pa.list_(pa.int64())))
     return t
 
 
-def make_batch(docs: dict[str, list], windower: Windower, task: str, label_index: dict[str, int],
+def make_batch(docs: dict[str, list], windower: Windower, task: Task, label_index: dict[str, int],
                rng: np.random.Generator) -> tuple[list[list[int]], list]:
     """One sampled window per document -> (input rows, labels per row)."""
     encs = windower.encode(docs["text"])
@@ -81,15 +75,7 @@ def make_batch(docs: dict[str, list], windower: Windower, task: str, label_index
         spans = windower.spans(len(e.ids))
         a, b = spans[int(rng.integers(len(spans)))]
         rows.append(windower.wrap(e.ids[a:b]))
-        if task == "token":
-            s, t = token_spans(list(docs["tokens"][d]))
-            sub = np.full(len(e.ids), IGNORE, dtype=np.int64)
-            for g, tag in zip(align_nodes(s, t, e.start, e.end), docs["tags"][d]):
-                if len(g) and sub[g[0]] == IGNORE:
-                    sub[g[0]] = label_index[tag]
-            labels.append([IGNORE] * len(windower.prefix) + sub[a:b].tolist() + [IGNORE] * len(windower.suffix))
-        else:
-            labels.append(label_index[docs["label"][d]])
+        labels.append(task.finetune_target(docs, d, e, a, b, windower, label_index))
     return rows, labels
 
 
@@ -131,12 +117,12 @@ def worker_loop(config: dict[str, Any]) -> None:
     import torch.distributed as dist
     from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
-    from trainers.tasks.scores import accuracy_f1
+    from trainers.tasks import get_task
     from trainers.teacher.outputs import process
     from trainers.teacher.model import TeacherForward, load_model, load_tokenizer, pad_batch
 
     tcfg = TeacherConfig.model_validate(config["teacher"])
-    task, labels, path = config["task"], config["labels"], Path(config["model_path"])
+    task, labels, path = get_task(config["task"]), config["labels"], Path(config["model_path"])
     label_index = {l: i for i, l in enumerate(labels)}
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(tcfg.seed)
@@ -155,7 +141,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     ds_config = training_config(tcfg.batch_size, zero, tcfg.lr, tcfg.weight_decay,
                                 steps * tcfg.epochs, int(tcfg.warmup_fraction * steps * tcfg.epochs))
     dschf = HfDeepSpeedConfig(ds_config) if zero == 3 else None  # noqa: F841
-    model = load_model(path, tcfg.kind, task, labels, train=True)
+    model = load_model(path, tcfg.kind, task.name, labels, train=True)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
                                       config=ds_config)
     tok = load_tokenizer(path)
@@ -175,7 +161,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     def evaluate() -> tuple[dict[str, float], list]:
         engine.module.eval()
         vcfg = tcfg.model_copy(update={"node_states": False, "topk": None})
-        fwd = TeacherForward(engine.module, "encoder", task, pad, device)
+        fwd = TeacherForward(engine.module, "encoder", task.name, pad, device)
         batches = ({k: list(v) for k, v in b.items()}
                    for b in ray.train.get_dataset_shard("validation").iter_batches(batch_size=256, batch_format="pandas"))
         gold_of = {}
@@ -183,7 +169,7 @@ def worker_loop(config: dict[str, Any]) -> None:
 
         def remember(b):
             for i, d in enumerate(b["id"]):
-                gold_of[d] = b["tags"][i] if task == "token" else b["label"][i]
+                gold_of[d] = b[task.teacher_gold][i]
             return b
 
         # Only ZeRO-3 forwards are collective (parameters gathered layer by layer): only then must a
@@ -191,13 +177,9 @@ def worker_loop(config: dict[str, Any]) -> None:
         for rows in process((remember(b) for b in batches), fwd, vcfg, task, windower, None, "",
                             any_all if zero == 3 else None):
             for r in rows:
-                if task == "token":
-                    nl = np.asarray(r["node_logits"]).reshape(len(r["node_aligned"]), -1)
-                    gold.extend(gold_of[r["id"]])
-                    pred.extend(labels[int(np.argmax(x))] if ok else None for x, ok in zip(nl, r["node_aligned"]))
-                else:
-                    gold.append(gold_of[r["id"]])
-                    pred.append(labels[int(np.argmax(r["logits"]))])
+                row_gold, row_pred = task.teacher_predictions(r, gold_of[r["id"]], labels)
+                gold.extend(row_gold)
+                pred.extend(row_pred)
         both = [None] * world
         dist.all_gather_object(both, (gold, pred))
         g = [x for gp in both for x in gp[0]]
@@ -206,7 +188,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         probe = config["probe_texts"]
         out = fwd([windower.wrap(e.ids[a:b]) for e in windower.encode(probe) for a, b in e.windows[:1]])
         engine.module.train()
-        return accuracy_f1(g, p, labels), out["logits"].tolist()
+        return task.teacher_scores(g, p, labels), out["logits"].tolist()
 
     def train_batches(epoch: int, timer: PhaseTimer):
         """(input ids, mask, targets) per micro-batch: a shuffle buffer of BUCKET_BATCHES micro-batches
@@ -222,7 +204,7 @@ def worker_loop(config: dict[str, Any]) -> None:
             order_rng = np.random.default_rng([tcfg.seed, epoch, c])  # the same on every worker
             for idx in length_buckets([len(r) for r in rows], tcfg.batch_size, order_rng, rng):
                 ids, mask = pad_batch([rows[i] for i in idx], pad)
-                y = pad_batch([lab[i] for i in idx], IGNORE)[0] if task == "token" else torch.tensor([lab[i] for i in idx])
+                y = task.finetune_batch_targets([lab[i] for i in idx])
                 timer.lap("collate")
                 yield ids, mask, y
 
@@ -363,24 +345,26 @@ def source_fingerprint(cfg: RunConfig) -> dict[str, Any]:
 
 
 def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
+    from trainers.tasks import get_task
+
     ingest = read_manifest(cfg, "ingest")
-    labels, task, t = ingest["labels"], cfg.data.task, cfg.teacher
+    labels, task, t = ingest["labels"], get_task(cfg.data.task), cfg.teacher
     base = resolve_model_path(t.model)
     skip = None
     if not t.finetune:
         skip = "teacher.finetune is false"
     elif t.kind == "causal-lm":
         skip = "causal-lm teachers are used zero-shot (prompt + verbalizer)"
-    elif task == "pair":
-        skip = "pair task: the sentence-embedding model is the similarity teacher as it is"
+    elif task.teacher_as_is:
+        skip = task.teacher_as_is
     if skip:
         have = head_labels(base)
-        if t.kind == "encoder" and task != "pair" and have != labels:
+        if t.kind == "encoder" and not task.teacher_as_is and have != labels:
             raise StageError(f"teacher.finetune is false but {base} has no head for labels {labels} "
                                f"(its head: {have}); fine-tune it or point teacher.model at a fine-tuned checkpoint")
         result = {"model_path": None, "skipped": skip}
     else:
         result = finetune(cfg, out_dir, base, labels)
     path = out_dir / result["model_path"] if result["model_path"] else base
-    return {"input_rows": ingest["accepted_rows"], "output_rows": 1, "labels": labels, "task": task,
+    return {"input_rows": ingest["accepted_rows"], "output_rows": 1, "labels": labels, "task": task.name,
             "teacher_id": teacher_id(t.model, path), **result}

@@ -27,7 +27,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,9 @@ from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, wri
 from trainers.teacher.alignment import align_nodes, pool_nodes
 from trainers.shard_split import split_config
 from trainers.teacher.model import Windower
+
+if TYPE_CHECKING:
+    from trainers.tasks import Task
 
 DOCS_PER_BATCH = 256
 # A part file per finished document batch: a killed run loses at most the batch in progress on each
@@ -55,13 +58,11 @@ ROWS_PER_BLOCK = 64  # documents per Ray Data block handed to a worker
 class DocBatch:
     """A batch of documents: their windows, the outputs gathered per window, and the finished rows."""
 
-    def __init__(self, docs: dict[str, list], tcfg: TeacherConfig, task: str, windower: Windower,
+    def __init__(self, docs: dict[str, list], tcfg: TeacherConfig, task: Task, windower: Windower,
                  projection: np.ndarray | None, teacher: str):
         self.docs, self.cfg, self.task, self.win, self.proj, self.teacher = docs, tcfg, task, windower, projection, teacher
         self.n = len(docs["id"])
-        self.sides = [windower.encode(docs["text"])]
-        if task == "pair":
-            self.sides.append(windower.encode(docs["text_b"]))
+        self.sides = [windower.encode(docs[column]) for column in task.teacher_texts]
         self.acc: dict[tuple[int, int], dict[str, Any]] = {}
         jobs = []
         for s, encs in enumerate(self.sides):
@@ -88,14 +89,7 @@ class DocBatch:
             pos = int(out["shift"][r]) + len(self.win.prefix) + np.arange(b - a)
             acc["n"] += 1
             acc["count"][a:b] += 1
-            if self.task == "pair":
-                m = out["mask"][r]
-                acc["emb"] = acc["emb"] + out["hidden"][r][m].mean(axis=0)
-            elif self.task == "token" and "logits" in out and out["logits"].ndim == 3:
-                tl = acc.setdefault("tok_logits", np.zeros((len(e.ids), out["logits"].shape[-1]), np.float32))
-                tl[a:b] += out["logits"][r, pos]
-            else:
-                acc["logits"] = acc["logits"] + out["logits"][r]
+            self.task.add_teacher_window(acc, out, r, pos, a, b, len(e.ids))
             if want_states and s == 0:
                 ts = acc.setdefault("tok_states", np.zeros((len(e.ids), out["hidden"].shape[-1]), np.float32))
                 ts[a:b] += out["hidden"][r, pos]
@@ -113,30 +107,11 @@ class DocBatch:
             }
             seen = acc["count"] > 0
             groups = None
-            if self.task == "token" or "tok_states" in acc:
+            if "tok_logits" in acc or "tok_states" in acc:  # per-sub-word sums pool onto the graph nodes
                 end = np.where(seen, e.end, e.start)  # sub-words no window covered cannot align
                 groups = align_nodes(self.docs["node_start"][d], self.docs["node_end"][d], e.start, end)
             denom = np.maximum(acc["count"], 1)[:, None]
-            if self.task == "pair":
-                ea = acc["emb"] / max(acc["n"], 1)
-                accb = self.acc[(d, 1)]
-                eb = accb["emb"] / max(accb["n"], 1)
-                row["embedding_a"], row["embedding_b"] = ea.astype(np.float32), eb.astype(np.float32)
-                row["similarity"] = float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-12))
-            elif self.task == "token" and "tok_logits" in acc:
-                nl, aligned = pool_nodes(acc["tok_logits"] / denom, groups, self.cfg.alignment)
-                row["node_logits"], row["node_aligned"] = nl.reshape(-1), aligned
-            else:
-                logits = (acc["logits"] / max(acc["n"], 1)).astype(np.float32)
-                k = self.cfg.topk
-                if k and k < len(logits):
-                    idx = np.argsort(-logits, kind="stable")[:k]
-                    p = np.exp(logits - logits.max())
-                    p /= p.sum()
-                    row["logits"], row["topk_index"] = logits[idx], idx.astype(np.int32)
-                    row["topk_rest"] = float(max(1.0 - p[idx].sum(), 0.0))
-                else:
-                    row["logits"] = logits
+            self.task.finish_teacher_row(row, [self.acc[(d, s)] for s in range(len(self.sides))], groups, denom, self.cfg)
             if "tok_states" in acc:
                 st, aligned = pool_nodes(acc["tok_states"] / denom, groups, self.cfg.alignment)
                 row["node_states"] = (st @ self.proj).astype(np.float16).reshape(-1)
@@ -145,7 +120,7 @@ class DocBatch:
         return rows
 
 
-def process(batches: Iterable[dict[str, list]], forward: Callable, tcfg: TeacherConfig, task: str, windower: Windower,
+def process(batches: Iterable[dict[str, list]], forward: Callable, tcfg: TeacherConfig, task: Task, windower: Windower,
             projection: np.ndarray | None, teacher: str, sync: Callable[[bool], bool] | None = None
             ) -> Iterator[list[dict[str, Any]]]:
     """Run the teacher over document batches; yields finished rows per document batch.
@@ -264,6 +239,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
+    from trainers.tasks import get_task
     from trainers.teacher.deepspeed_env import checkpoint_bytes, free_device_bytes, peak_memory_mb
     from trainers.teacher.model import TeacherForward, load_model, load_tokenizer, state_projection, verbalizer_ids
 
@@ -341,7 +317,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         progress()
         return out
 
-    for done in process(batches, forward_with_progress, tcfg, task, windower, proj, config["teacher_id"],
+    for done in process(batches, forward_with_progress, tcfg, get_task(task), windower, proj, config["teacher_id"],
                         sync if mode == "zero3" else None):
         buf.extend(done)
         rows += len(done)
@@ -403,39 +379,26 @@ def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[st
 
 # ---------------------------------------------------------------- quality of the stored outputs
 def teacher_scores(out_dir: Path, cfg: RunConfig, labels: list[str]) -> dict[str, Any]:
-    """Per split: accuracy + macro-F1 (classification), node accuracy (token), Pearson r (pair)."""
-    from trainers.tasks.scores import accuracy_f1, pearson
+    """Per split, the task's teacher scores: accuracy + macro-F1 (classification), node accuracy
+    (token), Pearson r (pair)."""
+    from trainers.tasks import get_task
 
+    task = get_task(cfg.data.task)
     all_rows = _read_outputs(out_dir).to_pylist()
-    if cfg.data.task == "pair":
-        cols = ["id", "label", "score"]
-    else:
-        cols = ["id", "label", "tags"] if cfg.data.task == "classification" else ["id", "tags"]
-    docs = pa.concat_tables(pq.read_table(f, schema=DOCUMENTS, columns=cols)
+    docs = pa.concat_tables(pq.read_table(f, schema=DOCUMENTS, columns=["id", task.teacher_gold])
                             for f in sorted((stage_dir(cfg, "ingest") / "documents").glob("part-*.parquet")))
-    truth = {c: dict(zip(docs.column("id").to_pylist(), docs.column(c).to_pylist())) for c in cols[1:]}
+    truth = dict(zip(docs.column("id").to_pylist(), docs.column(task.teacher_gold).to_pylist()))
     out: dict[str, Any] = {}
     for split in ("train", "validation", "test"):
         rows = [r for r in all_rows if r["split"] == split]
         if not rows:
             continue
-        if cfg.data.task == "classification":
-            pred = [labels[int(r["topk_index"][0]) if r["topk_index"] else int(np.argmax(r["logits"]))] for r in rows]
-            out[split] = accuracy_f1([truth["label"][r["id"]] for r in rows], pred, labels)
-        elif cfg.data.task == "token":
-            gold, pred = [], []
-            for r in rows:
-                tags = truth["tags"][r["id"]] or []
-                nl = np.asarray(r["node_logits"], dtype=np.float32).reshape(len(r["node_aligned"]), -1)
-                if len(tags) != len(nl):
-                    continue  # merged nodes: no one-to-one gold
-                for tag, row, ok in zip(tags, nl, r["node_aligned"]):
-                    gold.append(tag)
-                    pred.append(labels[int(np.argmax(row))] if ok else None)
-            out[split] = accuracy_f1(gold, pred, labels)
-        else:
-            pairs = [(r["similarity"], truth["score"][r["id"]]) for r in rows if truth["score"][r["id"]] is not None]
-            out[split] = {"pearson": pearson([p for p, _ in pairs], [s for _, s in pairs]), "n": len(pairs)}
+        gold, pred = [], []
+        for r in rows:
+            row_gold, row_pred = task.teacher_predictions(r, truth[r["id"]], labels)
+            gold.extend(row_gold)
+            pred.extend(row_pred)
+        out[split] = task.teacher_scores(gold, pred, labels)
     return out
 
 
