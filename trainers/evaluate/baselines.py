@@ -17,9 +17,11 @@ from trainers.tasks import get_task
 
 
 def gnn_baseline_config(cfg):
-    """The student architecture, CE only, no teacher signal (no curriculum, no teacher embeddings)."""
+    """The student architecture, CE only, no teacher signal (no curriculum, no teacher embeddings), at
+    its own learning rate (``evaluate.gnn_lr``): ``distill.lr`` is tuned with the KD losses on."""
+    lr = cfg.evaluate.gnn_lr or cfg.distill.lr
     return cfg.model_copy(update={"student": cfg.student.model_copy(update={"init_from_teacher": False}),
-                                  "distill": cfg.distill.model_copy(update={"use_teacher": False})})
+                                  "distill": cfg.distill.model_copy(update={"use_teacher": False, "lr": lr})})
 
 
 class BowMLP(nn.Module):
@@ -93,7 +95,7 @@ def train_baseline(task_name: str, train, val, vocab_size: int, labels: list[str
         return x[keep], y[keep]
 
     (xtr, ytr), (xva, yva) = xy(train), xy(val)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5, fused=True)
     best, best_state, history = -1.0, None, []
     g = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
