@@ -229,6 +229,43 @@ def test_length_buckets_cover_every_window_once_and_pad_less():
     assert length_ranks(distinct[0], 2) == length_ranks(distinct[1], 9) != sorted(length_ranks(distinct[0], 2))
 
 
+def test_several_windows_per_document_are_distinct_and_carry_its_label(tmp_path):
+    from trainers.tasks import get_task
+    from trainers.teacher.finetune import make_batch
+
+    win = Windower(tiny_tokenizer(tmp_path / "tok"), 24, 4, 8)
+    long_doc = " ".join(f"the plot {i} was very good" for i in range(30))  # no two windows alike
+    docs = {"text": ["dull film", long_doc], "label": ["rotten", "fresh"]}
+    n_long = len(win.spans(len(win.encode([long_doc])[0].ids)))
+    assert n_long > 3
+    rows, labels = make_batch(docs, win, get_task("classification"), {"fresh": 0, "rotten": 1},
+                              np.random.default_rng(0), per_doc=3)
+    assert labels == [1, 0, 0, 0] and len(rows) == 4  # the short document has one window: it gives that one
+    assert len({tuple(r) for r in rows[1:]}) == 3  # distinct windows of the long one
+    one, _ = make_batch(docs, win, get_task("classification"), {"fresh": 0, "rotten": 1}, np.random.default_rng(0))
+    assert len(one) == 2
+
+
+def test_epochs_without_improvement_counts_from_the_earliest_best():
+    from trainers.teacher.finetune import epochs_without_improvement
+
+    h = [{"val_macro_f1": f} for f in (0.5, 0.7, 0.6, 0.7)]
+    assert epochs_without_improvement(h[:2]) == 0 and epochs_without_improvement(h[:3]) == 1
+    assert epochs_without_improvement(h) == 2  # a tie is no improvement
+
+
+def test_finetune_stops_early_and_samples_several_windows(ray_local, tmp_path):
+    """A learning rate too small to change any prediction: validation never improves after epoch 0,
+    so patience 1 stops after epoch 1 of 4; three windows per document train on more windows."""
+    base = tiny_bert(tmp_path / "base")
+    cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=4, lr=1e-12, batch_size=4, warmup_fraction=0.0,
+                       patience=1, train_windows=3)
+    m = ensure(cfg, "teacher-finetune", **QUIET)
+    assert [h["epoch"] for h in m["history"]] == [0, 1] and m["stopped_early"]
+    assert m["history"][1]["val_macro_f1"] == m["history"][0]["val_macro_f1"] == m["best_validation"]["macro_f1"]
+    assert m["history"][0]["timing"]["train_windows"] > m["train_documents"]
+
+
 def test_finetune_auto_runs_zero0_and_zero2_still_trains(ray_local, tmp_path):
     base = tiny_bert(tmp_path / "base")
     cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=1, lr=3e-3, batch_size=4, warmup_fraction=0.0)

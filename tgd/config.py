@@ -292,7 +292,12 @@ class TeacherConfig(_Section):
         "auto", description="DeepSpeed ZeRO stage for fine-tuning; auto = 0 (plain data parallel, one gradient all-reduce "
         "per step) when fp32 weights + gradients + AdamW moments x memory_safety fit a worker's free device memory, "
         "else 2, else 3 (the choice and why go to the teacher-finetune manifest)")
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, description="fine-tuning epochs at most (see patience)")
+    patience: int | None = Field(None, ge=1, description="stop fine-tuning after this many epochs without a better "
+                                 "validation macro-F1 (early stopping); the best epoch is kept either way")
+    train_windows: int = Field(1, ge=1, description="windows sampled per document per fine-tuning epoch, each with "
+                               "the document's label (long documents: several, so an epoch sees more of each; a "
+                               "document with fewer windows gives all of them)")
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.06, ge=0, lt=1)

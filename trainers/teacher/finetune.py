@@ -3,8 +3,10 @@
 Data-parallel over ``ray.num_workers`` workers with ZeRO stage ``teacher.zero_stage`` (``auto``: 0,
 DeepSpeed's plain data parallel, whenever the fp32 weights, gradients and AdamW moments fit a worker;
 ZeRO-2 would add an all-gather of the updated parameters to every step for nothing); each worker
-reads its equal Ray Data shard of the training split. A long document contributes one randomly
-sampled window per epoch (not every window: Brown would cost ~20x more per epoch for little gain).
+reads its equal Ray Data shard of the training split. A long document contributes
+``teacher.train_windows`` randomly sampled windows per epoch (default one; every window would cost
+Brown ~20x more per epoch), each with the document's label. ``teacher.patience`` stops the epochs
+once validation macro-F1 has not improved for that many epochs.
 Micro-batches are cut from length-sorted shuffle buffers (``BUCKET_BATCHES`` micro-batches each), so
 a batch is padded to its own longest window, not to the longest of a random sample; the workers
 check that all still have data once per buffer, not once per step. The time split of each epoch's
@@ -67,16 +69,25 @@ def training_rows(cfg: RunConfig, split: str) -> pa.Table:
 
 
 def make_batch(docs: dict[str, list], windower: Windower, task: Task, label_index: dict[str, int],
-               rng: np.random.Generator) -> tuple[list[list[int]], list]:
-    """One sampled window per document -> (input rows, labels per row)."""
+               rng: np.random.Generator, per_doc: int = 1) -> tuple[list[list[int]], list]:
+    """``per_doc`` distinct sampled windows per document (all when it has fewer) -> (input rows,
+    labels per row)."""
     encs = windower.encode(docs["text"])
     rows, labels = [], []
     for d, e in enumerate(encs):
         spans = windower.spans(len(e.ids))
-        a, b = spans[int(rng.integers(len(spans)))]
-        rows.append(windower.wrap(e.ids[a:b]))
-        labels.append(task.finetune_target(docs, d, e, a, b, windower, label_index))
+        picks = rng.integers(len(spans), size=1) if per_doc == 1 else \
+            rng.choice(len(spans), size=min(per_doc, len(spans)), replace=False)
+        for a, b in (spans[int(i)] for i in picks):
+            rows.append(windower.wrap(e.ids[a:b]))
+            labels.append(task.finetune_target(docs, d, e, a, b, windower, label_index))
     return rows, labels
+
+
+def epochs_without_improvement(history: list[dict]) -> int:
+    """Epochs since validation macro-F1 last improved (a tie is no improvement)."""
+    best = max(range(len(history)), key=lambda i: (history[i]["val_macro_f1"], -i))
+    return len(history) - 1 - best
 
 
 def length_buckets(lengths: list[int], batch_size: int, order_rng: np.random.Generator,
@@ -192,7 +203,7 @@ def worker_loop(config: dict[str, Any]) -> None:
 
     def train_batches(epoch: int, timer: PhaseTimer):
         """(input ids, mask, targets) per micro-batch: a shuffle buffer of BUCKET_BATCHES micro-batches
-        is read, one window sampled per document, cut into length-sorted micro-batches."""
+        is read, ``train_windows`` windows sampled per document, cut into length-sorted micro-batches."""
         rng = np.random.default_rng([tcfg.seed, epoch, rank])  # windows and ties: per worker
         chunk = BUCKET_BATCHES * tcfg.batch_size
         it = ray.train.get_dataset_shard("train").iter_batches(
@@ -200,7 +211,8 @@ def worker_loop(config: dict[str, Any]) -> None:
             local_shuffle_seed=tcfg.seed + epoch)
         for c, b in enumerate(it):
             timer.lap("ray_data")
-            rows, lab = make_batch({k: list(v) for k, v in b.items()}, windower, task, label_index, rng)
+            rows, lab = make_batch({k: list(v) for k, v in b.items()}, windower, task, label_index, rng,
+                                  tcfg.train_windows)
             order_rng = np.random.default_rng([tcfg.seed, epoch, c])  # the same on every worker
             for idx in length_buckets([len(r) for r in rows], tcfg.batch_size, order_rng, rng):
                 ids, mask = pad_batch([rows[i] for i in idx], pad)
@@ -218,6 +230,11 @@ def worker_loop(config: dict[str, Any]) -> None:
             print(f"[teacher-finetune] resuming from the checkpoint of epoch {history[-1]['epoch']}: "
                   f"{tcfg.epochs - len(history)} of {tcfg.epochs} epochs left", flush=True)
     for epoch in range(len(history), tcfg.epochs):
+        if tcfg.patience and history and epochs_without_improvement(history) >= tcfg.patience:
+            if rank == 0:
+                print(f"[teacher-finetune] early stop after epoch {epoch - 1}: validation macro-F1 has not improved "
+                      f"for {tcfg.patience} epoch(s) (teacher.patience)", flush=True)
+            break
         t0 = time.time()
         torch.manual_seed(tcfg.seed * 100_003 + epoch * 101 + rank)  # dropout per epoch: a resumed epoch replays it
         timer = PhaseTimer()
@@ -283,11 +300,21 @@ def worker_loop(config: dict[str, Any]) -> None:
                              checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _steps_per_epoch(train_rows: int, cfg: RunConfig) -> int:
-    per_worker = train_rows // cfg.ray.num_workers
-    if cfg.teacher.max_train_docs:
-        per_worker = min(per_worker, cfg.teacher.max_train_docs // cfg.ray.num_workers)
-    return max(math.ceil(per_worker / cfg.teacher.batch_size), 1)
+def _steps_per_epoch(train: pa.Table, cfg: RunConfig, base: Path) -> int:
+    """Optimizer steps per epoch (the LR schedule's length): a worker's documents x the mean number
+    of windows sampled per document (counted with the teacher's tokenizer when several are)."""
+    t = cfg.teacher
+    per_worker = train.num_rows // cfg.ray.num_workers
+    if t.max_train_docs:
+        per_worker = min(per_worker, t.max_train_docs // cfg.ray.num_workers)
+    per_doc = 1.0
+    if t.train_windows > 1:
+        from trainers.teacher.model import load_tokenizer
+
+        windower = Windower(load_tokenizer(base), t.max_length, t.stride, t.max_windows)
+        per_doc = float(np.mean([min(t.train_windows, len(windower.spans(len(e.ids))))
+                                 for e in windower.encode(train.column("text").to_pylist())]))
+    return max(math.ceil(per_worker * per_doc / t.batch_size), 1)
 
 
 def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> dict[str, Any]:
@@ -302,7 +329,7 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
     probe_texts = val.column("text").to_pylist()[:PROBE_DOCS]
     config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
               "model_path": str(base), "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
-              "steps_per_epoch": _steps_per_epoch(train.num_rows, cfg), "probe_texts": probe_texts}
+              "steps_per_epoch": _steps_per_epoch(train, cfg, base), "probe_texts": probe_texts}
     trainer = make_trainer(
         cfg, worker_loop, config, name="teacher-finetune", storage=out_dir / "_ray", stage="teacher-finetune",
         max_failures=cfg.teacher.max_failures,
@@ -322,6 +349,7 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
     history = json.loads(latest["history"])
     shutil.rmtree(out_dir / "_ray", ignore_errors=True)
     return {"model_path": MODEL_DIR, "best_epoch": best["epoch"], "history": history,
+            "stopped_early": len(history) < cfg.teacher.epochs,
             "best_validation": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
             "train_documents": train.num_rows, "validation_documents": val.num_rows,
             "steps_per_epoch": config["steps_per_epoch"], "zero_stage": latest["zero_stage"],
