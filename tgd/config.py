@@ -203,6 +203,9 @@ class DistillConfig(_Section):
     batch_size: int = Field(64, gt=0)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="validate, keep and export an exponential moving "
+                                    "average of the student's weights (decay per optimizer step; e.g. 0.99 averages "
+                                    "over ~100 steps); null: the raw weights")
     train_fraction: float = Field(1.0, gt=0, le=1, description="use this fraction of the training split (small-data runs)")
     seed: int = 0
     max_failures: int = Field(1, ge=0, description="Ray Train restarts from the latest checkpoint after a worker dies")
