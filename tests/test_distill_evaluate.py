@@ -77,4 +77,22 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     md = (out / "metrics.md").read_text()
     assert "| distilled | spacy | " in md and "| distilled_int8 | spacy | " in md and " ± " in md and "| distilled - bow |" in md
     assert "Teacher check: teacher stronger than bag-of-words" in md
+    # the distillation check compares the rows' own best validation scores, mean over seeds
+    check = by["distilled"]["distillation_check"]
+    val = lambda name, seeds: [load_student(out / "models" / f"{name}-seed{s}" / "student.pt")[2]["extra"]["val_accuracy"]
+                               for s in seeds]
+    gnn_val = sum(val("gnn", (0, 1))) / 2
+    distilled_val = (load_student(tmp_path / "run" / "distill" / "student.pt")[2]["extra"]["val_accuracy"]
+                     + val("distilled", (1,))[0]) / 2
+    assert abs(check["gnn_val"] - gnn_val) < 1e-9 and abs(check["distilled_val"] - distilled_val) < 1e-9
+    assert check["behind"] == (distilled_val <= gnn_val) and "Distillation check: " in md
     assert (out / "accuracy_latency_params.png").stat().st_size > 0 and (out / "learning_curves.png").is_file()
+
+
+def test_distillation_check_warns_when_the_plain_gnn_is_level_or_ahead():
+    ahead = evaluate.distillation_check({"distilled": [0.81, 0.83], "gnn": [0.80, 0.80]})
+    assert not ahead["behind"] and abs(ahead["distilled_val"] - 0.82) < 1e-9 and "ahead of the GNN" in ahead["message"]
+    behind = evaluate.distillation_check({"distilled": [0.93], "gnn": [0.93, 0.95]}, "token_accuracy")
+    assert behind["behind"] and "distill.alpha_kl" in behind["message"] and "tgd tune" in behind["message"]
+    assert "**WARNING** Distillation check: " in evaluate.markdown([{"model": "gnn", "accuracy": 0.9}], distill_check=behind)
+    assert evaluate.distillation_check({"distilled": [0.9]}) is None  # no GNN row: nothing to compare

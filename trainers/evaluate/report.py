@@ -218,9 +218,27 @@ def plot_rows(rows: list[dict], path: Path, headline: str = "accuracy") -> None:
 TASK_METRICS = ("token_accuracy", "entity_precision", "entity_recall", "entity_f1", "spearman", "pearson")
 
 
+def distillation_check(val: dict[str, list[float]], headline: str = "accuracy") -> dict[str, Any] | None:
+    """Did distilling beat training on labels alone, on validation (mean over seeds of each row's
+    best validation score)? A teacher can be stronger than bag-of-words and still pull the student
+    down when its KD weight is too high for the corpus: say so, and what to do."""
+    if not val.get("distilled") or not val.get("gnn"):
+        return None
+    d, g = float(np.mean(val["distilled"])), float(np.mean(val["gnn"]))
+    behind = d <= g
+    if behind:
+        msg = (f"on validation the GNN without teacher is level with or ahead of the distilled student ({headline} {g:.4f} "
+               f"vs {d:.4f}): distillation does not help with these settings; search distill.alpha_kl (the KD "
+               "weight) and the curriculum on validation with `tgd tune`, or deploy the GNN without teacher")
+    else:
+        msg = f"distilled ahead of the GNN without teacher on validation ({headline} {d:.4f} vs {g:.4f})"
+    return {"distilled_val": d, "gnn_val": g, "behind": behind, "message": msg}
+
+
 def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None,
-             headline: str = "accuracy") -> str:
-    """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the teacher check."""
+             headline: str = "accuracy", distill_check: dict | None = None) -> str:
+    """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the teacher and
+    distillation checks."""
     extra = [k for k in TASK_METRICS if k != headline and any(k in r for r in rows)]  # the task's own metrics
     cols = ["model", "graph", headline, "seeds", *extra, "macro_f1", "agreement", "params", "latency_ms_b1",
             "latency_ms_b64", "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
@@ -241,6 +259,8 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
                   for c in comparisons]
     if teacher_check and teacher_check.get("weaker") is not None:
         lines += ["", ("**WARNING** " if teacher_check["weaker"] else "") + f"Teacher check: {teacher_check['message']}."]
+    if distill_check:
+        lines += ["", ("**WARNING** " if distill_check["behind"] else "") + f"Distillation check: {distill_check['message']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -308,10 +328,12 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     test = tests[cfg.graph.parser]
     rows = [teacher_rows(cfg, test, labels, texts, min(ev.latency_docs, 64))]
     correct: dict[str, np.ndarray] = {}  # name -> (seeds x test documents) prediction is right
+    val_scores: dict[str, list[float]] = {}  # name -> best validation score per seed
     for name, runs in models.items():
         per_seed, right = [], []
         for k, (seed, path, parser) in enumerate(runs):
             model, enc, blob = load_student(path)
+            val_scores.setdefault(name, []).append(blob["extra"]["val_accuracy"])
             data = [enc.restrict(d) for d in tests[parser]]
             m, ok = _score(model, data, labels)
             per_seed.append(m); right.append(ok)
@@ -366,14 +388,20 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
         by_name[c["row"]][f"ci95_vs_{c['baseline']}"] = c["ci95"]
     if prepared.teacher_check:
         by_name["distilled"]["teacher_check"] = prepared.teacher_check
+    distill_check = distillation_check(val_scores, headline)
+    if distill_check:
+        by_name["distilled"]["distillation_check"] = distill_check
+        if distill_check["behind"]:
+            log(f"[evaluate] WARNING: {distill_check['message']}")
     (out_dir / "metrics.json").write_text(json.dumps(rows, indent=2))
-    table = markdown(rows, comparisons, prepared.teacher_check, headline)
+    table = markdown(rows, comparisons, prepared.teacher_check, headline, distill_check)
     (out_dir / "metrics.md").write_text(table)
     plot_rows(rows, out_dir / "accuracy_latency_params.png", headline)
     _learning_curves({name: runs[0][1] for name, runs in models.items()}, out_dir / "learning_curves.png", headline)
     log("\n" + table)
     return {"input_rows": len(test), "output_rows": len(rows), "rows": {r["model"]: round(r[headline], 4) for r in rows},
-            "differences": {f"{c['row']} - {c['baseline']}": c["ci95"] for c in comparisons}}
+            "differences": {f"{c['row']} - {c['baseline']}": c["ci95"] for c in comparisons},
+            "distillation_check": distill_check}
 
 
 def bow_latency(bow, tokens: list[torch.Tensor], texts: list[str], vocab: list[str], tokenizer) -> dict[str, float]:
