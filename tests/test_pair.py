@@ -105,7 +105,7 @@ def pair_fixture(path, n: int = 90, seed: int = 0):
     return path
 
 
-@pytest.mark.slow  # ~1.5 min; the pair pieces are covered by the other tests here and test_serving_tasks
+@pytest.mark.slow  # ~2 min; the pair pieces are covered by the other tests here and test_serving_tasks
 def test_pair_task_runs_every_stage_through_the_cli(ray_local, tmp_path):
     data, base = pair_fixture(tmp_path / "pairs.jsonl"), tiny_bert(tmp_path / "teacher")  # no head: embeddings
     cfg = tmp_path / "pair.yaml"
@@ -117,6 +117,7 @@ def test_pair_task_runs_every_stage_through_the_cli(ray_local, tmp_path):
         "student": {"hidden": 32, "heads": 2, "pos_dim": 8},
         "distill": {"epochs_align": 1, "epochs_fusion": 2, "epochs_adaptive": 1, "batch_size": 16},
         "evaluate": {"seeds": 1, "ablations": [], "latency_docs": 5, "e2e_docs": 5, "bootstrap_resamples": 100},
+        "tune": {"num_samples": 2, "grace_epochs": 1, "space": {"distill.alpha_kl": [0.2, 0.7]}},
     }))
     assert main(["run", str(cfg)]) == 0
     rows = {r["model"]: r for r in json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())}
@@ -130,3 +131,7 @@ def test_pair_task_runs_every_stage_through_the_cli(ray_local, tmp_path):
     history = json.loads((tmp_path / "run" / "distill" / "history.json").read_text())
     assert [h["stage"] for h in history] == ["align", "fusion", "fusion", "adaptive"]
     assert "loss_bridge" in history[0]  # the sentence-level bridge trains in the align stage
+    # tune searches on the pair task's headline metric (validation Spearman)
+    assert main(["tune", str(cfg)]) == 0
+    trials = json.loads((tmp_path / "run" / "tune" / "trials.json").read_text())
+    assert len(trials) == 2 and all(t["val_accuracy"] is not None and -1 <= t["val_accuracy"] <= 1 for t in trials)

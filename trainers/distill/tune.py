@@ -2,7 +2,8 @@
 
 Each trial is one distilled student trained in a single process (the loop of ``trainers.distill.loop.fit``,
 with the distill stage's global batch) on one shared object-store copy of the encoded graphs; it
-reports its validation accuracy after every epoch, and ASHA (Li et al. 2020) stops the weaker trials
+reports its validation score after every epoch (the task's headline metric: accuracy, or Spearman
+for pair scores; kept under the key ``val_accuracy``), and ASHA (Li et al. 2020) stops the weaker trials
 at rungs of ``grace_epochs`` x ``reduction_factor``^k epochs, so most of the budget goes to the
 promising settings. Trials draw their settings at random from ``tune.space``. Only the validation
 split is used: the test split stays for ``tgd evaluate``. The best settings are written as a run
@@ -35,10 +36,13 @@ def _trial(settings: dict[str, Any], base: dict[str, Any], prepared: Prepared) -
 
     from tgd.config import RunConfig
 
-    cfg = with_settings(RunConfig.model_validate(base), settings)
+    from trainers.tasks import get_task
 
-    def report(row, _snapshot):
-        tune.report({"val_accuracy": row["val_accuracy"], "val_macro_f1": row["val_macro_f1"], "epoch": row["epoch"]})
+    cfg = with_settings(RunConfig.model_validate(base), settings)
+    headline = get_task(cfg.data.task).headline(prepared.enc.labels)
+
+    def report(row, _snapshot):  # "val_accuracy": the task's headline metric (Spearman for pair scores), as in fit
+        tune.report({"val_accuracy": row[f"val_{headline}"], "epoch": row["epoch"]})
 
     fit_local(cfg, prepared, True, Path("."), FitContext(report=report))  # Path("."): the trial's directory
 
