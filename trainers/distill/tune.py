@@ -35,7 +35,6 @@ def _trial(settings: dict[str, Any], base: dict[str, Any], prepared: Prepared) -
     from ray import tune
 
     from tgd.config import RunConfig
-
     from trainers.tasks import get_task
 
     cfg = with_settings(RunConfig.model_validate(base), settings)
