@@ -76,6 +76,7 @@ def make_batch(docs: dict[str, list], windower: Windower, task: Task, label_inde
     rows, labels = [], []
     for d, e in enumerate(encs):
         spans = windower.spans(len(e.ids))
+        # one window: the draw the stage always made (runs stay reproducible); several: distinct ones
         picks = rng.integers(len(spans), size=1) if per_doc == 1 else \
             rng.choice(len(spans), size=min(per_doc, len(spans)), replace=False)
         for a, b in (spans[int(i)] for i in picks):
