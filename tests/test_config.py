@@ -121,6 +121,22 @@ def test_tune_space_keys_and_values_are_validated():
         RunConfig.model_validate({"tune": {"space": {"distill.lr": [0.01, -1]}}})
 
 
+def test_tune_space_defaults_to_the_tasks_own_and_each_validates():
+    """Without tune.space each task searches its own space (pairs: a bridge weight two decades above
+    classification's); every task's space passes the same validation as a user's, and a given space wins."""
+    from tgd.config import RunConfig, TuneConfig
+    from tgd.tasks import SPECS
+
+    for name, spec in SPECS.items():
+        TuneConfig(space=spec.tune_space)  # raises if a key or value is not valid
+        assert RunConfig.model_validate({"data": {"task": name}}).tune_space() == spec.tune_space
+    pair = RunConfig.model_validate({"data": {"task": "pair"}}).tune_space()
+    assert min(pair["distill.beta_bridge"]) > max(RunConfig().tune_space()["distill.beta_bridge"])
+    assert "distill.temperature" not in pair  # pair KD regresses the similarity: no temperature to search
+    given = {"distill.alpha_kl": [0.2]}
+    assert RunConfig.model_validate({"data": {"task": "pair"}, "tune": {"space": given}}).tune_space() == given
+
+
 # ------------------------------------------------------------------ per-stage resources (ray.stages)
 TRAINING = ("teacher-finetune", "teacher-logits", "distill", "evaluate", "tune")
 

@@ -264,15 +264,15 @@ class TuneConfig(_Section):
     grace_epochs: int = Field(2, ge=1, description="ASHA: epochs every trial trains before it may be stopped")
     reduction_factor: int = Field(3, ge=2, description="ASHA: keep the best 1/reduction_factor at each rung")
     seed: int = 0
-    space: dict[str, list[Any]] = Field(
-        {"distill.lr": [1e-3, 3e-3, 1e-2], "distill.alpha_kl": [0.5, 0.7, 0.9], "distill.temperature": [1.0, 2.0, 4.0],
-         "distill.beta_bridge": [0.0, 0.1, 0.3], "student.dropout": [0.1, 0.3, 0.5],
-         "student.init_from_teacher": [False, True]},
-        description="section.key -> the values to choose from (student and distill keys only)")
+    space: dict[str, list[Any]] | None = Field(
+        None, description="section.key -> the values to choose from (student and distill keys only); null: the "
+                          "task's own space (tgd/tasks.py `tune_space`)")
 
     @field_validator("space")
     @classmethod
-    def _keys_exist(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _keys_exist(cls, v: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if v is None:
+            return v
         sections = {"student": StudentConfig, "distill": DistillConfig}
         for key, values in v.items():
             section, _, name = key.partition(".")
@@ -396,6 +396,10 @@ class RunConfig(_Section):
         if self.transfer.copies is not None:
             return self.transfer.copies
         return 0 if self._transfer_unsupported() else DEFAULT_COPIES
+
+    def tune_space(self) -> dict[str, list[Any]]:
+        """What `tgd tune` searches: ``tune.space``, or when null the task's own space."""
+        return self.tune.space if self.tune.space is not None else task_spec(self.data.task).tune_space
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections: what decides whether a stage's output is stale.

@@ -5,8 +5,8 @@ with the distill stage's global batch) on one shared object-store copy of the en
 reports its validation score after every epoch (the task's headline metric: accuracy, or Spearman
 for pair scores; kept under the key ``val_accuracy``), and ASHA (Li et al. 2020) stops the weaker trials
 at rungs of ``grace_epochs`` x ``reduction_factor``^k epochs, so most of the budget goes to the
-promising settings. Trials draw their settings at random from ``tune.space``. Only the validation
-split is used: the test split stays for ``tgd evaluate``. The best settings are written as a run
+promising settings. Trials draw their settings at random from ``tune.space`` (null: the task's own
+space, ``tgd/tasks.py``). Only the validation split is used: the test split stays for ``tgd evaluate``. The best settings are written as a run
 config (``RUN_DIR/tune/best.yaml``) that ``tgd run`` takes as it is; the earlier stages stay up to date.
 """
 from __future__ import annotations
@@ -63,10 +63,11 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), prepared=prepared),
         {"cpu": cfg.ray.cpus_per_worker})
-    log(f"[tune] {tc.num_samples} trials over {', '.join(tc.space)}; ASHA: {epochs} epochs at most, "
+    space = cfg.tune_space()
+    log(f"[tune] {tc.num_samples} trials over {', '.join(space)}; ASHA: {epochs} epochs at most, "
         f"grace {tc.grace_epochs}, reduction {tc.reduction_factor}")
     tuner = tune.Tuner(
-        trainable, param_space={k: tune.choice(v) for k, v in tc.space.items()},
+        trainable, param_space={k: tune.choice(v) for k, v in space.items()},
         tune_config=tune.TuneConfig(
             metric="val_accuracy", mode="max", num_samples=tc.num_samples,
             search_alg=BasicVariantGenerator(random_state=tc.seed),
@@ -89,7 +90,7 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
     best = max(done, key=lambda t: t["val_accuracy"])
     (out_dir / BEST_CONFIG).write_text(dump_yaml(with_settings(cfg, best["settings"])))
     (out_dir / "trials.json").write_text(json.dumps(trials, indent=2))
-    (out_dir / "trials.md").write_text(_markdown(trials, list(cfg.tune.space)))
+    (out_dir / "trials.md").write_text(_markdown(trials, list(space)))
     log("\n" + (out_dir / "trials.md").read_text())
     log(f"[tune] best validation accuracy {best['val_accuracy']:.4f} with {best['settings']}; "
         f"run it: tgd run {out_dir / BEST_CONFIG}")
