@@ -77,7 +77,11 @@ def load_texts(cfg, vocab_docs: int) -> tuple[list[str], list[str], list[str]]:
 def make_teacher(cfg, labels):
     import torch
 
-    from trainers.teacher.model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
+    from trainers.teacher.inference import pad_batch
+
+    from trainers.teacher.model import load_model, load_tokenizer, resolve_model_path
+
+    from trainers.teacher.windows import Windower
 
     t = cfg.teacher
     path = resolve_model_path(t.model)

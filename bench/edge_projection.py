@@ -2,7 +2,7 @@
 
 (a) PyG's ``TransformerConv`` projecting every edge's embedding (``lin_edge`` on an edges x hidden
     matrix, forward and backward), as the student did before;
-(b) ``trainers.student.encoder.TypedLayer``: the edge-type table and the weight vector projected
+(b) ``trainers.student.conv.TransformerLayer``: the edge-type table and the weight vector projected
     once per batch, then gathered (same parameters, same function: checked here first).
 One training step = forward through ``--layers`` layers, backward, AdamW step, on a synthetic batch
 the size of a distill batch (default: 128 rt-sentiment graphs ~ 2.7k nodes, 15k directed edges),
@@ -24,19 +24,18 @@ from torch import nn
 from torch_geometric.nn import TransformerConv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers.student.encoder import TypedLayer  # noqa: E402
+from trainers.student.conv import TransformerLayer  # noqa: E402
 
 
-class PerEdgeLayer(TypedLayer):
+class PerEdgeLayer(TransformerLayer):
     """(a): the same layer with the per-edge projection of plain ``TransformerConv``."""
 
     def __init__(self, hidden, types, heads, dropout):
-        super().__init__(hidden, types, heads, "transformer", dropout)
+        super().__init__(hidden, types, heads, dropout)
         self.conv = TransformerConv(hidden, hidden // heads, heads=heads, edge_dim=hidden, dropout=dropout)
 
-    def forward(self, h, edge_index, edge_type, edge_weight):
-        e = self.type_emb(edge_type) + edge_weight.unsqueeze(-1) * self.weight_vec
-        return self.norm(h + self.drop(torch.relu(self.conv(h, edge_index, e))))
+    def messages(self, h, edge_index, edge_type, edge_weight):
+        return self.conv(h, edge_index, self.type_emb(edge_type) + edge_weight.unsqueeze(-1) * self.weight_vec)
 
 
 def main() -> None:
@@ -58,7 +57,7 @@ def main() -> None:
     et, ew = torch.randint(0, a.types, (a.edges,)), torch.rand(a.edges)
 
     # Same function: (b) loaded with (a)'s parameters gives (a)'s output (dropout off).
-    ref, new = PerEdgeLayer(a.hidden, a.types, a.heads, 0.0).eval(), TypedLayer(a.hidden, a.types, a.heads, "transformer", 0.0).eval()
+    ref, new = PerEdgeLayer(a.hidden, a.types, a.heads, 0.0).eval(), TransformerLayer(a.hidden, a.types, a.heads, 0.0).eval()
     ref.weight_vec.data.normal_()
     new.load_state_dict(ref.state_dict())
     with torch.no_grad():
@@ -70,7 +69,7 @@ def main() -> None:
         return m, torch.optim.AdamW(m.parameters())
 
     kinds = {"per_edge": model(PerEdgeLayer, a.hidden, a.types, a.heads, 0.3),
-             "projected": model(lambda *x: TypedLayer(x[0], x[1], x[2], "transformer", x[3]), a.hidden, a.types, a.heads, 0.3)}
+             "projected": model(TransformerLayer, a.hidden, a.types, a.heads, 0.3)}
     seconds = {k: 0.0 for k in kinds}
     for r in range(a.rounds + 1):  # round 0 warms up
         for k, (m, opt) in kinds.items():

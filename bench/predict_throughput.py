@@ -46,7 +46,9 @@ def teacher_docs_per_s(cfg, texts: list[str], batch_size: int) -> float:
     import torch
 
     from trainers.teacher.finetune import finetuned_model_dir
-    from trainers.teacher.model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
+    from trainers.teacher.inference import pad_batch
+    from trainers.teacher.model import load_model, load_tokenizer, resolve_model_path
+    from trainers.teacher.windows import Windower
 
     t = cfg.teacher
     path = finetuned_model_dir(cfg) or resolve_model_path(t.model)

@@ -32,7 +32,7 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
     import torch
     from torch_geometric.data import Batch
 
-    from trainers.distill import losses
+    from trainers.distill.bridge import AttentionBridge
     from trainers.distill.data import unpack
     from trainers.distill.loop import Distiller, _step_loss
     from trainers.student.checkpoint import build_student
@@ -41,7 +41,7 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
     torch.manual_seed(0)
     train = [d for _, _, d in unpack(prepared.splits["train"])]
     student = build_student(prepared.enc, cfg.student, prepared.task)
-    model = Distiller(student, losses.AttentionBridge(cfg.student.hidden, prepared.state_dim))
+    model = Distiller(student, AttentionBridge(cfg.student.hidden, prepared.state_dim))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.distill.lr, weight_decay=cfg.distill.weight_decay, fused=True)
     rng, bs = np.random.default_rng(0), cfg.distill.batch_size * cfg.ray.num_workers
     t0 = time.perf_counter()

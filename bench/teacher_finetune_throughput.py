@@ -41,7 +41,9 @@ def plain_loop(cfg_json: dict, model_path: str, labels: list[str], workers: int,
     from tgd.config import RunConfig
     from trainers.tasks import get_task
     from trainers.teacher.finetune import BUCKET_BATCHES, PhaseTimer, length_buckets, make_batch, training_rows
-    from trainers.teacher.model import Windower, load_model, load_tokenizer, pad_batch
+    from trainers.teacher.inference import pad_batch
+    from trainers.teacher.model import load_model, load_tokenizer
+    from trainers.teacher.windows import Windower
 
     torch.set_num_threads(threads)
     cfg = RunConfig.model_validate(cfg_json)

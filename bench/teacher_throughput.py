@@ -37,7 +37,9 @@ def plain_inference(model_path: str, labels: list[str], texts: list[str], teache
 
     from tgd.config import TeacherConfig
     from trainers.teacher.deepspeed_env import peak_memory_mb
-    from trainers.teacher.model import TeacherForward, Windower, load_model, load_tokenizer
+    from trainers.teacher.inference import TeacherForward
+    from trainers.teacher.model import load_model, load_tokenizer
+    from trainers.teacher.windows import Windower
 
     torch.set_num_threads(threads)
     tcfg = TeacherConfig.model_validate(teacher)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.distill import curriculum, losses
+from trainers.distill import bridge as bridges, curriculum, losses, temperature
 
 
 def test_kd_kl_matches_hand_computation_with_t_squared():
@@ -38,14 +38,14 @@ def test_ce_ignores_negative_targets():
 
 
 def test_adaptive_temperature_rule():
-    T = losses.adaptive_temperature(torch.tensor([[0.0, 0.0], [100.0, 0.0]]), 1.0, 4.0)
+    T = temperature.adaptive_temperature(torch.tensor([[0.0, 0.0], [100.0, 0.0]]), 1.0, 4.0)
     assert T[0].item() == pytest.approx(1.0, abs=1e-5)  # uniform teacher -> t_min
     assert T[1].item() == pytest.approx(4.0, abs=1e-4)  # one-hot teacher -> t_max
 
 
 def test_bridge_loss_decreases_when_trained_and_ignores_unaligned_nodes():
     torch.manual_seed(0)
-    bridge = losses.AttentionBridge(hidden=16, state_dim=4)
+    bridge = bridges.AttentionBridge(hidden=16, state_dim=4)
     h = torch.randn(10, 16)
     batch = torch.tensor([0] * 6 + [1] * 4)
     target = torch.randn(10, 4)

@@ -15,7 +15,9 @@ from tests.teacher_fixtures import review_corpus, tiny_bert, tiny_tokenizer
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_table
 from tgd.stages import ensure, is_up_to_date
 from trainers.teacher.alignment import align_nodes, pool_nodes
-from trainers.teacher.model import TeacherForward, Windower, load_model, load_tokenizer
+from trainers.teacher.inference import TeacherForward
+from trainers.teacher.model import load_model, load_tokenizer
+from trainers.teacher.windows import Windower
 
 LABELS = ["fresh", "rotten"]
 QUIET = dict(log=lambda _: None)

@@ -2,7 +2,7 @@
 
 Stages (epochs per stage in ``distill``): ``align`` (attention-bridge loss only; when the teacher
 stored no node states, KL on logits stands in), ``fusion`` (CE + KL at fixed T, + bridge),
-``adaptive`` (CE + KL at the per-sample temperature of ``losses.adaptive_temperature``). A stage with
+``adaptive`` (CE + KL at the per-sample temperature of ``temperature.adaptive_temperature``). A stage with
 0 epochs is skipped (ablation); without a teacher every epoch is plain CE.
 
 Difficulty of a training document = mean of two ranks in [0, 1]: the teacher's normalised entropy

@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 
 from tgd.schema import TRANSFER_SPLIT
-from trainers.distill import curriculum, losses
+from trainers.distill import curriculum, temperature
 from trainers.distill.data import Prepared, prepare, subsample, unpack
 from trainers.distill.sampling import GraphSampler
 from trainers.student.subgraph import decompose
@@ -107,7 +107,7 @@ def _step_loss(model, batch, stage: str, cfg, has_states: bool, gate: bool = Fal
             total = parts["kl"]
     else:
         if stage == "adaptive" and cfg.adaptive_temperature and task.soft_labels:
-            temp = losses.adaptive_temperature(t_kd, cfg.t_min, cfg.t_max).detach()
+            temp = temperature.adaptive_temperature(t_kd, cfg.t_min, cfg.t_max).detach()
         parts["ce"] = task.gold_loss(logits, y)
         parts["kl"] = task.kd_loss(s_kd, t_kd, temp, kd_weight) if len(t_kd) else logits.sum() * 0
         total = (1 - cfg.alpha_kl) * parts["ce"] + cfg.alpha_kl * parts["kl"]

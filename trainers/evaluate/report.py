@@ -26,6 +26,7 @@ import torch
 from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, read_table, stage_dir
 from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
+from trainers.evaluate.latency import bow_latency, student_latency, teacher_latency
 from trainers.distill.data import prepare, unpack
 from trainers.distill.loop import metrics, predict, train_student_local
 from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
@@ -130,35 +131,6 @@ def train_rows(rows: dict[str, Any], sets: dict[str, Any], models_dir: Path, log
     return {name: done[name] for name in rows}
 
 
-def _timed(fn: Callable[[], Any], n_docs: int, repeat: int = 1) -> float:
-    """Milliseconds per document (best of ``repeat``)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t0)
-    return 1000 * best / max(n_docs, 1)
-
-
-def student_latency(model, datas, texts, enc, builder, predictor: Callable) -> dict[str, float]:
-    """Model-only latency on prepared graphs, and end to end from raw text through ``predictor``
-    (serving's Predictor class, handed in by the composition root: trainers never import serving)."""
-    from torch_geometric.data import Batch
-
-    model.eval()
-    b1 = [Batch.from_data_list([d]) for d in datas]
-    b64 = [Batch.from_data_list(datas[i:i + 64]) for i in range(0, len(datas), 64)]
-
-    def run(batches):
-        with torch.no_grad():
-            for b in batches:
-                model(b)
-
-    predictor = predictor(model, enc, builder)  # raw text -> graph -> student: the deployed path
-    run(b1[:5])
-    return {"latency_ms_b1": _timed(lambda: run(b1), len(b1)), "latency_ms_b64": _timed(lambda: run(b64), len(datas)),
-            "e2e_latency_ms_b1": _timed(lambda: predictor.predict_logits(texts, batch_size=1), len(texts)),
-            "e2e_latency_ms_b64": _timed(lambda: predictor.predict_logits(texts, batch_size=64), len(texts))}
-
-
 def teacher_rows(cfg, test: list, labels: list[str], texts: list[str], n_lat: int) -> dict[str, Any]:
     """Scores from the teacher's stored test outputs (decoded by the task onto each test graph);
     params and latency from the fine-tuned checkpoint."""
@@ -167,32 +139,14 @@ def teacher_rows(cfg, test: list, labels: list[str], texts: list[str], n_lat: in
     row = {"model": "teacher", **metrics(pred, gold, pred, labels, False, task.name, [d.num_nodes for d in test]),
            "agreement": 1.0}
     from trainers.teacher.finetune import finetuned_model_dir
-    from trainers.teacher.model import Windower, load_model, load_tokenizer, pad_batch, resolve_model_path
+    from trainers.teacher.model import load_model, load_tokenizer, resolve_model_path
+    from trainers.teacher.windows import Windower
 
     path, t = finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model), cfg.teacher
     tok, model = load_tokenizer(path), load_model(path, t.kind, cfg.data.task, labels).eval()
     row["params"] = count_params(model)
     win = Windower(tok, t.max_length, t.stride, t.max_windows)  # the windows the teacher stage uses
-
-    def windows(text):
-        e = win.encode([text])[0]
-        return [win.wrap(e.ids[a:b]) for a, b in e.windows]
-
-    def forward(seqs):  # logits only: what a deployed teacher computes
-        ids, mask = pad_batch(seqs, tok.pad_token_id)
-        with torch.no_grad():
-            return model(input_ids=ids, attention_mask=mask)[0]  # head logits, or pooled-over states (pair)
-
-    pre = [windows(x) for x in texts[:n_lat]]
-    forward(pre[0])
-    flat = [w for p in pre for w in p]
-    row["latency_ms_b1"] = _timed(lambda: [forward(p) for p in pre], len(pre))
-    row["latency_ms_b64"] = _timed(lambda: [forward(flat[i:i + 64]) for i in range(0, len(flat), 64)], len(pre))
-    e2e = texts[: max(1, n_lat // 4)]
-    row["e2e_latency_ms_b1"] = _timed(lambda: [forward(windows(x)) for x in e2e], len(e2e))
-    row["e2e_latency_ms_b64"] = _timed(lambda: [forward([w for x in e2e[i:i + 64] for w in windows(x)])
-                                                for i in range(0, len(e2e), 64)], len(e2e))
-    return row
+    return {**row, **teacher_latency(model, win, tok.pad_token_id, texts, n_lat)}
 
 
 def plot_rows(rows: list[dict], path: Path, headline: str = "accuracy") -> None:
@@ -402,28 +356,6 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     return {"input_rows": len(test), "output_rows": len(rows), "rows": {r["model"]: round(r[headline], 4) for r in rows},
             "differences": {f"{c['row']} - {c['baseline']}": c["ci95"] for c in comparisons},
             "distillation_check": distill_check}
-
-
-def bow_latency(bow, tokens: list[torch.Tensor], texts: list[str], vocab: list[str], tokenizer) -> dict[str, float]:
-    """Model-only latency per document on word ids (featurised + forward), and end to end from raw
-    text (spaCy tokenizer + features + model)."""
-    w = {t: i for i, t in enumerate(vocab)}
-
-    def e2e(batch: int):
-        with torch.no_grad():
-            for i in range(0, len(texts), batch):
-                ids = [torch.tensor([w.get(tok.lower_, 1) for tok in doc if not tok.is_space], dtype=torch.long)
-                       for doc in tokenizer.pipe(texts[i:i + batch])]
-                bow(bow.featurize(ids))
-
-    xs1 = [bow.featurize([t]) for t in tokens]
-    xs64 = [bow.featurize(tokens[i:i + 64]) for i in range(0, len(tokens), 64)]
-    with torch.no_grad():
-        out = {"latency_ms_b1": _timed(lambda: [bow(x) for x in xs1], len(tokens)),
-               "latency_ms_b64": _timed(lambda: [bow(x) for x in xs64], len(tokens))}
-    out["e2e_latency_ms_b1"] = _timed(lambda: e2e(1), len(texts))
-    out["e2e_latency_ms_b64"] = _timed(lambda: e2e(64), len(texts))
-    return out
 
 
 COMPARISONS = (("distilled", "gnn"), ("distilled", "bow"), ("distilled_small", "gnn_small"))

@@ -1,67 +1,16 @@
-"""Edge-type-aware message passing over the text graph.
-
-``transformer`` (default): TransformerConv whose attention and messages see an edge embedding =
-type embedding + weight x learned vector, so dependency relations, their reverses and weighted
-co-occurrence edges are told apart with few parameters (the embedding costs ``types x hidden``).
-``rgcn``: RGCNConv with basis decomposition (one weight matrix per relation, shared bases); edge
-weights are ignored. Both keep a residual path + LayerNorm so deep stacks and isolated nodes work.
-
-The edge embedding is linear in (type, weight), and so is TransformerConv's edge projection: the layer
-projects the type table and the weight vector once per batch and gathers, instead of projecting every
-edge (an edges x hidden x hidden matmul per layer, forward and backward, the largest single cost of
-a training step). Same function and the same parameters as plain ``TransformerConv``.
-"""
+"""The student's message-passing stack: ``student.layers`` layers of the ``student.conv`` kind
+(``trainers.student.conv``), each typed by the edge's relation."""
 from __future__ import annotations
 
-import math
-
-import torch
-import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import RGCNConv, TransformerConv
-from torch_geometric.utils import softmax
 
-
-class ProjectedEdgeTransformerConv(TransformerConv):
-    """``TransformerConv`` whose ``edge_attr`` arrives already multiplied by ``lin_edge`` (the weight
-    stays here, so checkpoints keep their keys)."""
-
-    def message(self, query_i: torch.Tensor, key_j: torch.Tensor, value_j: torch.Tensor, edge_attr: torch.Tensor,
-                index: torch.Tensor, ptr: torch.Tensor | None, size_i: int | None) -> torch.Tensor:
-        e = edge_attr.view(-1, self.heads, self.out_channels)
-        alpha = (query_i * (key_j + e)).sum(dim=-1) / math.sqrt(self.out_channels)
-        alpha = softmax(alpha, index, ptr, size_i)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        return (value_j + e) * alpha.view(-1, self.heads, 1)
-
-
-class TypedLayer(nn.Module):
-    def __init__(self, hidden: int, num_edge_types: int, heads: int, conv: str, dropout: float):
-        super().__init__()
-        self.kind = conv
-        if conv == "transformer":
-            self.type_emb = nn.Embedding(num_edge_types, hidden)
-            self.weight_vec = nn.Parameter(torch.zeros(hidden))
-            self.conv = ProjectedEdgeTransformerConv(hidden, hidden // heads, heads=heads, edge_dim=hidden, dropout=dropout)
-        else:
-            self.conv = RGCNConv(hidden, hidden, num_edge_types, num_bases=min(8, num_edge_types))
-        self.norm = nn.LayerNorm(hidden)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, h, edge_index, edge_type, edge_weight):
-        if self.kind == "transformer":
-            w = self.conv.lin_edge.weight  # (lin_edge(type_emb[t] + weight * vec) = table[t] + weight * lin_edge(vec))
-            e = F.linear(self.type_emb.weight, w)[edge_type] + edge_weight.unsqueeze(-1) * F.linear(self.weight_vec, w)
-            m = self.conv(h, edge_index, e)
-        else:
-            m = self.conv(h, edge_index, edge_type)
-        return self.norm(h + self.drop(torch.relu(m)))
+from trainers.student.conv import CONVS
 
 
 class Encoder(nn.Module):
     def __init__(self, hidden: int, num_edge_types: int, layers: int, heads: int, conv: str, dropout: float):
         super().__init__()
-        self.layers = nn.ModuleList(TypedLayer(hidden, num_edge_types, heads, conv, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(CONVS[conv](hidden, num_edge_types, heads, dropout) for _ in range(layers))
 
     def forward(self, h, edge_index, edge_type, edge_weight):
         for layer in self.layers:

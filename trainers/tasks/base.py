@@ -125,7 +125,7 @@ class Task:
     def make_bridge(self, student, state_dim: int, example) -> torch.nn.Module | None:
         """The training-only bridge module (``example``: one training ``Data``), or None: the
         attention bridge over the teacher's node states when it stored any."""
-        from trainers.distill.losses import AttentionBridge
+        from trainers.distill.bridge import AttentionBridge
 
         return AttentionBridge(student.hidden, state_dim) if state_dim else None
 

@@ -16,7 +16,8 @@ from trainers.tasks.scores import normalized_entropy
 from trainers.tasks.base import Task, text_problem
 from trainers.tasks.scores import accuracy_f1
 from trainers.teacher.alignment import align_nodes, pool_nodes
-from trainers.teacher.model import IGNORE, pad_batch
+from trainers.teacher.inference import pad_batch
+from trainers.teacher.model import IGNORE
 
 ENTITY_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
 

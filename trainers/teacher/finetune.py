@@ -42,7 +42,8 @@ from tgd.config import RunConfig, TeacherConfig
 from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, read_manifest, stage_dir
 from trainers.shard_split import split_config
-from trainers.teacher.model import Windower, head_labels, resolve_model_path, teacher_id, weights_fingerprint
+from trainers.teacher.model import head_labels, resolve_model_path, teacher_id, weights_fingerprint
+from trainers.teacher.windows import Windower
 
 if TYPE_CHECKING:
     from trainers.tasks import Task
@@ -131,7 +132,8 @@ def worker_loop(config: dict[str, Any]) -> None:
 
     from trainers.tasks import get_task
     from trainers.teacher.outputs import process
-    from trainers.teacher.model import TeacherForward, load_model, load_tokenizer, pad_batch
+    from trainers.teacher.inference import TeacherForward, pad_batch
+    from trainers.teacher.model import load_model, load_tokenizer
 
     tcfg = TeacherConfig.model_validate(config["teacher"])
     task, labels, path = get_task(config["task"]), config["labels"], Path(config["model_path"])

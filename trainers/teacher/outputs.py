@@ -39,7 +39,7 @@ from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
 from trainers.teacher.alignment import align_nodes, pool_nodes
 from trainers.shard_split import split_config
-from trainers.teacher.model import Windower
+from trainers.teacher.windows import Windower
 
 if TYPE_CHECKING:
     from trainers.tasks import Task
@@ -241,7 +241,8 @@ def worker_loop(config: dict[str, Any]) -> None:
 
     from trainers.tasks import get_task
     from trainers.teacher.deepspeed_env import checkpoint_bytes, free_device_bytes, peak_memory_mb
-    from trainers.teacher.model import TeacherForward, load_model, load_tokenizer, state_projection, verbalizer_ids
+    from trainers.teacher.inference import TeacherForward, verbalizer_ids
+    from trainers.teacher.model import load_model, load_tokenizer, state_projection
 
     t0 = time.time()
     tcfg = TeacherConfig.model_validate(config["teacher"])
