@@ -57,7 +57,8 @@ def main() -> None:
     et, ew = torch.randint(0, a.types, (a.edges,)), torch.rand(a.edges)
 
     # Same function: (b) loaded with (a)'s parameters gives (a)'s output (dropout off).
-    ref, new = PerEdgeLayer(a.hidden, a.types, a.heads, 0.0).eval(), TransformerLayer(a.hidden, a.types, a.heads, 0.0).eval()
+    ref = PerEdgeLayer(a.hidden, a.types, a.heads, 0.0).eval()
+    new = TransformerLayer(a.hidden, a.types, a.heads, 0.0).eval()
     ref.weight_vec.data.normal_()
     new.load_state_dict(ref.state_dict())
     with torch.no_grad():

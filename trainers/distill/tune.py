@@ -6,8 +6,9 @@ reports its validation score after every epoch (the task's headline metric: accu
 for pair scores; kept under the key ``val_accuracy``), and ASHA (Li et al. 2020) stops the weaker trials
 at rungs of ``grace_epochs`` x ``reduction_factor``^k epochs, so most of the budget goes to the
 promising settings. Trials draw their settings at random from ``tune.space`` (null: the task's own
-space, ``tgd/tasks.py``). Only the validation split is used: the test split stays for ``tgd evaluate``. The best settings are written as a run
-config (``RUN_DIR/tune/best.yaml``) that ``tgd run`` takes as it is; the earlier stages stay up to date.
+space, ``tgd/tasks.py``). Only the validation split is used: the test split stays for ``tgd
+evaluate``. The best settings are written as a run config (``RUN_DIR/tune/best.yaml``) that ``tgd
+run`` takes as it is; the earlier stages stay up to date.
 """
 from __future__ import annotations
 
