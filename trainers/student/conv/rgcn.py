@@ -8,6 +8,7 @@ from trainers.student.conv.base import TypedLayer
 
 
 class RGCNLayer(TypedLayer):
+    # ``heads`` is unused: every layer in ``CONVS`` takes the same arguments
     def __init__(self, hidden: int, num_edge_types: int, heads: int, dropout: float):
         super().__init__(hidden, dropout)
         self.conv = RGCNConv(hidden, hidden, num_edge_types, num_bases=min(8, num_edge_types))
