@@ -154,7 +154,7 @@ def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: F
     torch.manual_seed(dcfg.seed)
     student = build_student(enc, scfg, task)
     if config.get("init_embeddings") is not None:
-        student.word.weight.data.copy_(torch.as_tensor(config["init_embeddings"]))
+        student.word.weight.data.copy_(torch.tensor(config["init_embeddings"]))  # a copy: the array arrives read-only
     bridge = (get_task(task).make_bridge(student, config["state_dim"], train[0] if train else None)
               if has_teacher and dcfg.bridge else None)
     raw = Distiller(student, bridge).to(device)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tgd.errors import StageError
-from tgd.schema import DOCUMENTS, read_table, stage_dir
+from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
 from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
 from trainers.evaluate.latency import bow_latency, student_latency, teacher_latency
 from trainers.distill.data import prepare, unpack
@@ -254,6 +254,9 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     torch.set_num_threads(1)
     ev = cfg.evaluate
     prepared = prepare(cfg, use_teacher=True, edges="hybrid")  # every row's edges are a subset of these
+    # The distill stage's verdict on the teacher, when it made one: its student was trained under it, so every
+    # retrained row is too, and the baseline behind it is not trained again (minutes on a large corpus).
+    prepared.teacher_check = (read_manifest(cfg, "distill") or {}).get("teacher_check")
     ensure_teacher_check(prepared, cfg)  # once, shared by every row
     test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
     if not test_ids:
