@@ -101,3 +101,15 @@ def test_distillation_check_warns_when_the_plain_gnn_is_level_or_ahead():
     assert behind["behind"] and "distill.alpha_kl" in behind["message"] and "tgd tune" in behind["message"]
     assert "**WARNING** Distillation check: " in evaluate.markdown([{"model": "gnn", "accuracy": 0.9}], distill_check=behind)
     assert evaluate.distillation_check({"distilled": [0.9]}) is None  # no GNN row: nothing to compare
+
+
+def test_rows_finished_by_an_interrupted_attempt_are_kept(tmp_path):
+    """A resumed evaluate (same config) does not train again a row whose student finished: its
+    ``history.json``, written last, is there. The row's config is None: training it would raise."""
+    row = tmp_path / "models" / "gnn-seed0"
+    row.mkdir(parents=True)
+    (row / "student.pt").write_bytes(b"finished"); (row / "history.json").write_text("[]")
+    logs: list[str] = []
+    kept = evaluate.train_rows({"gnn-seed0": None}, {}, tmp_path / "models", logs.append)
+    assert kept == {"gnn-seed0": (row / "student.pt").resolve()}
+    assert logs == ["[evaluate] 1 students kept from the interrupted attempt: gnn-seed0"]

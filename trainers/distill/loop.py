@@ -322,8 +322,8 @@ def _finish(cfg, out_dir: Path, config: dict, prepared: Prepared, use_teacher: b
     """Save the best epoch's student, its history and learning curves; the run's summary."""
     save_student(out_dir / "student.pt", best["state"], GraphEncoding(**config["encoding"]), cfg.student, prepared.task,
                  {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "use_teacher": use_teacher})
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
     plot_history(history, out_dir / "learning_curves.png")
+    (out_dir / "history.json").write_text(json.dumps(history, indent=2))  # last: marks a finished student
     return {"train_docs": train_docs, "epochs": len(history), "best_epoch": best["epoch"],
             "val_accuracy": best["accuracy"], "history": history, "teacher_check": prepared.teacher_check,
             "teacher_gate": config["teacher_gate"]}

@@ -111,17 +111,24 @@ def _train_row(cfg, out_dir: Path, prepared) -> Path:
 def train_rows(rows: dict[str, Any], sets: dict[str, Any], models_dir: Path, log=print) -> dict[str, Path]:
     """Train every row's student side by side: one Ray task per row (``ray.cpus_per_worker`` CPUs
     each), reading its prepared graphs from the object store (put once, shared by the rows); Ray
-    runs as many at once as the cluster has CPUs for."""
+    runs as many at once as the cluster has CPUs for. A row finished by an interrupted attempt of the
+    stage is kept: the stage resumes only under the same config, and ``history.json`` is a row's
+    last file, so it marks a finished one."""
     import ray
 
-    shared = {parser: ray.put(p) for parser, p in sets.items()}
+    done = {name: (models_dir / name).resolve() / "student.pt" for name in rows
+            if (models_dir / name / "history.json").is_file()}
+    if done:
+        log(f"[evaluate] {len(done)} students kept from the interrupted attempt: {', '.join(done)}")
+    todo = {name: c for name, c in rows.items() if name not in done}
+    shared = {parser: ray.put(p) for parser, p in sets.items() if any(c.graph.parser == parser for c in todo.values())}
     t0 = time.time()
-    log(f"[evaluate] training {len(rows)} students as parallel Ray tasks: {', '.join(rows)}")
+    if todo:
+        log(f"[evaluate] training {len(todo)} students as parallel Ray tasks: {', '.join(todo)}")
     refs = {}
-    for name, c in rows.items():
+    for name, c in todo.items():
         task = ray.remote(num_cpus=c.ray.cpus_per_worker)(_train_row)
         refs[task.remote(c, (models_dir / name).resolve(), shared[c.graph.parser])] = name
-    done: dict[str, Path] = {}
     pending = list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
