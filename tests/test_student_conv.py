@@ -1,10 +1,11 @@
 """The student's layers (trainers/student/conv): the typed transformer layer is plain PyG
-TransformerConv on the edge embedding, and checkpoints keep their parameter names."""
+TransformerConv on the edge embedding, the GINE layer computes GINE's sum, and checkpoints keep their
+parameter names."""
 import pytest
 import torch
 from torch_geometric.nn import TransformerConv
 
-from trainers.student.conv import CONVS, TransformerLayer
+from trainers.student.conv import CONVS, GINELayer, TransformerLayer
 from trainers.student.encoder import Encoder
 
 
@@ -28,8 +29,25 @@ def test_transformer_layer_is_transformerconv_on_the_edge_embedding():
         assert torch.allclose(layer(h, ei, et, ew), expected, atol=1e-5)
 
 
+def test_gine_layer_sums_relu_of_neighbour_plus_edge_embedding():
+    """A node's message is nn((1 + eps) h_i + sum_j relu(h_j + e_ij)) over its in-edges; edge type and weight
+    both change it."""
+    torch.manual_seed(0)
+    layer = GINELayer(32, 5, 4, 0.0).eval()
+    layer.weight_vec.data.normal_()
+    h, ei, et, ew = _graph()
+    e = layer.type_emb(et) + ew.unsqueeze(-1) * layer.weight_vec
+    agg = torch.zeros_like(h).index_add_(0, ei[1], torch.relu(h[ei[0]] + e))
+    with torch.no_grad():
+        expected = layer.norm(h + torch.relu(layer.conv.nn((1 + layer.conv.eps) * h + agg)))
+        assert torch.allclose(layer(h, ei, et, ew), expected, atol=1e-5)
+        assert not torch.allclose(layer(h, ei, (et + 1) % 5, ew), expected, atol=1e-3)
+        assert not torch.allclose(layer(h, ei, et, ew * 0), expected, atol=1e-3)
+
+
 @pytest.mark.parametrize("conv, keys", [
     ("transformer", {"type_emb.weight", "weight_vec", "conv.lin_query.weight", "conv.lin_edge.weight", "norm.weight"}),
+    ("gine", {"type_emb.weight", "weight_vec", "conv.eps", "conv.nn.0.weight", "norm.weight"}),
     ("rgcn", {"conv.comp", "conv.weight", "conv.root", "norm.weight"}),
 ])
 def test_every_conv_runs_and_keeps_its_checkpoint_names(conv, keys):
@@ -39,4 +57,4 @@ def test_every_conv_runs_and_keeps_its_checkpoint_names(conv, keys):
     assert out.shape == h.shape and torch.isfinite(out).all()
     names = set(enc.state_dict())
     assert {f"layers.1.{k}" for k in keys} <= names  # student.pt files written before the conv/ split still load
-    assert set(CONVS) == {"transformer", "rgcn"}
+    assert set(CONVS) == {"transformer", "gine", "rgcn"}

@@ -158,7 +158,7 @@ class StudentConfig(_Section):
                                "tagging itself (the tagger's output would be the answer) or to measure what POS adds")
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1, description="attention heads of the edge-type-aware convolution")
-    conv: Literal["transformer", "rgcn"] = Field("transformer", description="transformer: attention with edge-type embeddings; rgcn: RGCNConv with basis decomposition")
+    conv: Literal["transformer", "gine", "rgcn"] = Field("transformer", description="transformer: attention with edge-type embeddings; gine: GINEConv with the same edge embeddings, no attention (cheaper per edge); rgcn: RGCNConv with basis decomposition")
     dropout: float = Field(0.3, ge=0, lt=1)
     readout: Literal["attention", "meanmax"] = "attention"
     vocab_min_count: int = Field(2, ge=1, description="training-split count a word needs to get its own embedding")
