@@ -113,3 +113,18 @@ def test_rows_finished_by_an_interrupted_attempt_are_kept(tmp_path):
     kept = evaluate.train_rows({"gnn-seed0": None}, {}, tmp_path / "models", logs.append)
     assert kept == {"gnn-seed0": (row / "student.pt").resolve()}
     assert logs == ["[evaluate] 1 students kept from the interrupted attempt: gnn-seed0"]
+
+
+def test_int8_row_is_compared_with_the_student_it_was_made_from():
+    """The int8 row quantises the first seed's student: its interval is against that student, not against
+    the mean over seeds (a strong first seed would otherwise make quantisation look like a gain)."""
+    import numpy as np
+
+    first = np.array([1, 1, 1, 1, 0, 0, 1, 1], bool)
+    others = np.array([0, 0, 1, 0, 0, 0, 1, 0], bool)
+    correct = {"distilled": np.stack([first, others, others]), "distilled_int8": first[None],
+               "no_bridge": first[None]}
+    by = {c["row"]: c for c in evaluate.differences(correct, 200, 0)}
+    assert by["distilled_int8"]["difference"] == 0 and by["distilled_int8"]["ci95"] == [0, 0]
+    assert by["no_bridge"]["difference"] > 0.2  # a retrained row is compared with the mean over seeds
+    assert "(the student it was made from)" in evaluate.markdown([], list(by.values()))
