@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
+from trainers.student.dropout import Dropout
 from trainers.student.encoder import Encoder
 from trainers.student.readout import Readout
 from trainers.tasks import get_task
@@ -25,11 +26,11 @@ class Student(nn.Module):
         self.word = nn.Embedding(vocab_size, h, padding_idx=0)
         self.pos = nn.Embedding(num_pos, cfg.pos_dim)
         self.inp = nn.Sequential(nn.Linear(h + cfg.pos_dim, h), nn.LayerNorm(h))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.encoder = Encoder(h, num_edge_types, cfg.layers, cfg.heads, cfg.conv, cfg.dropout)
         self.readout = Readout(h, cfg.readout)
         d = {"graph": self.readout.out_dim, "node": h, "pair": 4 * self.readout.out_dim}[self.kind]
-        self.head = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h, num_labels))
+        self.head = nn.Sequential(nn.Linear(d, h), nn.ReLU(), Dropout(cfg.dropout), nn.Linear(h, num_labels))
 
     def node_states(self, data) -> torch.Tensor:
         x = self.inp(torch.cat([self.word(data.x_tok), self.pos(data.x_pos)], -1))

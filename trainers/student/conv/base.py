@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainers.student.dropout import Dropout
+
 
 class TypedLayer(nn.Module):
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def messages(self, h, edge_index, edge_type, edge_weight) -> torch.Tensor:
         """The aggregated messages of every node (hidden wide)."""

@@ -18,6 +18,7 @@ from torch_geometric.nn import TransformerConv
 from torch_geometric.utils import softmax
 
 from trainers.student.conv.base import TypedLayer
+from trainers.student.dropout import dropout
 
 
 class ProjectedEdgeTransformerConv(TransformerConv):
@@ -29,7 +30,7 @@ class ProjectedEdgeTransformerConv(TransformerConv):
         e = edge_attr.view(-1, self.heads, self.out_channels)
         alpha = (query_i * (key_j + e)).sum(dim=-1) / math.sqrt(self.out_channels)
         alpha = softmax(alpha, index, ptr, size_i)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        alpha = dropout(alpha, self.dropout, self.training)
         return (value_j + e) * alpha.view(-1, self.heads, 1)
 
 
