@@ -24,6 +24,7 @@ import torch
 
 from tgd.schema import TRANSFER_SPLIT
 from trainers.distill import curriculum, temperature
+from trainers.distill.lr_schedule import lr_factor
 from trainers.distill.data import Prepared, prepare, subsample, unpack
 from trainers.distill.sampling import GraphSampler
 from trainers.student.subgraph import decompose
@@ -202,6 +203,8 @@ def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: F
             items = [sampler.sample(train[i], dcfg.node_budget, gen) for i in order[s * dcfg.batch_size:(s + 1) * dcfg.batch_size]]
             max_nodes = max(max_nodes, max(d.num_nodes for d in items))
             batch = Batch.from_data_list(items, exclude_keys=["orig_nodes"]).to(device)
+            for group in opt.param_groups:
+                group["lr"] = dcfg.lr * lr_factor(dcfg.lr_schedule, epoch, s, steps, len(plan))
             loss, parts, temp = _step_loss(model, batch, stage, dcfg, has_states, config.get("teacher_gate", False))
             opt.zero_grad()
             loss.backward()
@@ -214,6 +217,7 @@ def fit(config: dict[str, Any], train: list, diff: np.ndarray, val: list, ctx: F
                 sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v
             temps.append(temp)
         row = {"epoch": epoch, "stage": stage, "train_docs": int(len(order)) * world, "steps": steps,
+               "lr": opt.param_groups[0]["lr"],  # at the epoch's last step
                "temperature": float(np.mean(temps)) if temps and stage != "ce" and get_task(task).soft_labels else None,
                "max_nodes_per_graph": max_nodes, **{k: v / max(steps, 1) for k, v in sums.items()}}
         if rank != 0:
