@@ -204,7 +204,7 @@ class DistillConfig(_Section):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     lr_schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the epochs: "
-                                                       "constant, or cosine decay from `lr` to 0 at the last step")
+                                                       "constant, or cosine decay from `lr` towards 0 at the end of the last epoch")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="validate, keep and export an exponential moving "
                                     "average of the student's weights (decay per optimizer step; e.g. 0.99 averages "
                                     "over ~100 steps); null: the raw weights")
