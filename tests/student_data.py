@@ -42,8 +42,9 @@ def _teacher_row(doc_id: str, split: str, logit: list[float], g: dict, proj: np.
 
 
 def make_run(cfg, n_docs: int = 80, min_nodes: int = 5, max_nodes: int = 30, state_dim: int = 8, seed: int = 0,
-             teacher_right: float = 0.9, transfer_copies: int = 0) -> None:
-    """``teacher_right``: how often the synthetic teacher's logits favour the gold label;
+             teacher_right: float = 0.9, transfer_copies: int = 0, teacher_right_train: float | None = None) -> None:
+    """``teacher_right``: how often the synthetic teacher's logits favour the gold label
+    (``teacher_right_train`` on the training split, when given: a teacher that memorised it);
     ``transfer_copies``: augmented copies per training document (the transfer stage's own code),
     labelled by the teacher like their originals."""
     rng = np.random.default_rng(seed)
@@ -56,7 +57,7 @@ def make_run(cfg, n_docs: int = 80, min_nodes: int = 5, max_nodes: int = 30, sta
         g = _graph(rng, y, int(rng.integers(min_nodes, max_nodes + 1)))
         doc_id = hashlib.sha1(f"{seed}-{i}".encode()).hexdigest()[:12]
         rows.append({"id": doc_id, "split": split, "label": labels[y], "tags": None, "score": None, "graph": g, "graph_b": None})
-        right = rng.random() < teacher_right
+        right = rng.random() < (teacher_right if split != "train" or teacher_right_train is None else teacher_right_train)
         logit = [2.0, -1.0] if (y == 0) == right else [-1.0, 2.0]
         trows.append(_teacher_row(doc_id, split, logit, g, proj))
     gdir = stage_dir(cfg, "graphs")

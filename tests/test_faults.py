@@ -190,6 +190,7 @@ def test_killed_driver_resumes_teacher_finetune_and_distill_from_their_checkpoin
         kill_driver(proc)
     text = logs[1].read_text()
     assert f"[teacher-finetune] resuming from the checkpoint of epoch {killed_at}" in text, text[-3000:]
+    assert f"[teacher-finetune] epoch {killed_at + 1} done: train loss" in text  # per-epoch validation progress
     ft = json.loads((run / "teacher-finetune" / "manifest.json").read_text())
     assert [h["epoch"] for h in ft["history"]] == list(range(4))  # every epoch once, none redone
     done = {h["epoch"]: h for h in before}

@@ -37,8 +37,24 @@ def test_strong_teacher_keeps_kd_and_transfer(tmp_path):
     prepared = prepare(cfg, use_teacher=True)
     config, rows = _fit_config(cfg, prepared, True, tmp_path / "fit")
     assert prepared.teacher_check["weaker"] is False and not config["teacher_gate"]
+    assert prepared.teacher_check["memorised"] is False and "MEMORISED" not in prepared.teacher_check["message"]
     assert rows.num_rows == prepared.splits["train"].num_rows + prepared.splits["transfer"].num_rows
     assert gate_active("on", prepared.teacher_check) and not gate_active("off", {"weaker": True})
+
+
+def test_teacher_that_memorised_its_training_documents_is_flagged(tmp_path):
+    cfg = _cfg(tmp_path)
+    make_run(cfg, n_docs=120, teacher_right=0.7, teacher_right_train=1.0)
+    prepared = prepare(cfg, use_teacher=True)
+    _fit_config(cfg, prepared, True, tmp_path / "fit")
+    check = prepared.teacher_check
+    assert check["memorised"] and check["teacher_train_accuracy"] == 1.0
+    assert check["teacher_train_accuracy"] - check["teacher_val_accuracy"] > cfg.distill.teacher_fit_gap
+    assert "MEMORISED TRAINING SET" in check["message"]
+    lenient = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"teacher_fit_gap": 0.9})})
+    prepared.teacher_check = None
+    _fit_config(lenient, prepared, True, tmp_path / "fit")
+    assert not prepared.teacher_check["memorised"]
 
 
 def test_gated_kd_ignores_documents_the_teacher_gets_wrong():

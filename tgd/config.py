@@ -182,6 +182,9 @@ class DistillConfig(_Section):
         "auto", description="protection from a weak teacher. on: KD only on labelled documents whose gold label the "
         "teacher predicts (CE on all), and no transfer set; auto: on when the teacher's validation accuracy is below "
         "the bag-of-words baseline's (trained in seconds on the same split), said loudly in the log and manifest; off")
+    teacher_fit_gap: float = Field(0.08, ge=0, le=1, description="warn (log, manifest, evaluate table) when the "
+                                   "teacher's score on its own training documents exceeds its validation score by more "
+                                   "than this: a teacher that memorised them gives near-one-hot outputs there")
     use_transfer: bool = Field(True, description="also train on the transfer set (teacher-labelled augmented copies, "
                                "KD and bridge losses only), when transfer.copies > 0")
     epochs_align: int = Field(1, ge=0, description="stage 1 epochs: attention-bridge alignment only")

@@ -219,7 +219,8 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
         lines += [f"| {c['row']} - {c['baseline']}{' (the student it was made from)' if c.get('baseline_first_seed') else ''} "
                   f"| {c['difference']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] |" for c in comparisons]
     if teacher_check and teacher_check.get("weaker") is not None:
-        lines += ["", ("**WARNING** " if teacher_check["weaker"] else "") + f"Teacher check: {teacher_check['message']}."]
+        warn = teacher_check["weaker"] or teacher_check.get("memorised")
+        lines += ["", ("**WARNING** " if warn else "") + f"Teacher check: {teacher_check['message']}."]
     if distill_check:
         lines += ["", ("**WARNING** " if distill_check["behind"] else "") + f"Distillation check: {distill_check['message']}."]
     return "\n".join(lines) + "\n"

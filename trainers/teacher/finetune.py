@@ -286,6 +286,9 @@ def worker_loop(config: dict[str, Any]) -> None:
                    "steps": n, "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"],
                    "seconds": round(time.time() - t0, 1), "timing": timing}
         history.append(metrics)
+        if rank == 0:
+            print(f"[teacher-finetune] epoch {epoch} done: train loss {metrics['train_loss']:.4f}, validation accuracy "
+                  f"{scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} ({metrics['seconds']:.0f}s)", flush=True)
         flat = {k: v for k, v in metrics.items() if k != "timing"}  # the timing goes with the history
         with tempfile.TemporaryDirectory() as tmp:
             params = list(engine.module.parameters())
