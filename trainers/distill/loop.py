@@ -350,10 +350,10 @@ def train_student(cfg, out_dir: Path, prepared: Prepared | None = None, use_teac
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     config, train_tbl = _fit_config(cfg, prepared, use_teacher, out_dir)
-    if prepared.teacher_check:
-        check = prepared.teacher_check
+    check = prepared.teacher_check
+    if check:
         banner = "!" * 100 if check.get("weaker") or check.get("memorised") else ""
-        log("\n".join(x for x in (banner, f"[distill] {prepared.teacher_check['message']}", banner) if x))
+        log("\n".join(x for x in (banner, f"[distill] {check['message']}", banner) if x))
     if config["teacher_gate"]:
         log("[distill] teacher gate on: KD only on training documents whose gold label the teacher predicts, "
             "no transfer set (distill.teacher_gate)")
