@@ -18,7 +18,7 @@ import pyarrow as pa
 from pipeline import corpora
 from pipeline.readers import BadRow, InputError, read_records, resolve_files, storable, undecodable
 from tgd.config import DataConfig, RunConfig
-from tgd.schema import DOCUMENTS, REJECTS, SPLITS, shard_name, write_table
+from tgd.schema import DOCUMENTS, REJECTS, SPLITS, TRANSFER_SPLIT, shard_name, write_table
 from tgd.tasks import task_spec
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
@@ -39,8 +39,14 @@ def source_fingerprint(cfg: RunConfig) -> Any:
     d = cfg.data
     if d.source in corpora.RECIPES:
         r = corpora.RECIPES[d.source]
-        return {"corpus": r.name, "package": r.package, "sha256": r.sha256}
-    fs, files = resolve_files(d.source)
+        labelled: Any = {"corpus": r.name, "package": r.package, "sha256": r.sha256}
+    else:
+        labelled = _files_fingerprint(d.source)
+    return labelled if not d.unlabelled_source else {"labelled": labelled, "unlabelled": _files_fingerprint(d.unlabelled_source, "data.unlabelled_source")}
+
+
+def _files_fingerprint(source: str, key: str = "data.source") -> list:
+    fs, files = resolve_files(source, key)
     return [[p, i.size, i.mtime_ns] for p, i in zip(files, fs.get_file_info(files))]
 
 
@@ -117,6 +123,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     writer = _ShardWriter(out_dir / "documents", d.shard_words)
     rejects: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
+    contents: dict[str, int] = {}  # content hash -> row, of every accepted labelled document
     splits: Counter = Counter()
     labels: Counter = Counter()
     n_input = 0
@@ -156,13 +163,16 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         else:
             split = corpora.hash_split(doc_id, d.split_fractions, d.split_seed)
         seen[doc_id] = rec.row
+        contents.setdefault(content_id(doc), rec.row)
         splits[split] += 1
         labels.update(spec.labels(doc))
         writer.add({"id": doc_id, "row": rec.row, "split": split, **doc})
+    unlabelled = _ingest_unlabelled(d, check, seen, contents, writer, rejects) if d.unlabelled_source else None
+    n_input += unlabelled["input_rows"] if unlabelled else 0
     writer.flush()
     write_table(pa.Table.from_pylist(rejects, schema=REJECTS), out_dir / "rejects.parquet", REJECTS)
 
-    accepted = sum(splits.values())
+    accepted = sum(splits.values()) + (unlabelled["accepted_rows"] if unlabelled else 0)
     reasons = Counter(r["reason"].split(":")[0].split(" (")[0] for r in rejects)
     if n_input != accepted + len(rejects):
         raise AssertionError(f"ingest lost rows: {n_input} read, {accepted} accepted, {len(rejects)} rejected")
@@ -175,4 +185,43 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         "rejects_by_reason": dict(reasons), "splits": {s: splits[s] for s in SPLITS},
         "labels": sorted(allowed) if allowed else sorted(labels), "label_counts": dict(labels.most_common()),
         "shards": writer.shards, "task": d.task, "source": d.source,
+        **({"unlabelled": unlabelled} if unlabelled else {}),
     }
+
+
+def _ingest_unlabelled(d: DataConfig, check: "_FieldChecks", seen: dict[str, int], contents: dict[str, int],
+                       writer: "_ShardWriter", rejects: list[dict[str, Any]]) -> dict[str, Any]:
+    """``data.unlabelled_source`` -> documents of split ``transfer`` without a label (after the labelled
+    ones, so their shards do not change). A text that is also a labelled document is refused: it
+    would put validation or test texts into the student's training."""
+    n_input, accepted = 0, 0
+    for rec in read_records(d.unlabelled_source, "auto", [d.text_column], key="data.unlabelled_source"):
+        n_input += 1
+        value = rec.value
+
+        def reject(reason: str) -> None:
+            rejects.append({"id": f"unlabelled:{rec.row}", "row": rec.row, "source": rec.source,
+                            "reason": reason, "values": _raw_text(value)})
+
+        if isinstance(value, BadRow):
+            reject(value.reason)
+            continue
+        text = value.get(d.text_column)
+        if problem := check.text(text, "text"):
+            reject(problem)
+            continue
+        doc_id = content_id({"text": text})
+        if doc_id in contents:
+            reject(f"unlabelled text duplicates the labelled document at row {contents[doc_id]}")
+            continue
+        if doc_id in seen:
+            reject(f"duplicate document (same content) in data.unlabelled_source, first seen at row {seen[doc_id]}")
+            continue
+        seen[doc_id] = rec.row
+        accepted += 1
+        writer.add({"id": doc_id, "row": rec.row, "split": TRANSFER_SPLIT, "text": text})
+    if n_input and not accepted:
+        raise InputError(f"data.unlabelled_source {d.unlabelled_source!r}: all {n_input} rows rejected; see the "
+                         "rejects file (source column)")
+    return {"source": d.unlabelled_source, "input_rows": n_input, "accepted_rows": accepted,
+            "rejected_rows": n_input - accepted}

@@ -75,8 +75,9 @@ def undecodable(value: Any) -> bool:
     return False
 
 
-def resolve_files(source: str) -> tuple[pafs.FileSystem, list[str]]:
-    """A path or URI -> (filesystem, sorted file paths). A folder means every file inside it."""
+def resolve_files(source: str, key: str = "data.source") -> tuple[pafs.FileSystem, list[str]]:
+    """A path or URI -> (filesystem, sorted file paths). A folder means every file inside it; ``key``
+    names the config key in errors."""
     try:
         if "://" in source:
             fs, path = pafs.FileSystem.from_uri(source)
@@ -84,14 +85,15 @@ def resolve_files(source: str) -> tuple[pafs.FileSystem, list[str]]:
             fs, path = pafs.LocalFileSystem(), str(Path(source).expanduser().resolve())
         info = fs.get_file_info(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises many kinds; all mean "cannot open"
-        raise InputError(f"cannot open data.source {source!r}: {e}") from None
+        raise InputError(f"cannot open {key} {source!r}: {e}") from None
     if info.type == pafs.FileType.NotFound:
-        raise InputError(f"data.source {source!r} not found (a built-in corpus name, a file, a folder or a URI)")
+        raise InputError(f"{key} {source!r} not found (a file, a folder or a URI"
+                         f"{', or a built-in corpus name' if key == 'data.source' else ''})")
     if info.type == pafs.FileType.Directory:
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
         files = sorted(i.path for i in infos if i.type == pafs.FileType.File and not Path(i.path).name.startswith((".", "_")))
         if not files:
-            raise InputError(f"data.source {source!r} is an empty folder")
+            raise InputError(f"{key} {source!r} is an empty folder")
         return fs, files
     return fs, [path]
 
@@ -226,9 +228,9 @@ def _read_conll(fs, path, tokens_col: str, tags_col: str) -> Iterator[tuple[int,
 
 
 def read_records(source: str, fmt: str, required: list[str], tokens_col: str = "tokens",
-                 tags_col: str = "tags") -> Iterator[Record]:
+                 tags_col: str = "tags", key: str = "data.source") -> Iterator[Record]:
     """Every row of every file of ``source``, in order, with its position in the whole input."""
-    fs, files = resolve_files(source)
+    fs, files = resolve_files(source, key)
     offset = 0
     for path in files:
         kind = detect_format(path, fmt)

@@ -49,6 +49,19 @@ def test_section_hash_tracks_only_its_section():
     assert a.section_hash("graph") != c.section_hash("graph")
 
 
+
+def test_a_key_added_later_hashes_only_when_set():
+    """data.unlabelled_source unset hashes as the data section did before the key existed (run
+    directories made then stay up to date); set, it changes the hash."""
+    import hashlib
+    import json
+
+    cfg = load_config(None)
+    before = {"data": {k: v for k, v in cfg.data.model_dump(mode="json").items() if k != "unlabelled_source"}}
+    assert cfg.section_hash("data") == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert load_config(None, ["data.unlabelled_source=more.jsonl"]).section_hash("data") != cfg.section_hash("data")
+
+
 def test_cli_reports_config_errors(tmp_path, capsys):
     rc = main(["ingest", str(write(tmp_path, "dta: {}\n"))])
     assert rc == 2

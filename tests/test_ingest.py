@@ -147,3 +147,47 @@ def test_undecodable_bytes_are_rejected_with_escaped_values(tmp_path):
     result, _, rejects = run_ingest(tmp_path / "j", source=str(src))
     assert rejects.column("reason").to_pylist() == ["undecodable bytes (not UTF-8)"]
     assert "lone \\ud800 half" in rejects.column("values")[0].as_py()
+
+
+def test_unlabelled_source_rows_join_the_transfer_split_or_are_rejected(tmp_path):
+    """`tgd ingest` with data.unlabelled_source (a CSV beside a JSONL corpus): good texts become
+    label-less ``transfer`` documents after the labelled ones; a text that is also a labelled document
+    (it could be a test document) and the usual bad rows go to the rejects file, nothing is lost."""
+    from tests.test_cli_errors import tgd
+
+    labelled = [{"text": f"labelled review {i}", "label": "pos" if i % 2 else "neg"} for i in range(6)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in labelled))
+    unl = tmp_path / "more.csv"
+    with unl.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerows([["text", "label"], ["an unlabelled review", ""], ["labelled review 3", ""], ["  ", ""],
+                     ["another one", "pos"], ["an unlabelled review", ""]])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"run_dir: {tmp_path / 'run'}\ndata:\n  source: {src}\n  unlabelled_source: {unl}\n"
+                   "  labels: [pos, neg]\n")
+    done = tgd("ingest", str(cfg), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    m = json.loads((tmp_path / "run/ingest/manifest.json").read_text())
+    assert m["unlabelled"] == {"source": str(unl), "input_rows": 5, "accepted_rows": 2, "rejected_rows": 3}
+    assert m["input_rows"] == 11 == m["accepted_rows"] + m["rejected_rows"] and sum(m["splits"].values()) == 6
+    docs = read_table(tmp_path / "run/ingest/documents", DOCUMENTS).to_pylist()
+    assert [d["split"] for d in docs[6:]] == ["transfer", "transfer"] and "transfer" not in {d["split"] for d in docs[:6]}
+    assert [(d["text"], d["label"], d["row"]) for d in docs[6:]] == [("an unlabelled review", None, 0), ("another one", None, 3)]
+    rejects = {r["row"]: r for r in pq.read_table(tmp_path / "run/ingest/rejects.parquet").to_pylist()}
+    assert rejects[1]["reason"] == "unlabelled text duplicates the labelled document at row 3"
+    assert rejects[2]["reason"] == "empty text"
+    assert rejects[4]["reason"].startswith("duplicate document (same content) in data.unlabelled_source")
+    assert {r["source"] for r in rejects.values()} == {str(unl)} and rejects[1]["id"] == "unlabelled:1"
+    # the unlabelled file is an input of ingest: touching it makes the stage stale
+    status = lambda: tgd("status", str(cfg), cwd=tmp_path).stdout.splitlines()[0].split()  # noqa: E731
+    assert status() == ["ingest", "up", "to", "date"]
+    unl.write_text(unl.read_text() + "a new text,\n")
+    assert status() == ["ingest", "stale"]
+
+
+def test_unlabelled_source_is_refused_where_there_is_no_transfer_set(tmp_path):
+    from tgd.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="data.unlabelled_source.*classification only"):
+        load_config(None, ["data.task=token", "data.source=brown-pos", f"data.unlabelled_source={tmp_path}"])

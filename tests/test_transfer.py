@@ -72,19 +72,24 @@ def test_ngram_window_is_a_consistent_subgraph(parsed):
 
 
 def test_stage_writes_copies_the_teacher_labels_and_the_student_reads(ray_local, tmp_path):
+    """Augmented copies and data.unlabelled_source texts: graphs, teacher outputs, KD-only rows."""
     from trainers.distill.data import prepare
     from trainers.distill.loop import _fit_config
 
     model = tiny_bert(tmp_path / "teacher", labels=["fresh", "rotten"])
+    unlabelled = [f"An unseen review {i}: the acting was {'superb' if i % 2 else 'flat'}." for i in range(5)]
+    (tmp_path / "unlabelled.jsonl").write_text("".join(f'{{"text": "{t}"}}\n' for t in unlabelled))
     cfg = make_config(tmp_path, data={"source": str(review_corpus(tmp_path / "reviews.jsonl")),
                                       "labels": ["fresh", "rotten"], "split_fractions": [0.6, 0.2, 0.2],
-                                      "shard_words": 150},
+                                      "shard_words": 150, "unlabelled_source": str(tmp_path / "unlabelled.jsonl")},
                       teacher={"model": str(model), "finetune": False, "max_length": 24, "stride": 4,
                                "max_windows": 8, "eval_batch_size": 5, "state_dim": 8},
                       transfer={"copies": 2}, ray={"num_workers": 2})
     m = ensure(cfg, "teacher-logits", log=lambda _: None)
     docs = read_table(tmp_path / "run/ingest/documents", DOCUMENTS)
     train_ids = [i for i, s in zip(docs.column("id").to_pylist(), docs.column("split").to_pylist()) if s == "train"]
+    unl_ids = [d["id"] for d in docs.to_pylist() if d["split"] == "transfer"]
+    assert len(unl_ids) == 5 and not any(i.endswith(tuple(f"~aug{k}" for k in range(2))) for i in unl_ids)
     copies = read_table(tmp_path / "run/transfer/documents", DOCUMENTS).to_pylist()
     graphs = {r["id"]: r["graph"] for r in read_table(tmp_path / "run/transfer/graphs", GRAPHS).to_pylist()}
     assert sorted(r["id"] for r in copies) == sorted(f"{i}~aug{k}" for i in train_ids for k in range(2))
@@ -96,15 +101,17 @@ def test_stage_writes_copies_the_teacher_labels_and_the_student_reads(ray_local,
         t = out[r["id"]]
         assert t["split"] == "transfer" and len(t["node_aligned"]) == graphs[r["id"]]["num_nodes"]
         assert any(t["node_aligned"])
+    assert all(out[i]["split"] == "transfer" and any(out[i]["node_aligned"]) for i in unl_ids)
 
     prepared = prepare(cfg, use_teacher=True)
     transfer = prepared.splits["transfer"]
-    assert transfer.num_rows == len(copies) and not any("~aug" in i for i in prepared.splits["train"].column("id").to_pylist())
-    assert prepare(cfg, use_teacher=False).splits["transfer"].num_rows == 0  # labels only: no copies
-    # a distilled student trains on documents + copies; the same config without the transfer set, without
+    assert sorted(transfer.column("id").to_pylist()) == sorted([r["id"] for r in copies] + unl_ids)
+    assert not any("~aug" in i for i in prepared.splits["train"].column("id").to_pylist())
+    assert prepare(cfg, use_teacher=False).splits["transfer"].num_rows == 0  # labels only: no copies, no unlabelled
+    # a distilled student trains on documents + copies + unlabelled texts; without the transfer set on documents only
     prepared.teacher_check = {"weaker": False}
     _, rows = _fit_config(cfg, prepared, True, tmp_path / "fit")
-    assert rows.num_rows == len(train_ids) + len(copies)
+    assert rows.num_rows == len(train_ids) + len(copies) + len(unl_ids)
     no_transfer = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"use_transfer": False})})
     _, rows = _fit_config(no_transfer, prepared, True, tmp_path / "fit")
     assert rows.num_rows == len(train_ids)

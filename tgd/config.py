@@ -46,6 +46,11 @@ class DataConfig(_Section):
     split_seed: str = "tgd"
     limit: int | None = Field(None, gt=0, description="read only the first N input rows (quick runs)")
     shard_words: int = Field(20_000, gt=0, description="target words per document shard (unit of parallel work)")
+    unlabelled_source: str | None = Field(
+        None, description="in-domain texts without labels (a path/URI of JSONL, CSV or Parquet files, format from the "
+        "file name, text in data.text_column; any label column is ignored): the teacher labels them and the distilled "
+        "student trains on them with the KD and bridge losses, like the augmented copies (classification only)",
+        json_schema_extra={"fingerprint": "when_set"})
 
     @field_validator("split_fractions")
     @classmethod
@@ -393,6 +398,9 @@ class RunConfig(_Section):
         why = self._transfer_unsupported()
         if why and self.transfer.copies:
             raise ValueError(f"transfer.copies={self.transfer.copies}: {why}; set transfer.copies=0")
+        if self.data.unlabelled_source and not task_spec(self.data.task).transfer_set:
+            raise ValueError(f"data.unlabelled_source: unlabelled texts join the transfer set, which is built for "
+                             f"data.task=classification only, not {self.data.task}; remove data.unlabelled_source")
         return self
 
     def transfer_copies(self) -> int:
@@ -417,8 +425,9 @@ class RunConfig(_Section):
             payload["ray"].pop("stages", None)
         for s in sections:  # keys marked not to decide the output (how failures are survived)
             for name, f in type(getattr(self, s)).model_fields.items():
-                if (f.json_schema_extra or {}).get("fingerprint") is False:
-                    payload[s].pop(name, None)
+                mark = (f.json_schema_extra or {}).get("fingerprint")
+                if mark is False or (mark == "when_set" and payload[s].get(name) is None):  # when_set: keys added
+                    payload[s].pop(name, None)  # later, so run directories made before them stay up to date
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resources(self, stage: str | None = None) -> Resources:

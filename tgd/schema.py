@@ -6,7 +6,8 @@ incompatible change (manifests record it, so stale outputs are rebuilt rather th
 
 Layout of a run directory::
 
-    RUN_DIR/ingest/documents/part-NNNNN.parquet   DOCUMENTS   accepted rows, in shards
+    RUN_DIR/ingest/documents/part-NNNNN.parquet   DOCUMENTS   accepted rows, in shards (data.unlabelled_source
+                                                              texts last: split "transfer", no label)
     RUN_DIR/ingest/rejects.parquet                REJECTS     every refused input row + reason
     RUN_DIR/graphs/part-NNNNN.parquet             GRAPHS      one row per accepted document
     RUN_DIR/graphs/vocab.parquet                  VOCAB       training-split vocabulary
@@ -38,7 +39,7 @@ import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "validation", "test")
-TRANSFER_SPLIT = "transfer"  # teacher-labelled augmented copies of training documents (no gold label)
+TRANSFER_SPLIT = "transfer"  # teacher-labelled, no gold label: augmented copies of training documents, unlabelled texts
 
 DOCUMENTS = pa.schema(
     [

@@ -102,6 +102,8 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
     transfer = stage_dir(cfg, "transfer") / "graphs"
     if use_teacher and graphs_dir is None and transfer.is_dir():  # the teacher-labelled transfer set, if any
         graphs = pa.concat_tables([graphs, read_table(transfer, GRAPHS)])
+    if not use_teacher:  # the transfer split (copies, data.unlabelled_source) has no labels: nothing to learn from
+        graphs = graphs.filter(pc.not_equal(graphs.column("split"), TRANSFER_SPLIT))
     train_mask = pc.equal(graphs.column("split"), "train")
     rels = pc.unique(pc.list_flatten(pc.struct_field(graphs.filter(train_mask).column("graph"), "dep_rel"))).to_pylist()
     s = cfg.student
