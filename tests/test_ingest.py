@@ -191,3 +191,17 @@ def test_unlabelled_source_is_refused_where_there_is_no_transfer_set(tmp_path):
 
     with pytest.raises(ConfigError, match="data.unlabelled_source.*classification only"):
         load_config(None, ["data.task=token", "data.source=brown-pos", f"data.unlabelled_source={tmp_path}"])
+
+
+def test_missing_unlabelled_source_is_one_error_naming_the_key(tmp_path):
+    from tests.test_cli_errors import one_error_line, tgd
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a review", "label": "pos"}\n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"run_dir: {tmp_path / 'run'}\ndata:\n  source: {src}\n  unlabelled_source: {tmp_path / 'nope.csv'}\n")
+    done = tgd("ingest", str(cfg), cwd=tmp_path)
+    assert done.returncode != 0
+    assert one_error_line(done.stderr).endswith(f"data.unlabelled_source {str(tmp_path / 'nope.csv')!r} not found "
+                                                "(a file, a folder or a URI)")
+    assert not (tmp_path / "run/ingest/manifest.json").exists()
