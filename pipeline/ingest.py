@@ -42,7 +42,9 @@ def source_fingerprint(cfg: RunConfig) -> Any:
         labelled: Any = {"corpus": r.name, "package": r.package, "sha256": r.sha256}
     else:
         labelled = _files_fingerprint(d.source)
-    return labelled if not d.unlabelled_source else {"labelled": labelled, "unlabelled": _files_fingerprint(d.unlabelled_source, "data.unlabelled_source")}
+    if not d.unlabelled_source:
+        return labelled
+    return {"labelled": labelled, "unlabelled": _files_fingerprint(d.unlabelled_source, "data.unlabelled_source")}
 
 
 def _files_fingerprint(source: str, key: str = "data.source") -> list:
@@ -176,6 +178,9 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     reasons = Counter(r["reason"].split(":")[0].split(" (")[0] for r in rejects)
     if n_input != accepted + len(rejects):
         raise AssertionError(f"ingest lost rows: {n_input} read, {accepted} accepted, {len(rejects)} rejected")
+    if unlabelled and unlabelled["input_rows"] and not unlabelled["accepted_rows"]:
+        raise InputError(f"data.unlabelled_source {d.unlabelled_source!r}: all {unlabelled['input_rows']} rows "
+                         f"rejected; see {out_dir / 'rejects.parquet'} (its source column)")
     if accepted == 0:
         top = ", ".join(f"{r} ({n})" for r, n in reasons.most_common(3)) or "the input is empty"
         raise InputError(f"no usable rows in {d.source!r}: {n_input} read, all rejected: {top}. "
@@ -220,8 +225,5 @@ def _ingest_unlabelled(d: DataConfig, check: "_FieldChecks", seen: dict[str, int
         seen[doc_id] = rec.row
         accepted += 1
         writer.add({"id": doc_id, "row": rec.row, "split": TRANSFER_SPLIT, "text": text})
-    if n_input and not accepted:
-        raise InputError(f"data.unlabelled_source {d.unlabelled_source!r}: all {n_input} rows rejected; see the "
-                         "rejects file (source column)")
     return {"source": d.unlabelled_source, "input_rows": n_input, "accepted_rows": accepted,
             "rejected_rows": n_input - accepted}

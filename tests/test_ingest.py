@@ -193,7 +193,7 @@ def test_unlabelled_source_is_refused_where_there_is_no_transfer_set(tmp_path):
         load_config(None, ["data.task=token", "data.source=brown-pos", f"data.unlabelled_source={tmp_path}"])
 
 
-def test_missing_unlabelled_source_is_one_error_naming_the_key(tmp_path):
+def test_missing_or_useless_unlabelled_source_is_one_error_naming_the_key(tmp_path):
     from tests.test_cli_errors import one_error_line, tgd
 
     src = tmp_path / "in.jsonl"
@@ -205,3 +205,10 @@ def test_missing_unlabelled_source_is_one_error_naming_the_key(tmp_path):
     assert one_error_line(done.stderr).endswith(f"data.unlabelled_source {str(tmp_path / 'nope.csv')!r} not found "
                                                 "(a file, a folder or a URI)")
     assert not (tmp_path / "run/ingest/manifest.json").exists()
+    # every unlabelled row refused (here: all copies of the labelled document): an error, the rejects kept
+    (tmp_path / "dup.jsonl").write_text('{"text": "a review"}\n' * 2)
+    cfg.write_text(f"run_dir: {tmp_path / 'run'}\ndata:\n  source: {src}\n  unlabelled_source: {tmp_path / 'dup.jsonl'}\n")
+    done = tgd("ingest", str(cfg), cwd=tmp_path)
+    assert done.returncode != 0 and "all 2 rows rejected" in one_error_line(done.stderr)
+    reasons = pq.read_table(tmp_path / "run/ingest/rejects.parquet").column("reason").to_pylist()
+    assert reasons == ["unlabelled text duplicates the labelled document at row 0"] * 2
