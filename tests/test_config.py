@@ -49,7 +49,6 @@ def test_section_hash_tracks_only_its_section():
     assert a.section_hash("graph") != c.section_hash("graph")
 
 
-
 def test_a_key_added_later_hashes_only_when_set():
     """data.unlabelled_source unset hashes as the data section did before the key existed (run
     directories made then stay up to date); set, it changes the hash."""
