@@ -12,7 +12,7 @@ from pipeline.transfer import MASK, PosVocabulary, augment
 from tests.conftest import make_config
 from tests.teacher_fixtures import review_corpus, tiny_bert
 from tgd.config import TransferConfig
-from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_table
+from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, read_table
 from tgd.stages import ensure
 
 TEXT = "The film, sadly, was dull.  But the actors were great and the music moved me."
@@ -90,6 +90,7 @@ def test_stage_writes_copies_the_teacher_labels_and_the_student_reads(ray_local,
     train_ids = [i for i, s in zip(docs.column("id").to_pylist(), docs.column("split").to_pylist()) if s == "train"]
     unl_ids = [d["id"] for d in docs.to_pylist() if d["split"] == "transfer"]
     assert len(unl_ids) == 5 and not any(i.endswith(tuple(f"~aug{k}" for k in range(2))) for i in unl_ids)
+    assert read_manifest(cfg, "teacher-finetune")["input_rows"] == docs.num_rows - 5  # it reads labelled documents only
     copies = read_table(tmp_path / "run/transfer/documents", DOCUMENTS).to_pylist()
     graphs = {r["id"]: r["graph"] for r in read_table(tmp_path / "run/transfer/graphs", GRAPHS).to_pylist()}
     assert sorted(r["id"] for r in copies) == sorted(f"{i}~aug{k}" for i in train_ids for k in range(2))

@@ -400,5 +400,6 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     else:
         result = finetune(cfg, out_dir, base, labels)
     path = out_dir / result["model_path"] if result["model_path"] else base
-    return {"input_rows": ingest["accepted_rows"], "output_rows": 1, "labels": labels, "task": task.name,
+    # its input: the labelled documents (not the data.unlabelled_source ones, which it never sees)
+    return {"input_rows": sum(ingest["splits"].values()), "output_rows": 1, "labels": labels, "task": task.name,
             "teacher_id": teacher_id(t.model, path), **result}
