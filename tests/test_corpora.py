@@ -5,7 +5,7 @@ import collections
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import corpora
+from pipeline import brown, corpora
 from tests.conftest import make_config
 from tgd.schema import GRAPHS, read_table
 from tgd.stages import ensure
@@ -33,12 +33,12 @@ def test_recipe_fetch_and_convert(name):
 
 
 def test_brown_tag_reduction():
-    assert corpora.reduce_brown_tag("NP-TL") == "np"
-    assert corpora.reduce_brown_tag("nn-hl") == "nn"
-    assert corpora.reduce_brown_tag("fw-in-tl") == "in"
-    assert corpora.reduce_brown_tag("bez*") == "bez"
-    assert corpora.reduce_brown_tag("ppss+md") == "ppss"
-    assert corpora.reduce_brown_tag("*") == "*"
+    assert brown.reduce_tag("NP-TL") == "np"
+    assert brown.reduce_tag("nn-hl") == "nn"
+    assert brown.reduce_tag("fw-in-tl") == "in"
+    assert brown.reduce_tag("bez*") == "bez"
+    assert brown.reduce_tag("ppss+md") == "ppss"
+    assert brown.reduce_tag("*") == "*"
 
 
 @pytest.mark.parametrize("name,task,limit", [("rt-sentiment", "classification", 80),
