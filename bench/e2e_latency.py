@@ -85,7 +85,7 @@ def make_teacher(cfg, labels):
 
     t = cfg.teacher
     path = resolve_model_path(t.model)
-    tok, model = load_tokenizer(path), load_model(path, t.kind, "classification", labels).eval()
+    tok, model = load_tokenizer(path), load_model(path, t.kind, "sequence", labels).eval()
     win = Windower(tok, t.max_length, t.stride, t.max_windows)
 
     @torch.no_grad()

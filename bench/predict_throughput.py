@@ -45,15 +45,14 @@ def teacher_docs_per_s(cfg, texts: list[str], batch_size: int) -> float:
     """(a): tokenise + windows + forward + mean over windows, as evaluate's teacher row does."""
     import torch
 
-    from trainers.teacher.finetune import finetuned_model_dir
     from trainers.teacher.inference import pad_batch
-    from trainers.teacher.model import load_model, load_tokenizer, resolve_model_path
+    from trainers.teacher.model import load_model, load_tokenizer, teacher_model_dir
     from trainers.teacher.windows import Windower
 
     t = cfg.teacher
-    path = finetuned_model_dir(cfg) or resolve_model_path(t.model)
+    path = teacher_model_dir(cfg)
     labels = json.loads((Path(cfg.run_dir) / "ingest" / "manifest.json").read_text()).get("labels") or ["0", "1"]
-    tok, model = load_tokenizer(path), load_model(path, t.kind, "classification", labels).eval()
+    tok, model = load_tokenizer(path), load_model(path, t.kind, "sequence", labels).eval()
     win = Windower(tok, t.max_length, t.stride, t.max_windows)
 
     @torch.no_grad()

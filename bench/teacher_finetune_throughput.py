@@ -57,7 +57,7 @@ def plain_loop(cfg_json: dict, model_path: str, labels: list[str], workers: int,
     tok = load_tokenizer(Path(model_path))
     windower = Windower(tok, tcfg.max_length, tcfg.stride, tcfg.max_windows)
     torch.manual_seed(tcfg.seed)
-    model = load_model(Path(model_path), tcfg.kind, task.name, labels, train=True)
+    model = load_model(Path(model_path), tcfg.kind, task.teacher_head, labels, train=True)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, fused=True)
     batch = tcfg.batch_size * workers  # documents per optimizer step, as the stage's all workers together
     steps_total = math.ceil(n_docs / batch) * tcfg.epochs

@@ -44,7 +44,7 @@ def plain_inference(model_path: str, labels: list[str], texts: list[str], teache
     torch.set_num_threads(threads)
     tcfg = TeacherConfig.model_validate(teacher)
     tok = load_tokenizer(Path(model_path))
-    model = load_model(Path(model_path), "encoder", "classification", labels).eval()
+    model = load_model(Path(model_path), "encoder", "sequence", labels).eval()
     win = Windower(tok, tcfg.max_length, tcfg.stride, tcfg.max_windows)
     fwd = TeacherForward(model, "encoder", "classification", tok.pad_token_id, "cpu")
     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ def _plain_outputs(model_dir: Path, texts: list[str], cfg) -> list[np.ndarray]:
     """Reference: the unsharded model in this process, windows averaged as the stage does."""
     tok = load_tokenizer(model_dir)
     win = Windower(tok, cfg.teacher.max_length, cfg.teacher.stride, cfg.teacher.max_windows)
-    fwd = TeacherForward(load_model(model_dir, "encoder", "classification", LABELS).eval(), "encoder",
+    fwd = TeacherForward(load_model(model_dir, "encoder", "sequence", LABELS).eval(), "encoder",
                          "classification", tok.pad_token_id, "cpu")
     out = []
     for e in win.encode(texts):
@@ -141,7 +141,7 @@ def test_finetune_lowers_loss_and_checkpoint_reloads_with_transformers(ray_local
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from trainers.teacher.finetune import finetuned_model_dir
+    from trainers.teacher.model import finetuned_model_dir
 
     base = tiny_bert(tmp_path / "base")  # no head: fine-tuning adds one in the ingest label order
     cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=3, lr=3e-3, batch_size=8, warmup_fraction=0.0)
@@ -199,7 +199,7 @@ def test_zero_stage_auto_picks_plain_data_parallel_when_it_fits(tmp_path):
     from trainers.teacher.deepspeed_env import checkpoint_parameters, choose_zero_stage
 
     model = tiny_bert(tmp_path / "t", labels=LABELS)
-    n = sum(p.numel() for p in load_model(model, "encoder", "classification", LABELS).parameters())
+    n = sum(p.numel() for p in load_model(model, "encoder", "sequence", LABELS).parameters())
     assert checkpoint_parameters(model) == n  # read from the safetensors header, nothing loaded
     p, mib = 22_700_000, 2**20  # MiniLM-L6; fp32 AdamW: 16 bytes per parameter on ZeRO-0, x3 safety = 1,039 MiB
     assert choose_zero_stage("auto", p, 8_000 * mib, 2, 3.0)[0] == 0

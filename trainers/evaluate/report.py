@@ -145,12 +145,11 @@ def teacher_rows(cfg, test: list, labels: list[str], texts: list[str], n_lat: in
     gold, pred = (torch.cat(x).numpy() for x in zip(*(task.gold_and_teacher(d) for d in test)))
     row = {"model": "teacher", **metrics(pred, gold, pred, labels, False, task.name, [d.num_nodes for d in test]),
            "agreement": 1.0}
-    from trainers.teacher.finetune import finetuned_model_dir
-    from trainers.teacher.model import load_model, load_tokenizer, resolve_model_path
+    from trainers.teacher.model import load_model, load_tokenizer, teacher_model_dir
     from trainers.teacher.windows import Windower
 
-    path, t = finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model), cfg.teacher
-    tok, model = load_tokenizer(path), load_model(path, t.kind, cfg.data.task, labels).eval()
+    path, t = teacher_model_dir(cfg), cfg.teacher
+    tok, model = load_tokenizer(path), load_model(path, t.kind, task.teacher_head, labels).eval()
     row["params"] = count_params(model)
     win = Windower(tok, t.max_length, t.stride, t.max_windows)  # the windows the teacher stage uses
     return {**row, **teacher_latency(model, win, tok.pad_token_id, texts, n_lat)}

@@ -17,9 +17,10 @@ from trainers.tasks.base import Task, text_problem
 from trainers.tasks.scores import accuracy_f1
 from trainers.teacher.alignment import align_nodes, pool_nodes
 from trainers.teacher.inference import pad_batch
-from trainers.teacher.model import IGNORE
 
 ENTITY_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
+
+IGNORE = -100  # the HF token head's label of sub-words that carry no target (its loss skips them)
 
 
 def token_spans(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,6 @@ def setup_worker(use_gpu: bool, threads: int | None = None):
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     if not use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if threads:
         torch.set_num_threads(max(int(threads), 1))
     import deepspeed

@@ -20,7 +20,7 @@ driver finds the checkpoints through Ray Train's run snapshot in ``teacher-finet
 name and storage); a worker failure restarts from the latest one (``FailureConfig``). The best epoch
 by validation macro-F1 is copied out as a plain Hugging Face
 directory ``RUN_DIR/teacher-finetune/model``, recorded in the manifest relative to the stage
-directory (``finetuned_model_dir`` resolves it) so that a run directory can move. With
+directory (``trainers.teacher.model.finetuned_model_dir`` resolves it) so that a run directory can move. With
 ``teacher.finetune: false`` (or a zero-shot ``causal-lm`` teacher, or the pair task whose teacher is
 the sentence-embedding model) the given checkpoint is passed through untouched.
 """
@@ -131,8 +131,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
     from trainers.tasks import get_task
-    from trainers.teacher.outputs import process
-    from trainers.teacher.inference import TeacherForward, pad_batch
+    from trainers.teacher.inference import TeacherForward, pad_batch, process
     from trainers.teacher.model import load_model, load_tokenizer
 
     tcfg = TeacherConfig.model_validate(config["teacher"])
@@ -155,7 +154,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     ds_config = training_config(tcfg.batch_size, zero, tcfg.lr, tcfg.weight_decay,
                                 steps * tcfg.epochs, int(tcfg.warmup_fraction * steps * tcfg.epochs))
     dschf = HfDeepSpeedConfig(ds_config) if zero == 3 else None  # noqa: F841
-    model = load_model(path, tcfg.kind, task.name, labels, train=True)
+    model = load_model(path, tcfg.kind, task.teacher_head, labels, train=True)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
                                       config=ds_config)
     tok = load_tokenizer(path)
@@ -360,16 +359,6 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
             "train_documents": train.num_rows, "validation_documents": val.num_rows,
             "steps_per_epoch": config["steps_per_epoch"], "zero_stage": latest["zero_stage"],
             "zero_stage_reason": latest["zero_stage_reason"]}
-
-
-def finetuned_model_dir(cfg: RunConfig) -> Path | None:
-    """The fine-tuned teacher's HF directory under this config's run_dir, or None when the stage kept
-    the configured model (or has not run): use ``resolve_model_path(cfg.teacher.model)`` then. The
-    manifest's ``model_path`` is relative to the stage directory, so a run directory that was moved,
-    copied or mounted at another path still resolves to its own model; read it only through here."""
-    m = read_manifest(cfg, "teacher-finetune") or {}
-    # absolute: Ray workers do not share the driver's working directory (run_dir may be relative)
-    return (stage_dir(cfg, "teacher-finetune") / m["model_path"]).resolve() if m.get("model_path") else None
 
 
 def source_fingerprint(cfg: RunConfig) -> dict[str, Any]:

