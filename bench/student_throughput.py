@@ -6,7 +6,7 @@ every training document every epoch (curriculum off), the same total CPU threads
 (a) a plain single-process PyG loop: shuffle, ``Batch.from_data_list``, forward, backward, step;
 (b) the ``distill`` stage: Ray Train, ``ray.num_workers`` DDP workers, per-epoch validation and
     checkpoints included (what a user waits for), and its time inside the epochs alone;
-(c) ``train_student_local``: the same training loop in one process, as evaluate's rows run it.
+(c) ``train_in_process``: the same training loop in one process, as evaluate's rows run it.
 Training docs/s = epochs x training documents / seconds. The last line is one JSON object with
 ``stage_over_plain`` and the other ratios.
 
@@ -34,7 +34,8 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
 
     from trainers.distill.bridge import AttentionBridge
     from trainers.distill.data import unpack
-    from trainers.distill.loop import Distiller, _step_loss
+    from trainers.distill.curriculum import STAGES
+    from trainers.distill.fit import GRAD_CLIP_NORM, Distiller, step_loss
     from trainers.student.checkpoint import build_student
 
     torch.set_num_threads(threads)
@@ -50,10 +51,10 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
         order = rng.permutation(len(train))
         for i in range(0, len(order), bs):
             batch = Batch.from_data_list([train[j] for j in order[i:i + bs]])
-            loss, _, _ = _step_loss(model, batch, "fusion", cfg.distill, prepared.state_dim > 0)
+            loss, _, _ = step_loss(model, batch, STAGES["fusion"], cfg.distill)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
             opt.step()
     return time.perf_counter() - t0
 
@@ -62,10 +63,10 @@ def local_fit(cfg, prepared, out_dir: str, threads: int) -> None:
     """(c): the stage's loop in this process, as an evaluate row runs it."""
     import torch
 
-    from trainers.distill.loop import train_student_local
+    from trainers.distill.loop import train_in_process
 
     torch.set_num_threads(threads)
-    train_student_local(cfg, out_dir, prepared)
+    train_in_process(cfg, out_dir, prepared)
 
 
 def main() -> None:
@@ -81,7 +82,7 @@ def main() -> None:
     from tgd.config import load_config
     from tgd.stages import ensure
     from trainers.distill.data import prepare
-    from trainers.distill.loop import train_student
+    from trainers.distill.loop import train_on_ray
 
     cfg = load_config(args.config, args.set)
     cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={
@@ -101,7 +102,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        summary = train_student(cfg, Path(tmp) / "stage", prepared=prepared, log=lambda _: None)
+        summary = train_on_ray(cfg, Path(tmp) / "stage", prepared=prepared, log=lambda _: None)
         stage_s = time.perf_counter() - t0
         epochs_s = sum(h["seconds"] for h in summary["history"])
         print(f"(b) distill stage, Ray Train, {cfg.ray.num_workers} workers       {docs / stage_s:8.0f} training docs/s "

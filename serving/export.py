@@ -18,11 +18,8 @@ A package directory holds:
 Loading needs neither the run config nor the training code: the model comes from the exported
 file; Python only builds the graph (``pipeline.graph_builder``) and encodes it (``GraphEncoding``).
 
-Why the readout is re-written here: PyG's ``global_max_pool`` / ``softmax`` take a different code
-path under ONNX export that fails with this torch (``torch.full`` with a tensor fill value in
-``torch_geometric.utils.scatter``), so ``_ExportReadout`` computes the same mean, max and
-attention pooling with plain ``scatter_add`` / ``scatter_reduce``; the tests check the exported
-logits against the PyTorch student. Both formats are traced (``torch.jit.trace`` /
+The head file is the student's head in its export form (``trainers.student.heads``: the same
+head the PyTorch student runs, with export-friendly pooling). Both formats are traced (``torch.jit.trace`` /
 ``torch.onnx.export(dynamo=False)``): the student has no data-dependent control flow, and the
 traced graphs are checked on graphs of other sizes than the example.
 """
@@ -67,75 +64,6 @@ class _ExportEncoder(nn.Module):
         return h
 
 
-def _pool(h, seg, num_segments, gate):
-    """``Readout`` (mean, max, optional attention pooling) over ``num_segments`` segments of the
-    nodes (``seg``: segment per node), in export-friendly ops."""
-    width = h.size(1)
-    idx = seg.unsqueeze(-1).expand_as(h)
-    sums = h.new_zeros(num_segments, width).scatter_add(0, idx, h)
-    counts = h.new_zeros(num_segments, 1).scatter_add(0, seg.unsqueeze(-1), torch.ones_like(h[:, :1]))
-    mean = sums / counts.clamp(min=1.0)
-    big = torch.finfo(h.dtype).max
-    mx = h.new_full((num_segments, width), -big).scatter_reduce(0, idx, h, "amax", include_self=True)
-    mx = torch.where(counts > 0, mx, torch.zeros_like(mx))  # an empty segment pools to 0, as PyG's max does
-    parts = [mean, mx]
-    if gate is not None:
-        g = gate(h)
-        gmax = g.new_full((num_segments, 1), -big).scatter_reduce(0, seg.unsqueeze(-1), g, "amax", include_self=True)
-        e = torch.exp(g - gmax[seg])
-        den = g.new_zeros(num_segments, 1).scatter_add(0, seg.unsqueeze(-1), e)
-        a = e / (den[seg] + 1e-16)  # PyG's softmax adds the same epsilon
-        parts.append(h.new_zeros(num_segments, width).scatter_add(0, idx, a * h))
-    return torch.cat(parts, -1)
-
-
-class _ExportReadout(nn.Module):
-    """Graph head (classification): readout per graph + the head -> (graphs, labels)."""
-
-    inputs = ("h", "batch", "graphs")
-
-    def __init__(self, student):
-        super().__init__()
-        self.gate = student.readout.att.gate_nn if student.readout.att is not None else None
-        self.head = student.head
-
-    def forward(self, h, batch, graphs):
-        return self.head(_pool(h, batch, graphs.size(0), self.gate))
-
-
-class _ExportNodeHead(nn.Module):
-    """Node head (token labelling): node states -> per-node logits (nodes, labels)."""
-
-    inputs = ("h",)
-
-    def __init__(self, student):
-        super().__init__()
-        self.head = student.head
-
-    def forward(self, h):
-        return self.head(h)
-
-
-class _ExportPairHead(nn.Module):
-    """Pair head: one readout per (pair, side) -> per pair [cosine(u, v), label logits...], as
-    ``Student.pair_vectors`` + ``Student.pair_output``; ``side`` (0: A, 1: B) per node."""
-
-    inputs = ("h", "batch", "graphs", "side")
-
-    def __init__(self, student):
-        super().__init__()
-        self.gate = student.readout.att.gate_nn if student.readout.att is not None else None
-        self.head = student.head
-
-    def forward(self, h, batch, graphs, side):
-        z = _pool(h, batch * 2 + side, graphs.size(0) * 2, self.gate).view(-1, 2, h.size(1) * (3 if self.gate is not None else 2))
-        u, v = z[:, 0], z[:, 1]
-        sim = torch.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
-        return torch.cat([sim, self.head(torch.cat([u, v, (u - v).abs(), u * v], -1))], -1)
-
-
-# the exported head of each student head kind (``Task.head``): what it reads besides the node states
-EXPORT_HEADS = {"graph": _ExportReadout, "node": _ExportNodeHead, "pair": _ExportPairHead}
 HEAD_AXES = {"h": {0: "nodes"}, "batch": {0: "nodes"}, "graphs": {0: "graphs"}, "side": {0: "nodes"}}
 OUTPUT_AXES = {"graph": {0: "graphs"}, "node": {0: "nodes"}, "pair": {0: "graphs"}}
 
@@ -190,20 +118,18 @@ def _examples(enc, builder, task: str) -> tuple[tuple, dict]:
 def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | None = None) -> tuple[list[str], list[str]]:
     """Write the two model files of ``fmt`` into ``out``; returns their names and the head's input
     names (after ``h``: ``batch``, ``graphs``, ``side``, as the student's head kind needs)."""
-    from trainers.tasks import get_task
-
     student = student.eval()
-    kind = get_task(student.task).head
+    kind = student.kind
     if quantize == "int8" and fmt == "torchscript":
         from trainers.student.quantize import quantize_int8
 
         student = quantize_int8(student)  # the model evaluate's distilled_int8 row scores
-    head_cls = EXPORT_HEADS[kind]
-    encoder, head = _ExportEncoder(student).eval(), head_cls(student).eval()
+    head_inputs = student.task_head.export_inputs
+    encoder, head = _ExportEncoder(student).eval(), student.task_head.export(student).eval()
     enc_args, feeds = _examples(enc, builder, student.task)
     with torch.no_grad():
         h = encoder(*enc_args)
-    head_args = (h, *(feeds[k] for k in head_cls.inputs[1:]))
+    head_args = (h, *(feeds[k] for k in head_inputs[1:]))
     names = MODEL_FILES[fmt]
     if fmt == "torchscript":
         with torch.no_grad():
@@ -212,12 +138,12 @@ def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | Non
     else:
         axes_e = {"x_tok": {0: "nodes"}, "x_pos": {0: "nodes"}, "edge_index": {1: "edges"}, "edge_type": {0: "edges"},
                   "edge_weight": {0: "edges"}, "h": {0: "nodes"}}
-        axes_h = {k: HEAD_AXES[k] for k in head_cls.inputs} | {"logits": OUTPUT_AXES[kind]}
+        axes_h = {k: HEAD_AXES[k] for k in head_inputs} | {"logits": OUTPUT_AXES[kind]}
         kw = dict(dynamo=False, opset_version=18, do_constant_folding=True)
         with torch.no_grad(), _onnx_friendly_softmax():
             torch.onnx.export(encoder, enc_args, str(out / names[0]), input_names=list(ENCODER_INPUTS),
                               output_names=["h"], dynamic_axes=axes_e, **kw)
-            torch.onnx.export(head, head_args, str(out / names[1]), input_names=list(head_cls.inputs),
+            torch.onnx.export(head, head_args, str(out / names[1]), input_names=list(head_inputs),
                               output_names=["logits"], dynamic_axes=axes_h, **kw)
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -227,7 +153,7 @@ def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | Non
                 (out / name).rename(tmp)
                 quantize_dynamic(str(tmp), str(out / name), weight_type=QuantType.QInt8)
                 tmp.unlink()
-    return list(names), list(head_cls.inputs)
+    return list(names), list(head_inputs)
 
 
 # ---------------------------------------------------------------------------------------- package

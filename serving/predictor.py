@@ -9,46 +9,27 @@ so training and serving see identical inputs. Every task is served the same way;
 adapter (``trainers.tasks``): classification ``text`` -> label; token ``text`` or ``tokens`` -> one
 tag per token; pair ``text`` + ``text_b`` -> similarity (+ label).
 
-The model behind it is anything with ``logits(batch)``, ``part_logits(parts)`` and ``hops``: the
-PyTorch ``Student`` (wrapped in ``TorchModel``) or an exported package's runner
-(``serving.export``). Graphs over ``node_budget`` nodes are predicted from parts
-(``trainers.student.subgraph.decompose``: sentence windows plus their ``hops``-hop halo, so the
-parts give the whole-graph prediction with bounded memory per forward).
+Encoded graphs go through the one batched prediction path, ``trainers.student.predict``, which
+validation and evaluate's scores run too: the PyTorch ``Student`` or an exported package's model
+(``serving.export.PackagedModel``), whole graphs in batches and graphs over ``node_budget`` nodes
+from parts.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
 import torch
-from torch_geometric.data import Batch
 
 from serving.records import error_record
-from trainers.student.subgraph import decompose
-
-
-class TorchModel:
-    """The PyTorch ``Student`` behind the predictor interface (its own forward and forward_parts,
-    exactly what evaluate scores)."""
-
-    def __init__(self, student: torch.nn.Module):
-        self.student = student.eval()
-        self.task = student.task
-        self.hops = len(student.encoder.layers)  # message-passing layers = the halo decomposition needs
-
-    @torch.no_grad()
-    def logits(self, batch) -> torch.Tensor:
-        return self.student(batch)[0]
-
-    @torch.no_grad()
-    def part_logits(self, parts) -> torch.Tensor:
-        return self.student.forward_parts(parts)
+from trainers.student.predict import as_model, logits_per_graph
+from trainers.tasks import get_task
 
 
 class Predictor:
     """``Predictor(model, encoding, builder)``: raw input rows -> logits or prediction records.
 
-    ``model``: a ``Student`` (or any object with the ``TorchModel`` interface); ``encoding`` its
-    ``GraphEncoding``; ``builder`` a ``GraphBuilder``. ``node_budget``: graphs with more nodes are
+    ``model``: a ``Student`` (or any object with the ``trainers.student.predict.TorchModel``
+    interface); ``encoding`` its ``GraphEncoding``; ``builder`` a ``GraphBuilder``. ``node_budget``: graphs with more nodes are
     predicted from parts (None: always whole). ``max_chars``: longer texts get an error record
     instead of a prediction (None: no limit). Nothing here trains or needs the teacher, and nothing
     here knows a task: the task adapter (``trainers.tasks``) says which fields a row uses, how its
@@ -57,9 +38,7 @@ class Predictor:
 
     def __init__(self, model, encoding, builder, *, task: str | None = None, node_budget: int | None = None,
                  max_chars: int | None = None):
-        from trainers.tasks import get_task
-
-        self.model = TorchModel(model) if isinstance(model, torch.nn.Module) else model
+        self.model = as_model(model)
         self.encoding, self.builder = encoding, builder
         self.task = task or self.model.task
         self.adapter = get_task(self.task)
@@ -80,27 +59,9 @@ class Predictor:
 
     # ------------------------------------------------------------------ logits
     def _graph_logits(self, grows: Sequence[dict]) -> list[torch.Tensor]:
-        """Logits per built input (the task's graph row): graphs within the budget in one collated
-        batch, each larger graph from its parts. One row per graph (graph / pair heads) or one
-        (nodes, labels) slice per graph (node head), as the adapter splits them."""
+        """Logits per built input (the task's graph row), through the one batched prediction path."""
         datas = [self.adapter.encode(self.encoding, g) for g in grows]
-        out: list[torch.Tensor | None] = [None] * len(datas)
-        whole = [i for i, d in enumerate(datas) if self.node_budget is None or d.num_nodes <= self.node_budget]
-        if len(whole) == 1:  # a single graph skips the collation (a third of the forward at batch 1)
-            d = datas[whole[0]]
-            d.batch = torch.zeros(d.num_nodes, dtype=torch.long)
-            out[whole[0]] = self.adapter.split_logits(self.model.logits(d), [d.num_nodes])[0]
-        elif whole:
-            logits = self.model.logits(Batch.from_data_list([datas[i] for i in whole]))
-            for i, row in zip(whole, self.adapter.split_logits(logits, [datas[i].num_nodes for i in whole])):
-                out[i] = row
-        for i, d in enumerate(datas):
-            if out[i] is None:
-                parts = decompose(d, self.node_budget, self.model.hops)
-                for p in parts:
-                    p.batch = torch.zeros(p.num_nodes, dtype=torch.long)
-                out[i] = self.adapter.split_logits(self.model.part_logits(parts), [d.num_nodes])[0]
-        return out  # type: ignore[return-value]
+        return logits_per_graph(self.model, datas, self.node_budget, batch_size=max(len(datas), 1))
 
     @staticmethod
     def _as_row(x) -> dict[str, Any]:

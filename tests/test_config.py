@@ -217,23 +217,23 @@ def test_resource_keys_never_make_a_stage_stale(tmp_path):
             assert _wanted(base, stage) == _wanted(changed, stage), name
 
 
-def test_manifest_that_hashed_the_ray_section_is_still_up_to_date(tmp_path):
-    """Manifests written before resources left the hash (config_hash over sections + ray) stay valid."""
+def test_manifest_of_another_schema_version_or_config_is_stale(tmp_path):
+    """A stage is up to date only for a manifest of this schema version and this config's hash: a run
+    directory made by an older version is rebuilt, never misread."""
     from tgd.schema import SCHEMA_VERSION
     from tgd.stages import get_stage, is_up_to_date
 
     cfg = load_config(None, [f"run_dir={tmp_path}"])
     stage = get_stage("evaluate")
-    m = {"schema_version": SCHEMA_VERSION, "inputs": {"distill": None}, "fingerprint": "x"}
+    m = {"inputs": {"distill": None}, "fingerprint": "x"}
     out = tmp_path / "evaluate"
     out.mkdir()
-    for config_hash, current in ((cfg.section_hash(*stage.sections, "ray"), True),  # the old hash
-                                 (cfg.section_hash(*stage.sections), True),  # the new one
-                                 (load_config(None, ["ray.num_workers=9"]).section_hash(*stage.sections, "ray"), False)):
-        (out / "manifest.json").write_text(json.dumps({**m, "config_hash": config_hash}))
+    for version, config_hash, current in (
+            (SCHEMA_VERSION, cfg.section_hash(*stage.sections), True),
+            (SCHEMA_VERSION - 1, cfg.section_hash(*stage.sections), False),
+            (SCHEMA_VERSION, load_config(None, ["distill.lr=0.5"]).section_hash(*stage.sections), False)):
+        (out / "manifest.json").write_text(json.dumps({**m, "schema_version": version, "config_hash": config_hash}))
         assert is_up_to_date(cfg, "evaluate") is current
-    # the old ray hash is what the ray section hashed to before ray.stages existed
-    assert cfg.section_hash("ray") == load_config(None, ["ray.stages.distill.workers=4"]).section_hash("ray")
 
 
 def test_each_stage_runs_with_its_own_resources(tmp_path, monkeypatch):

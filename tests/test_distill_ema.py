@@ -9,7 +9,7 @@ import torch
 from tests.conftest import make_config
 from tests.student_data import make_run
 from trainers.distill.data import prepare
-from trainers.distill.loop import train_student_local
+from trainers.distill.loop import train_in_process
 from trainers.student.checkpoint import load_student
 
 SMALL = {"hidden": 32, "heads": 2, "pos_dim": 8, "vocab_min_count": 1}
@@ -21,7 +21,7 @@ def _train(tmp_path, name: str, ema):
     cfg = make_config(tmp_path, student=SMALL, distill=d, ray={"num_workers": 1})
     if not (tmp_path / "run" / "graphs").exists():
         make_run(cfg)
-    summary = train_student_local(cfg, tmp_path / name, prepare(cfg, use_teacher=True))
+    summary = train_in_process(cfg, tmp_path / name, prepare(cfg, use_teacher=True))
     return summary, load_student(tmp_path / name / "student.pt")[0].state_dict(), \
         json.loads((tmp_path / name / "history.json").read_text())
 

@@ -13,7 +13,7 @@ from tests.conftest import make_config
 from tests.student_data import make_run
 from tgd.schema import GRAPHS, read_table
 from trainers.evaluate import report as evaluate
-from trainers.distill.loop import train_student
+from trainers.distill.loop import train_on_ray
 from trainers.student.checkpoint import load_student
 from trainers.student.quantize import quantize_int8
 
@@ -31,7 +31,7 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
                                 "bootstrap_resamples": 200},
                       ray={"num_workers": 1})
     make_run(cfg, n_docs=60, transfer_copies=1)
-    summary = train_student(cfg, tmp_path / "run" / "distill")
+    summary = train_on_ray(cfg, tmp_path / "run" / "distill")
     # the distill stage's manifest carries its verdict on the teacher: evaluate reuses it (marked here) rather
     # than training the baseline behind it again
     check = {**summary["teacher_check"], "message": summary["teacher_check"]["message"] + " [from distill]"}

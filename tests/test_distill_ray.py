@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import make_config
 from tests.student_data import make_run
-from trainers.distill.loop import latest_checkpoint, train_student
+from trainers.distill.loop import latest_checkpoint, train_on_ray
 from trainers.student.checkpoint import load_student
 
 SMALL = {"hidden": 32, "heads": 2, "pos_dim": 8, "vocab_min_count": 1}
@@ -25,11 +25,11 @@ def test_two_workers_train_checkpoint_and_resume(ray_local, tmp_path):
     cfg = _cfg(tmp_path)
     make_run(cfg)
     out = tmp_path / "run" / "distill"
-    summary = train_student(cfg, out)
+    summary = train_on_ray(cfg, out)
     hist = summary["history"]
     assert [h["epoch"] for h in hist] == [0, 1, 2]
     assert [h["stage"] for h in hist] == ["align", "fusion", "adaptive"]
-    assert "loss_bridge" in hist[0] and "loss_kl" in hist[1] and "loss_ce" in hist[2]
+    assert "loss_bridge" in hist[0] and "loss_kd" in hist[1] and "loss_ce" in hist[2]
     assert hist[0]["train_docs"] < hist[2]["train_docs"]  # curriculum: easiest first, then all
     assert all(h["max_nodes_per_graph"] <= 16 for h in hist)  # node budget held during training
     assert hist[2]["temperature"] != pytest.approx(cfg.distill.temperature)  # adaptive rule in stage 3
@@ -42,7 +42,7 @@ def test_two_workers_train_checkpoint_and_resume(ray_local, tmp_path):
 
     # Re-run with one more epoch: continues from the checkpoint at epoch 3, keeps the history.
     cfg2 = _cfg(tmp_path, epochs_adaptive=2)
-    hist2 = train_student(cfg2, out)["history"]
+    hist2 = train_on_ray(cfg2, out)["history"]
     assert [h["epoch"] for h in hist2] == [0, 1, 2, 3]
     assert hist2[:3] == hist
     assert json.loads((latest_checkpoint(out / "ray") / "epoch.json").read_text())["epoch"] == 3
@@ -51,8 +51,8 @@ def test_two_workers_train_checkpoint_and_resume(ray_local, tmp_path):
 def test_one_worker_same_seed_is_deterministic(ray_local, tmp_path):
     cfg = _cfg(tmp_path, workers=1, epochs_align=0, epochs_adaptive=1, epochs_fusion=1)
     make_run(cfg)
-    a = train_student(cfg, tmp_path / "a")["history"]
-    b = train_student(cfg, tmp_path / "b")["history"]
+    a = train_on_ray(cfg, tmp_path / "a")["history"]
+    b = train_on_ray(cfg, tmp_path / "b")["history"]
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
     assert strip(a) == strip(b)
     wa = load_student(tmp_path / "a" / "student.pt")[0].state_dict()

@@ -111,18 +111,18 @@ def test_graph_stage_completes_with_every_row_once_after_a_worker_node_is_killed
 
 def test_distill_restarts_from_its_checkpoint_after_a_training_node_is_killed(cluster, tmp_path):
     from tests.student_data import make_run
-    from trainers.distill.loop import train_student
+    from trainers.distill.loop import train_on_ray
 
     d = {"epochs_align": 2, "epochs_fusion": 2, "epochs_adaptive": 2, "batch_size": 16, "node_budget": 16,
          "pace_epochs": 2, "max_failures": 1}
     cfg = make_config(tmp_path, student={"hidden": 32, "heads": 2, "pos_dim": 8, "vocab_min_count": 1}, distill=d,
                       ray={"num_workers": 2, "address": cluster.address})
     make_run(cfg, n_docs=200)
-    clean = train_student(cfg, tmp_path / "clean")
+    clean = train_on_ray(cfg, tmp_path / "clean")
 
     out = tmp_path / "killed"
     checkpoints = lambda: [json.loads(f.read_text())["epoch"] for f in (out / "ray").glob("*/checkpoint_*/epoch.json")]
-    t, box = _in_thread(lambda: train_student(cfg, out))
+    t, box = _in_thread(lambda: train_on_ray(cfg, out))
     wait_for(lambda: checkpoints() or not t.is_alive(), "the first distill checkpoint")
     assert t.is_alive(), box.get("error")
     _kill_node_running(cluster, "RayTrainWorker")

@@ -9,7 +9,7 @@ import torch
 from tests.conftest import make_config
 from tests.student_data import make_run
 from trainers.distill.data import prepare
-from trainers.distill.loop import train_student_local
+from trainers.distill.loop import train_in_process
 from trainers.distill.lr_schedule import lr_factor
 
 
@@ -32,7 +32,7 @@ def test_training_uses_the_schedule(tmp_path, schedule):
     cfg = make_config(tmp_path, student={"hidden": 32, "heads": 2, "pos_dim": 8, "vocab_min_count": 1},
                       distill=d, ray={"num_workers": 1})
     make_run(cfg)
-    train_student_local(cfg, tmp_path / "s", prepare(cfg, use_teacher=True))
+    train_in_process(cfg, tmp_path / "s", prepare(cfg, use_teacher=True))
     lrs = [r["lr"] for r in json.loads((tmp_path / "s" / "history.json").read_text())]
     if schedule == "constant":
         assert lrs == [0.002] * 4

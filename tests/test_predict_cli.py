@@ -65,13 +65,13 @@ def test_csv_and_parquet_inputs(package, tmp_path):
 
 
 def test_round_trip_matches_evaluate_path(package, run_config, tmp_path, graph_builder):
-    """export -> load -> predict gives evaluate's predictions (trainers.distill.loop.predict on the
+    """export -> load -> predict gives evaluate's predictions (trainers.student.predict.predict on the
     graph-builder graphs, with the same node budget) on short and long documents."""
     import random
 
     import torch
 
-    from trainers.distill.loop import predict
+    from trainers.student.predict import predict
     from trainers.student.checkpoint import load_student
 
     rng = random.Random(11)
@@ -86,7 +86,7 @@ def test_round_trip_matches_evaluate_path(package, run_config, tmp_path, graph_b
     for d in datas:
         d.y = torch.tensor([-1]); d.t_logits = torch.zeros(1, 2)
     assert max(d.num_nodes for d in datas) > NODE_BUDGET
-    pred, _, _ = predict(model, datas, "cpu", node_budget=NODE_BUDGET)
+    pred, _, _ = predict(model, datas, node_budget=NODE_BUDGET)
     assert [r["label"] for r in got] == [enc.labels[p] for p in pred]
 
 

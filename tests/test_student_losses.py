@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trainers.distill import bridge as bridges, curriculum, losses, temperature
+from trainers.tasks.scores import normalized_entropy
 
 
 def test_kd_kl_matches_hand_computation_with_t_squared():
@@ -67,10 +68,10 @@ def test_curriculum_orders_easy_to_hard_and_paces():
     rng = np.random.default_rng(0)
     nodes = np.array([5, 50, 10, 500, 20])
     confident = np.array([[9.0, 0.0]] * 5)
-    d = curriculum.difficulty(nodes, curriculum.normalized_entropy(confident))
+    d = curriculum.difficulty(nodes, normalized_entropy(torch.tensor(confident)).numpy())
     assert list(np.argsort(d)) == [0, 2, 4, 1, 3]  # same teacher confidence: size decides
     unsure = confident.copy(); unsure[0] = [0.1, 0.0]  # smallest but the teacher is unsure
-    du = curriculum.difficulty(nodes, curriculum.normalized_entropy(unsure))
+    du = curriculum.difficulty(nodes, normalized_entropy(torch.tensor(unsure)).numpy())
     assert np.argmin(du) != 0 and du[0] > d[0]  # no longer the easiest
     assert curriculum.competence(0, 0.3, 4) == pytest.approx(0.3)
     assert curriculum.competence(4, 0.3, 4) == 1.0

@@ -8,7 +8,7 @@ from tests.conftest import make_config
 from tests.student_data import make_run
 from trainers.distill import losses
 from trainers.distill.data import prepare
-from trainers.distill.loop import _fit_config
+from trainers.distill.spec import build_spec
 from trainers.distill.teacher_gate import gate_active
 
 
@@ -21,22 +21,22 @@ def test_weak_teacher_is_found_and_gated(tmp_path):
     cfg = _cfg(tmp_path)
     make_run(cfg, n_docs=120, teacher_right=0.2, transfer_copies=1)
     prepared = prepare(cfg, use_teacher=True)
-    config, rows = _fit_config(cfg, prepared, True, tmp_path / "fit")
+    spec, rows = build_spec(cfg, prepared, True, tmp_path / "fit")
     check = prepared.teacher_check
     assert check["weaker"] and check["teacher_val_accuracy"] < check["bow_val_accuracy"]
     assert "WEAK TEACHER" in check["message"]
-    assert config["teacher_gate"] and rows.num_rows == prepared.splits["train"].num_rows  # no transfer copies
+    assert spec.teacher_gate and rows.num_rows == prepared.splits["train"].num_rows  # no transfer copies
     off = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"teacher_gate": "off"})})
-    config, rows = _fit_config(off, prepared, True, tmp_path / "fit")
-    assert not config["teacher_gate"] and rows.num_rows > prepared.splits["train"].num_rows
+    spec, rows = build_spec(off, prepared, True, tmp_path / "fit")
+    assert not spec.teacher_gate and rows.num_rows > prepared.splits["train"].num_rows
 
 
 def test_strong_teacher_keeps_kd_and_transfer(tmp_path):
     cfg = _cfg(tmp_path)
     make_run(cfg, n_docs=120, teacher_right=1.0, transfer_copies=1)
     prepared = prepare(cfg, use_teacher=True)
-    config, rows = _fit_config(cfg, prepared, True, tmp_path / "fit")
-    assert prepared.teacher_check["weaker"] is False and not config["teacher_gate"]
+    spec, rows = build_spec(cfg, prepared, True, tmp_path / "fit")
+    assert prepared.teacher_check["weaker"] is False and not spec.teacher_gate
     assert prepared.teacher_check["memorised"] is False and "MEMORISED" not in prepared.teacher_check["message"]
     assert rows.num_rows == prepared.splits["train"].num_rows + prepared.splits["transfer"].num_rows
     assert gate_active("on", prepared.teacher_check) and not gate_active("off", {"weaker": True})
@@ -46,14 +46,14 @@ def test_teacher_that_memorised_its_training_documents_is_flagged(tmp_path):
     cfg = _cfg(tmp_path)
     make_run(cfg, n_docs=120, teacher_right=0.7, teacher_right_train=1.0)
     prepared = prepare(cfg, use_teacher=True)
-    _fit_config(cfg, prepared, True, tmp_path / "fit")
+    build_spec(cfg, prepared, True, tmp_path / "fit")
     check = prepared.teacher_check
     assert check["memorised"] and check["teacher_train_accuracy"] == 1.0
     assert check["teacher_train_accuracy"] - check["teacher_val_accuracy"] > cfg.distill.teacher_fit_gap
     assert "MEMORISED TRAINING SET" in check["message"]
     lenient = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"teacher_fit_gap": 0.9})})
     prepared.teacher_check = None
-    _fit_config(lenient, prepared, True, tmp_path / "fit")
+    build_spec(lenient, prepared, True, tmp_path / "fit")
     assert not prepared.teacher_check["memorised"]
 
 

@@ -74,7 +74,7 @@ def test_ngram_window_is_a_consistent_subgraph(parsed):
 def test_stage_writes_copies_the_teacher_labels_and_the_student_reads(ray_local, tmp_path):
     """Augmented copies and data.unlabelled_source texts: graphs, teacher outputs, KD-only rows."""
     from trainers.distill.data import prepare
-    from trainers.distill.loop import _fit_config
+    from trainers.distill.spec import build_spec
 
     model = tiny_bert(tmp_path / "teacher", labels=["fresh", "rotten"])
     unlabelled = [f"An unseen review {i}: the acting was {'superb' if i % 2 else 'flat'}." for i in range(5)]
@@ -111,8 +111,8 @@ def test_stage_writes_copies_the_teacher_labels_and_the_student_reads(ray_local,
     assert prepare(cfg, use_teacher=False).splits["transfer"].num_rows == 0  # labels only: no copies, no unlabelled
     # a distilled student trains on documents + copies + unlabelled texts; without the transfer set on documents only
     prepared.teacher_check = {"weaker": False}
-    _, rows = _fit_config(cfg, prepared, True, tmp_path / "fit")
+    _, rows = build_spec(cfg, prepared, True, tmp_path / "fit")
     assert rows.num_rows == len(train_ids) + len(copies) + len(unl_ids)
     no_transfer = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"use_transfer": False})})
-    _, rows = _fit_config(no_transfer, prepared, True, tmp_path / "fit")
+    _, rows = build_spec(no_transfer, prepared, True, tmp_path / "fit")
     assert rows.num_rows == len(train_ids)

@@ -37,7 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every fingerprinted config key hashed, no compatibility with version-1 run directories
 SPLITS = ("train", "validation", "test")
 TRANSFER_SPLIT = "transfer"  # teacher-labelled, no gold label: augmented copies of training documents, unlabelled texts
 

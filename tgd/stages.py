@@ -34,7 +34,6 @@ class Stage:
     needs_ray: bool = False
     source_fingerprint: Callable[[RunConfig], Any] | None = None  # inputs from outside the run dir
     uses_teacher: bool = False  # loads teacher.model (checked up front by preflight)
-    hashed_ray: bool = False  # manifests from before ray.stages hashed the ray section too: still accepted
     # an interrupted attempt resumes only on the same workers / CPUs / GPUs (checkpoints shaped by them)
     resume_needs_same_resources: bool = False
 
@@ -53,21 +52,18 @@ def _registry() -> dict[str, Stage]:
               "n-gram windows) for the teacher to label", ("graphs",), ("transfer",), transfer.run),
         Stage("teacher-finetune", "fine-tune the teacher (DeepSpeed ZeRO on Ray Train); best checkpoint as a HF directory",
               ("ingest",), ("teacher",), teacher_finetune.run, needs_ray=True,
-              source_fingerprint=teacher_finetune.source_fingerprint, uses_teacher=True, hashed_ray=True,
+              source_fingerprint=teacher_finetune.source_fingerprint, uses_teacher=True,
               resume_needs_same_resources=True),  # DeepSpeed's per-rank checkpoint is cut for its world size
         Stage("teacher-logits", "precompute teacher outputs per document, ZeRO-3 sharded across Ray Train workers",
               ("teacher-finetune", "graphs", "transfer"), ("teacher",), teacher_logits.run, needs_ray=True,
               uses_teacher=True),
         Stage("distill", "train the GNN student on Ray Train (DDP) with the three-stage curriculum and graph sampling",
-              ("graphs", "teacher-logits"), ("student", "distill"), _distill, needs_ray=True, uses_teacher=True,
-              hashed_ray=True),
+              ("graphs", "teacher-logits"), ("student", "distill"), _distill, needs_ray=True, uses_teacher=True),
         Stage("evaluate", "test-split table: teacher, distilled, GNN without teacher, bag-of-words, ablations; plots",
-              ("distill",), ("student", "distill", "evaluate"), _evaluate, needs_ray=True, uses_teacher=True,
-              hashed_ray=True),
+              ("distill",), ("student", "distill", "evaluate"), _evaluate, needs_ray=True, uses_teacher=True),
         Stage("tune", "search student + distillation settings on validation (Ray Tune, ASHA); writes the best as "
               "a run config, tune/best.yaml (not part of `tgd run`)",
-              ("graphs", "teacher-logits"), ("student", "distill", "tune"), _tune, needs_ray=True, uses_teacher=True,
-              hashed_ray=True),
+              ("graphs", "teacher-logits"), ("student", "distill", "tune"), _tune, needs_ray=True, uses_teacher=True),
     ]
     return {s.name: s for s in stages}
 
@@ -109,20 +105,14 @@ def _wanted(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "config_hash": cfg.section_hash(*stage.sections), "inputs": inputs}
 
 
-def _matches(record: dict[str, Any] | None, cfg: RunConfig, stage: Stage, want: dict[str, Any]) -> bool:
-    """``record`` (a manifest or an attempt) was made for ``want``; for a stage that hashed the ray
-    section before resources became unhashed, the hash with ``ray`` counts too (no re-run on upgrade)."""
-    if record is None:
-        return False
-    if all(record.get(k) == v for k, v in want.items()):
-        return True
-    legacy = {**want, "config_hash": cfg.section_hash(*stage.sections, "ray")} if stage.hashed_ray else None
-    return legacy is not None and all(record.get(k) == v for k, v in legacy.items())
+def _matches(record: dict[str, Any] | None, want: dict[str, Any]) -> bool:
+    """``record`` (a manifest or an attempt) was made for ``want``."""
+    return record is not None and all(record.get(k) == v for k, v in want.items())
 
 
 def is_up_to_date(cfg: RunConfig, name: str) -> bool:
     stage = get_stage(name)
-    return _matches(read_manifest(cfg, name), cfg, stage, _wanted(cfg, stage))
+    return _matches(read_manifest(cfg, name), _wanted(cfg, stage))
 
 
 def closure(targets: tuple[str, ...] | list[str]) -> list[str]:
@@ -159,7 +149,7 @@ def ensure(cfg: RunConfig, name: str, force: bool = False, log: Callable[[str], 
         ensure(cfg, dep, log=log)
     want = _wanted(cfg, stage)
     manifest = read_manifest(cfg, name)
-    if not force and _matches(manifest, cfg, stage, want):
+    if not force and _matches(manifest, want):
         log(f"[{name}] up to date, skipping ({stage_dir(cfg, name)})")
         return manifest
 
@@ -168,7 +158,7 @@ def ensure(cfg: RunConfig, name: str, force: bool = False, log: Callable[[str], 
     # Resources are not in the fingerprint, but a partial attempt of a stage whose checkpoints depend on
     # them resumes only on the same ones (another worker count starts that stage over).
     tried = {**want, "resources": asdict(cfg.resources(name))} if stage.resume_needs_same_resources else want
-    resumable = attempt.is_file() and _matches(json.loads(attempt.read_text()), cfg, stage, tried) and not force
+    resumable = attempt.is_file() and _matches(json.loads(attempt.read_text()), tried) and not force
     if out.exists() and not resumable:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

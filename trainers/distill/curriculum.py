@@ -1,9 +1,12 @@
-"""The three-stage curriculum and easy-to-hard pacing.
+"""The three-stage curriculum, declared as data, and easy-to-hard pacing.
 
-Stages (epochs per stage in ``distill``): ``align`` (attention-bridge loss only; when the teacher
-stored no node states, KL on logits stands in), ``fusion`` (CE + KL at fixed T, + bridge),
-``adaptive`` (CE + KL at the per-sample temperature of ``temperature.adaptive_temperature``). A stage with
-0 epochs is skipped (ablation); without a teacher every epoch is plain CE.
+Each stage is one entry of ``STAGES``: the weight of each loss term in its step loss (a function of
+the ``distill`` settings) and its temperature rule, so the step loss is one weighted sum and a new
+stage is a new entry. Stages (epochs per stage in ``distill``): ``align`` (attention-bridge loss
+only; when there is no bridge, the teacher stored no node states, KD stands in), ``fusion``
+((1 - alpha_kl) CE + alpha_kl KD at the fixed temperature + beta_bridge bridge), ``adaptive``
+(fusion at the per-sample temperature of ``temperature.adaptive_temperature``). A stage with 0
+epochs is skipped (ablation); without a teacher every epoch is ``ce``, the gold loss alone.
 
 Difficulty of a training document = mean of two ranks in [0, 1]: the teacher's normalised entropy
 (an unsure teacher marks a hard or ambiguous document; per node for token labelling, averaged over
@@ -15,10 +18,37 @@ c0 = ``pace_start`` and E = ``pace_epochs``. Off: every document every epoch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-from trainers.tasks.scores import normalized_entropy  # noqa: F401  (the difficulty's teacher term)
+
+@dataclass(frozen=True)
+class CurriculumStage:
+    """One stage: ``weights`` maps the ``distill`` settings to the weight of each loss term the stage
+    trains (``ce``: gold labels, ``kd``: the teacher's outputs, ``bridge``: the teacher's states; a
+    term it does not name is not computed), ``without_bridge`` the term that takes the bridge's
+    place (weight 1) when there is no bridge, ``temperature`` its rule ("fixed": distill.temperature;
+    "adaptive": per sample, from the teacher's entropy)."""
+    name: str
+    weights: Callable[[Any], dict[str, float]]
+    without_bridge: str | None = None
+    temperature: str = "fixed"
+    uses_teacher: bool = True
+    colour: str = "#fff"  # learning-curve shading
+
+
+def _fusion(d) -> dict[str, float]:
+    return {"ce": 1 - d.alpha_kl, "kd": d.alpha_kl, "bridge": d.beta_bridge}
+
+
+STAGES: dict[str, CurriculumStage] = {s.name: s for s in (
+    CurriculumStage("ce", lambda d: {"ce": 1.0}, uses_teacher=False, colour="#eee"),
+    CurriculumStage("align", lambda d: {"bridge": 1.0}, without_bridge="kd", colour="#dde"),
+    CurriculumStage("fusion", _fusion, colour="#ded"),
+    CurriculumStage("adaptive", _fusion, temperature="adaptive", colour="#edd"),
+)}
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
@@ -50,7 +80,7 @@ def select(diff: np.ndarray, epoch: int, enabled: bool, start: float, ramp_epoch
 
 
 def stages(epochs_align: int, epochs_fusion: int, epochs_adaptive: int, use_teacher: bool) -> list[str]:
-    """Stage name of every epoch, in order."""
+    """Stage name (a key of ``STAGES``) of every epoch, in order."""
     if not use_teacher:
         return ["ce"] * (epochs_align + epochs_fusion + epochs_adaptive)
     return ["align"] * epochs_align + ["fusion"] * epochs_fusion + ["adaptive"] * epochs_adaptive

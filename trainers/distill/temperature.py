@@ -1,16 +1,9 @@
 """Stage 3's temperature: per sample, from how sure the teacher is (the adaptive stage of the curriculum)."""
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
-
-def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) divided by log(C): 0 = one-hot, 1 = uniform."""
-    logp = F.log_softmax(logits, -1)
-    return -(logp.exp() * logp).sum(-1) / math.log(logits.shape[-1])
+from trainers.tasks.scores import normalized_entropy
 
 
 def adaptive_temperature(teacher_logits: torch.Tensor, t_min: float, t_max: float) -> torch.Tensor:

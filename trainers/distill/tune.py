@@ -1,6 +1,6 @@
 """`tgd tune`: search the student and distillation settings on validation with Ray Tune.
 
-Each trial is one distilled student trained in a single process (the loop of ``trainers.distill.loop.fit``,
+Each trial is one distilled student trained in a single process (``trainers.distill.fit``,
 with the distill stage's global batch) on one shared object-store copy of the encoded graphs; it
 reports its validation score after every epoch (the task's headline metric: accuracy, or Spearman
 for pair scores; kept under the key ``val_accuracy``), and ASHA (Li et al. 2020) stops the weaker trials
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from trainers.distill.data import Prepared, prepare
-from trainers.distill.loop import FitContext, fit_local
+from trainers.distill.fit import FitContext
+from trainers.distill.loop import train_in_process
 
 BEST_CONFIG = "best.yaml"
 
@@ -44,7 +45,7 @@ def _trial(settings: dict[str, Any], base: dict[str, Any], prepared: Prepared) -
     def report(row, _snapshot):  # "val_accuracy": the task's headline metric (Spearman for pair scores), as in fit
         tune.report({"val_accuracy": row[f"val_{headline}"], "epoch": row["epoch"]})
 
-    fit_local(cfg, prepared, True, Path("."), FitContext(report=report))  # Path("."): the trial's directory
+    train_in_process(cfg, Path("."), prepared, True, FitContext(report=report), save=False)  # ".": the trial's directory
 
 
 def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:

@@ -28,10 +28,11 @@ from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
 from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
 from trainers.evaluate.latency import bow_latency, student_latency, teacher_latency
 from trainers.distill.data import prepare, unpack
-from trainers.distill.loop import metrics, predict, train_student_local
+from trainers.distill.loop import train_in_process
 from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
+from trainers.student.predict import metrics, predict
 from trainers.student.quantize import quantize_int8
 from trainers.distill.teacher_gate import ensure_teacher_check
 from trainers.tasks import get_task
@@ -104,7 +105,7 @@ def graph_sets(cfg, rows: dict[str, Any], prepared, out_dir: Path, log=print) ->
 
 
 def _train_row(cfg, out_dir: Path, prepared) -> Path:
-    train_student_local(cfg, out_dir, prepared)  # distill.threads_per_worker threads
+    train_in_process(cfg, out_dir, prepared)  # distill.threads_per_worker threads
     return out_dir / "student.pt"
 
 
@@ -227,7 +228,7 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
 
 def _score(model, data, labels) -> tuple[dict[str, float], np.ndarray]:
     """Test metrics of one student and, per prediction row (document or token), whether it is right."""
-    pred, gold, teach = predict(model, data, "cpu")
+    pred, gold, teach = predict(model, data)
     return (metrics(pred, gold, teach, labels, True, model.task, [d.num_nodes for d in data]),
             get_task(model.task).row_correct(pred, gold))
 
@@ -305,7 +306,7 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                 first = {"params": count_params(model), "best_epoch": blob["extra"].get("best_epoch"), "graph": parser,
                          **student_latency(model, data[: ev.latency_docs], texts, enc, builders[parser], predictor)}
                 if name == "distilled":
-                    pred_d, g, teach_d = predict(model, data, "cpu", node_budget=cfg.distill.node_budget)
+                    pred_d, g, teach_d = predict(model, data, node_budget=cfg.distill.node_budget)
                     decomposed = {"model": "distilled_decomposed",
                                   **metrics(pred_d, g, teach_d, labels, True, model.task, [d.num_nodes for d in data]),
                                   "params": first["params"], "parts_budget": cfg.distill.node_budget, "seeds": 1,

@@ -6,9 +6,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.tasks.scores import normalized_entropy
 from trainers.tasks.base import Task
-from trainers.tasks.scores import accuracy_f1
+from trainers.tasks.scores import accuracy_f1, normalized_entropy
 
 
 def expand_topk(logits: list[float], index: list[int] | None, rest: float | None, num_labels: int) -> np.ndarray:
@@ -41,7 +40,7 @@ class Classification(Task):
         data.t_logits = torch.tensor(logits, dtype=torch.float32).view(1, C) if logits is not None else torch.zeros(1, C)
 
     def teacher_uncertainty(self, data):
-        return float(normalized_entropy(data.t_logits.numpy())[0])
+        return float(normalized_entropy(data.t_logits.double())[0])
 
     def targets(self, logits, batch, stage):
         return batch.y, logits, batch.t_logits

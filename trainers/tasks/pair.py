@@ -3,7 +3,7 @@
 One example is ONE graph: the disjoint union of side A's and side B's text graphs, with ``side``
 (0/1) on every node. No edge joins the two sides, so one message-passing pass encodes both with the
 same weights (a siamese encoder by construction), and batching, sampling and Ray Data need nothing
-pair-specific. The student reads out one vector per side (``Student.pair_vectors``) and returns per
+pair-specific. The student reads out one vector per side (``trainers.student.heads.PairHead``) and returns per
 pair ``[cosine(u, v), label logits...]``: column 0 is the similarity (scores), the rest the logits
 of a head over ``[u, v, |u-v|, u*v]`` (labels; none when the data has scores only).
 
@@ -156,7 +156,7 @@ class Pair(Task):
         return SentenceBridge(student.readout.out_dim, dim) if dim > 1 else None
 
     def bridge_loss(self, bridge, student, h, batch):
-        u, v = student.pair_vectors(h, batch)
+        u, v = student.task_head.data_vectors(student, h, batch)
         return bridge(u, v, batch.t_emb)
 
     # ------------------------------------------------------------------ evaluation

@@ -1,7 +1,12 @@
-"""Accuracy, macro-F1 and Pearson r in plain numpy: the teacher's quality per split."""
+"""Scores shared by the task adapters: accuracy, macro-F1 and Pearson r (plain numpy), and the
+normalised entropy of a distribution."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 
 def accuracy_f1(gold: list, pred: list, labels: list[str]) -> dict[str, float]:
@@ -24,9 +29,9 @@ def pearson(x: list[float], y: list[float]) -> float:
     return round(float(np.corrcoef(np.asarray(x, float), np.asarray(y, float))[0, 1]), 4)
 
 
-def normalized_entropy(logits) -> np.ndarray:
-    """Entropy of the softmax of each row, divided by its maximum (log of the number of labels)."""
-    logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
-    z = logits - logits.max(1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    return -(p * np.log(np.clip(p, 1e-12, 1))).sum(1) / np.log(max(logits.shape[1], 2))
+def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax of each row divided by its maximum, log(number of labels): 0 = one-hot,
+    1 = uniform. The curriculum's difficulty (stored teacher logits, in float64 so ranks do not tie
+    by rounding) and stage 3's temperature (a batch's teacher logits) both read it."""
+    logp = F.log_softmax(logits, -1)
+    return -(logp.exp() * logp).sum(-1) / math.log(max(logits.shape[-1], 2))

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.tasks.scores import normalized_entropy
 from trainers.tasks.base import Task, text_problem
-from trainers.tasks.scores import accuracy_f1
+from trainers.tasks.scores import accuracy_f1, normalized_entropy
 from trainers.teacher.alignment import align_nodes, pool_nodes
 from trainers.teacher.inference import pad_batch
 
@@ -100,8 +99,8 @@ class Token(Task):
                               else torch.zeros(n, C))
 
     def teacher_uncertainty(self, data):
-        m = data.t_mask.numpy()
-        return float(normalized_entropy(data.t_node_logits.numpy()[m]).mean()) if m.any() else 1.0
+        m = data.t_mask
+        return float(normalized_entropy(data.t_node_logits[m].double()).mean()) if bool(m.any()) else 1.0
 
     def targets(self, logits, batch, stage):
         keep = batch.t_mask  # KD only on nodes some teacher sub-word covers

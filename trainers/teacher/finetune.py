@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from tgd.config import RunConfig, TeacherConfig
 from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, read_manifest, stage_dir
+from trainers.seeding import epoch_seed
 from trainers.shard_split import split_config
 from trainers.teacher.model import head_labels, resolve_model_path, teacher_id, weights_fingerprint
 from trainers.teacher.windows import Windower
@@ -238,7 +239,7 @@ def worker_loop(config: dict[str, Any]) -> None:
                       f"for {tcfg.patience} epoch(s) (teacher.patience)", flush=True)
             break
         t0 = time.time()
-        torch.manual_seed(tcfg.seed * 100_003 + epoch * 101 + rank)  # dropout per epoch: a resumed epoch replays it
+        torch.manual_seed(epoch_seed(tcfg.seed, epoch, rank))  # dropout per epoch: a resumed epoch replays it
         timer = PhaseTimer()
         losses, n, windows, real, padded = [], 0, 0, 0, 0
         source = train_batches(epoch, timer)

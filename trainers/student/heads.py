@@ -1,0 +1,180 @@
+"""The student's task heads: what turns node states into a task's logits, in each of its three forms.
+
+- ``whole``: a (batched) graph -> logits, in training and prediction;
+- ``parts``: the core nodes' states of a long document's parts (``subgraph.decompose``) -> the same
+  logits as ``whole`` on the whole graph;
+- ``export``: an ``nn.Module`` over plain tensors that TorchScript tracing and the ONNX exporter take,
+  computing what ``whole`` computes (``serving.export`` writes it).
+
+The task adapter names its head kind (``Task.head``): ``graph`` reads out one vector per document
+(classification), ``node`` classifies every node (token labelling), ``pair`` reads out one vector per
+side of a pair and scores [cosine, label logits over [u, v, |u-v|, u*v]]. A head holds no weights
+itself: the readout and the MLP are the ``Student``'s (``student.readout``, ``student.head``), so
+checkpoints and their initialisation do not depend on the head kind. A new head kind is one class
+here registered in ``HEADS``.
+
+Why the export form has its own pooling: PyG's ``global_max_pool`` / ``softmax`` take a different
+code path under ONNX export that fails with this torch (``torch.full`` with a tensor fill value in
+``torch_geometric.utils.scatter``), so ``export_pool`` computes the same mean, max and attention
+pooling with plain ``scatter_add`` / ``scatter_reduce``; the export tests check the exported logits
+against the PyTorch student.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+class Head:
+    kind: ClassVar[str]
+    export_inputs: ClassVar[tuple[str, ...]]  # the export form's inputs, ``h`` first
+
+    def in_dim(self, hidden: int, readout_dim: int) -> int:
+        """The width of the MLP's input."""
+        raise NotImplementedError
+
+    def whole(self, student, h: torch.Tensor, data) -> torch.Tensor:
+        raise NotImplementedError
+
+    def parts(self, student, h: torch.Tensor, parts) -> torch.Tensor:
+        """Logits of one document from the core nodes' states ``h`` of all its parts, in node order."""
+        raise NotImplementedError
+
+    def export(self, student) -> nn.Module:
+        raise NotImplementedError
+
+
+class GraphHead(Head):
+    """One readout vector per graph -> the MLP -> (graphs, labels)."""
+    kind = "graph"
+    export_inputs = ("h", "batch", "graphs")
+
+    def in_dim(self, hidden, readout_dim):
+        return readout_dim
+
+    def whole(self, student, h, data):
+        return student.head(student.readout(h, data.batch, getattr(data, "num_graphs", None)))
+
+    def parts(self, student, h, parts):
+        return student.head(student.readout(h, torch.zeros(h.shape[0], dtype=torch.long, device=h.device), 1))
+
+    def export(self, student):
+        return _ExportGraphHead(student)
+
+
+class NodeHead(Head):
+    """The MLP on every node's state -> (nodes, labels)."""
+    kind = "node"
+    export_inputs = ("h",)
+
+    def in_dim(self, hidden, readout_dim):
+        return hidden
+
+    def whole(self, student, h, data):
+        return student.head(h)
+
+    def parts(self, student, h, parts):
+        return student.head(h)
+
+    def export(self, student):
+        return _ExportNodeHead(student)
+
+
+class PairHead(Head):
+    """A pair is one graph whose nodes carry ``side`` (0: A, 1: B; no edge between the sides): one
+    readout per (pair, side), then per pair [cosine(u, v), the MLP over [u, v, |u-v|, u*v]] (the
+    MLP's logits are empty without labels)."""
+    kind = "pair"
+    export_inputs = ("h", "batch", "graphs", "side")
+
+    def in_dim(self, hidden, readout_dim):
+        return 4 * readout_dim
+
+    def vectors(self, student, h, batch, side, num_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, v): side A's and side B's readout vector of each pair."""
+        z = student.readout(h, batch * 2 + side, 2 * num_pairs).view(num_pairs, 2, -1)
+        return z[:, 0], z[:, 1]
+
+    def data_vectors(self, student, h, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """``vectors`` of a (batched) pair graph, for the head and the sentence bridge."""
+        zeros = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        batch = data.batch if getattr(data, "batch", None) is not None else zeros
+        side = data.side if getattr(data, "side", None) is not None else zeros
+        return self.vectors(student, h, batch, side, int(getattr(data, "num_graphs", None) or 1))
+
+    @staticmethod
+    def output(mlp, u, v) -> torch.Tensor:
+        sim = torch.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
+        return torch.cat([sim, mlp(torch.cat([u, v, (u - v).abs(), u * v], -1))], -1)
+
+    def whole(self, student, h, data):
+        return self.output(student.head, *self.data_vectors(student, h, data))
+
+    def parts(self, student, h, parts):
+        side = torch.cat([p.side[p.core] if "core" in p else p.side for p in parts])  # core nodes keep their side
+        zeros = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        return self.output(student.head, *self.vectors(student, h, zeros, side, 1))
+
+    def export(self, student):
+        return _ExportPairHead(student)
+
+
+HEADS: dict[str, Head] = {h.kind: h for h in (GraphHead(), NodeHead(), PairHead())}
+
+
+# ---------------------------------------------------------------------------------- export forms
+def export_pool(h, seg, num_segments, gate):
+    """``Readout`` (mean, max, optional attention pooling) over ``num_segments`` segments of the
+    nodes (``seg``: segment per node), in export-friendly ops."""
+    width = h.size(1)
+    idx = seg.unsqueeze(-1).expand_as(h)
+    sums = h.new_zeros(num_segments, width).scatter_add(0, idx, h)
+    counts = h.new_zeros(num_segments, 1).scatter_add(0, seg.unsqueeze(-1), torch.ones_like(h[:, :1]))
+    mean = sums / counts.clamp(min=1.0)
+    big = torch.finfo(h.dtype).max
+    mx = h.new_full((num_segments, width), -big).scatter_reduce(0, idx, h, "amax", include_self=True)
+    mx = torch.where(counts > 0, mx, torch.zeros_like(mx))  # an empty segment pools to 0, as PyG's max does
+    pooled = [mean, mx]
+    if gate is not None:
+        g = gate(h)
+        gmax = g.new_full((num_segments, 1), -big).scatter_reduce(0, seg.unsqueeze(-1), g, "amax", include_self=True)
+        e = torch.exp(g - gmax[seg])
+        den = g.new_zeros(num_segments, 1).scatter_add(0, seg.unsqueeze(-1), e)
+        a = e / (den[seg] + 1e-16)  # PyG's softmax adds the same epsilon
+        pooled.append(h.new_zeros(num_segments, width).scatter_add(0, idx, a * h))
+    return torch.cat(pooled, -1)
+
+
+def _gate(student):
+    return student.readout.att.gate_nn if student.readout.att is not None else None
+
+
+class _ExportGraphHead(nn.Module):
+    def __init__(self, student):
+        super().__init__()
+        self.gate, self.head = _gate(student), student.head
+
+    def forward(self, h, batch, graphs):
+        return self.head(export_pool(h, batch, graphs.size(0), self.gate))
+
+
+class _ExportNodeHead(nn.Module):
+    def __init__(self, student):
+        super().__init__()
+        self.head = student.head
+
+    def forward(self, h):
+        return self.head(h)
+
+
+class _ExportPairHead(nn.Module):
+    def __init__(self, student):
+        super().__init__()
+        self.gate, self.head = _gate(student), student.head
+        self.width = student.readout.out_dim
+
+    def forward(self, h, batch, graphs, side):
+        z = export_pool(h, batch * 2 + side, graphs.size(0) * 2, self.gate).view(-1, 2, self.width)
+        return PairHead.output(self.head, z[:, 0], z[:, 1])
