@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 import torch
 
+BATCH = 64  # the batch of the *_b64 columns: a throughput-oriented deployment's batch
+
 
 def _timed(fn: Callable[[], Any], n_docs: int, repeat: int = 1) -> float:
     """Milliseconds per document (best of ``repeat``)."""
@@ -24,7 +26,7 @@ def student_latency(model, datas, texts, enc, builder, predictor: Callable) -> d
 
     model.eval()
     b1 = [Batch.from_data_list([d]) for d in datas]
-    b64 = [Batch.from_data_list(datas[i:i + 64]) for i in range(0, len(datas), 64)]
+    b64 = [Batch.from_data_list(datas[i:i + BATCH]) for i in range(0, len(datas), BATCH)]
 
     def run(batches):
         with torch.no_grad():
@@ -35,7 +37,7 @@ def student_latency(model, datas, texts, enc, builder, predictor: Callable) -> d
     run(b1[:5])
     return {"latency_ms_b1": _timed(lambda: run(b1), len(b1)), "latency_ms_b64": _timed(lambda: run(b64), len(datas)),
             "e2e_latency_ms_b1": _timed(lambda: predictor.predict_logits(texts, batch_size=1), len(texts)),
-            "e2e_latency_ms_b64": _timed(lambda: predictor.predict_logits(texts, batch_size=64), len(texts))}
+            "e2e_latency_ms_b64": _timed(lambda: predictor.predict_logits(texts, batch_size=BATCH), len(texts))}
 
 
 def teacher_latency(model, win, pad_id: int, texts: list[str], n_lat: int) -> dict[str, float]:
@@ -57,10 +59,10 @@ def teacher_latency(model, win, pad_id: int, texts: list[str], n_lat: int) -> di
     flat = [w for p in pre for w in p]
     e2e = texts[: max(1, n_lat // 4)]
     return {"latency_ms_b1": _timed(lambda: [forward(p) for p in pre], len(pre)),
-            "latency_ms_b64": _timed(lambda: [forward(flat[i:i + 64]) for i in range(0, len(flat), 64)], len(pre)),
+            "latency_ms_b64": _timed(lambda: [forward(flat[i:i + BATCH]) for i in range(0, len(flat), BATCH)], len(pre)),
             "e2e_latency_ms_b1": _timed(lambda: [forward(windows(x)) for x in e2e], len(e2e)),
-            "e2e_latency_ms_b64": _timed(lambda: [forward([w for x in e2e[i:i + 64] for w in windows(x)])
-                                                  for i in range(0, len(e2e), 64)], len(e2e))}
+            "e2e_latency_ms_b64": _timed(lambda: [forward([w for x in e2e[i:i + BATCH] for w in windows(x)])
+                                                  for i in range(0, len(e2e), BATCH)], len(e2e))}
 
 
 def bow_latency(bow, tokens: list[torch.Tensor], texts: list[str], vocab: list[str], tokenizer) -> dict[str, float]:
@@ -76,10 +78,10 @@ def bow_latency(bow, tokens: list[torch.Tensor], texts: list[str], vocab: list[s
                 bow(bow.featurize(ids))
 
     xs1 = [bow.featurize([t]) for t in tokens]
-    xs64 = [bow.featurize(tokens[i:i + 64]) for i in range(0, len(tokens), 64)]
+    xs64 = [bow.featurize(tokens[i:i + BATCH]) for i in range(0, len(tokens), BATCH)]
     with torch.no_grad():
         out = {"latency_ms_b1": _timed(lambda: [bow(x) for x in xs1], len(tokens)),
                "latency_ms_b64": _timed(lambda: [bow(x) for x in xs64], len(tokens))}
     out["e2e_latency_ms_b1"] = _timed(lambda: e2e(1), len(texts))
-    out["e2e_latency_ms_b64"] = _timed(lambda: e2e(64), len(texts))
+    out["e2e_latency_ms_b64"] = _timed(lambda: e2e(BATCH), len(texts))
     return out

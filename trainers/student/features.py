@@ -19,6 +19,10 @@ import torch
 from torch_geometric.data import Data
 
 PAD, UNK = 0, 1
+# Teacher-initialised word vectors are rescaled to this standard deviation: the scale of the small
+# random embeddings the rest of the student is initialised against, so the input layer and LayerNorm
+# see the same range either way.
+INIT_STD = 0.1
 UNIVERSAL_POS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
                  "PUNCT", "SCONJ", "SYM", "VERB", "X", "SPACE")
 
@@ -117,6 +121,6 @@ def teacher_embedding_init(vocab: list[str], model_dir: str, dim: int, seed: int
         m = m @ v[:, :q]
     if dim > m.shape[1]:
         m = torch.cat([m, torch.zeros(m.shape[0], dim - m.shape[1])], 1)
-    m = m / (m.std() + 1e-8) * 0.1
+    m = m / (m.std() + 1e-8) * INIT_STD
     m[PAD] = 0
     return m

@@ -43,6 +43,7 @@ from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, read_manifest, stage_dir
 from trainers.seeding import epoch_seed
 from trainers.shard_split import split_config
+from trainers.teacher.inference import DOCS_PER_BATCH
 from trainers.teacher.model import head_labels, resolve_model_path, teacher_id, weights_fingerprint
 from trainers.teacher.windows import Windower
 
@@ -177,7 +178,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         vcfg = tcfg.model_copy(update={"node_states": False, "topk": None})
         fwd = TeacherForward(engine.module, "encoder", task.name, pad, device)
         batches = ({k: list(v) for k, v in b.items()}
-                   for b in ray.train.get_dataset_shard("validation").iter_batches(batch_size=256, batch_format="pandas"))
+                   for b in ray.train.get_dataset_shard("validation").iter_batches(batch_size=DOCS_PER_BATCH, batch_format="pandas"))
         gold_of = {}
         gold, pred = [], []
 

@@ -20,6 +20,10 @@ from trainers.teacher.windows import Windower
 if TYPE_CHECKING:
     from trainers.tasks.base import Task
 
+# Documents per batch handed to ``process``: enough windows to sort by length into well-filled
+# micro-batches, few enough that a killed worker loses little (teacher-logits writes one file per batch).
+DOCS_PER_BATCH = 256
+
 
 def pad_batch(rows: list[list[int]], pad_id: int, left: bool = False):
     """Pad to the longest row. Causal LMs are left-padded so the last position is the next-token one."""

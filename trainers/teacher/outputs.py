@@ -38,11 +38,10 @@ from tgd.config import RunConfig, TeacherConfig
 from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
 from trainers.shard_split import split_config
-from trainers.teacher.inference import process
+from trainers.teacher.inference import DOCS_PER_BATCH, process
 from trainers.teacher.model import hidden_size, state_projection, teacher_model_dir
 from trainers.teacher.windows import Windower
 
-DOCS_PER_BATCH = 256
 # A part file per finished document batch: a killed run loses at most the batch in progress on each
 # worker (a whole 4096-row file took minutes; on a large teacher, hours).
 ROWS_PER_FILE = DOCS_PER_BATCH
