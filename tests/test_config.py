@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from tgd.cli import main
 from tgd.config import ConfigError, load_config
@@ -49,16 +50,13 @@ def test_section_hash_tracks_only_its_section():
     assert a.section_hash("graph") != c.section_hash("graph")
 
 
-def test_a_key_added_later_hashes_only_when_set():
-    """data.unlabelled_source unset hashes as the data section did before the key existed (run
-    directories made then stay up to date); set, it changes the hash."""
-    import hashlib
-    import json
-
+def test_with_changes_validates_like_any_config():
     cfg = load_config(None)
-    before = {"data": {k: v for k, v in cfg.data.model_dump(mode="json").items() if k != "unlabelled_source"}}
-    assert cfg.section_hash("data") == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
-    assert load_config(None, ["data.unlabelled_source=more.jsonl"]).section_hash("data") != cfg.section_hash("data")
+    changed = cfg.with_changes({"distill.lr": 0.5, "ray.stages.distill.workers": 3, "evaluate.ablations": []})
+    assert (changed.distill.lr, changed.resources("distill").workers, changed.evaluate.ablations) == (0.5, 3, [])
+    assert cfg.distill.lr != 0.5  # a copy
+    with pytest.raises(ValidationError):
+        cfg.with_changes({"distill.lr": -1})
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):

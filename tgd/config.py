@@ -49,8 +49,7 @@ class DataConfig(_Section):
     unlabelled_source: str | None = Field(
         None, description="in-domain texts without labels (a path/URI of JSONL, CSV or Parquet files, format from the "
         "file name, text in data.text_column; any label column is ignored): the teacher labels them and the distilled "
-        "student trains on them with the KD and bridge losses, like the augmented copies (classification only)",
-        json_schema_extra={"fingerprint": "when_set"})
+        "student trains on them with the KD and bridge losses, like the augmented copies (classification only)")
 
     @field_validator("split_fractions")
     @classmethod
@@ -418,21 +417,30 @@ class RunConfig(_Section):
         """Stable hash of the named sections: what decides whether a stage's output is stale.
 
         Stages do not hash ``ray`` (resources change where and how fast a stage runs, not what it
-        computes from); ``ray`` hashes as it did before ``ray.stages`` existed, which is what
-        manifests written by earlier versions recorded (tgd/stages.py still accepts those)."""
+        computes from), nor keys marked ``fingerprint: False`` (how failures are survived)."""
         payload = {s: _dump(getattr(self, s)) for s in sections}
-        if "ray" in payload:
-            payload["ray"].pop("stages", None)
-        for s in sections:  # keys marked not to decide the output (how failures are survived)
+        for s in sections:
             for name, f in type(getattr(self, s)).model_fields.items():
-                mark = (f.json_schema_extra or {}).get("fingerprint")
-                if mark is False or (mark == "when_set" and payload[s].get(name) is None):  # when_set: keys added
-                    payload[s].pop(name, None)  # later, so run directories made before them stay up to date
+                if (f.json_schema_extra or {}).get("fingerprint") is False:
+                    payload[s].pop(name, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resources(self, stage: str | None = None) -> Resources:
         """``stage``'s workers, CPUs and GPUs: ``ray.stages.<stage>`` over the ``ray.*`` defaults."""
         return self.ray.resources(stage)
+
+    def with_changes(self, changes: dict[str, Any]) -> "RunConfig":
+        """This config with ``{"section.key": value}`` changes (as ``--set`` takes them; nested keys
+        dotted), validated like any config: every variant of a run (tune's trials, evaluate's rows,
+        the GNN baseline) is made here."""
+        raw = self.model_dump(mode="json")
+        for key, value in changes.items():
+            *path, name = key.split(".")
+            node = raw
+            for k in path:
+                node = node[k]
+            node[name] = value
+        return type(self).model_validate(raw)
 
     def for_stage(self, stage: str) -> "RunConfig":
         """This config as ``stage`` runs it: ``ray.num_workers`` / ``cpus_per_worker`` / ``use_gpu`` replaced by

@@ -23,15 +23,6 @@ from trainers.distill.loop import train_in_process
 BEST_CONFIG = "best.yaml"
 
 
-def with_settings(cfg, settings: dict[str, Any]):
-    """``cfg`` with ``{"section.key": value}`` applied, validated like any config."""
-    raw = cfg.model_dump(mode="json")
-    for key, value in settings.items():
-        section, name = key.split(".", 1)
-        raw[section][name] = value
-    return type(cfg).model_validate(raw)
-
-
 def _trial(settings: dict[str, Any], base: dict[str, Any], prepared: Prepared) -> None:
     """One Ray Tune trial: train a distilled student with ``settings``, report validation accuracy per epoch."""
     from ray import tune
@@ -39,7 +30,7 @@ def _trial(settings: dict[str, Any], base: dict[str, Any], prepared: Prepared) -
     from tgd.config import RunConfig
     from trainers.tasks import get_task
 
-    cfg = with_settings(RunConfig.model_validate(base), settings)
+    cfg = RunConfig.model_validate(base).with_changes(settings)
     headline = get_task(cfg.data.task).headline(prepared.enc.labels)
 
     def report(row, _snapshot):  # "val_accuracy": the task's headline metric (Spearman for pair scores), as in fit
@@ -90,7 +81,7 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
     if not done:
         raise RuntimeError(f"every tune trial failed; first error: {trials[0].get('error')}")
     best = max(done, key=lambda t: t["val_accuracy"])
-    (out_dir / BEST_CONFIG).write_text(dump_yaml(with_settings(cfg, best["settings"])))
+    (out_dir / BEST_CONFIG).write_text(dump_yaml(cfg.with_changes(best["settings"])))
     (out_dir / "trials.json").write_text(json.dumps(trials, indent=2))
     (out_dir / "trials.md").write_text(_markdown(trials, list(space)))
     log("\n" + (out_dir / "trials.md").read_text())

@@ -19,9 +19,8 @@ from trainers.tasks import get_task
 def gnn_baseline_config(cfg):
     """The student architecture, CE only, no teacher signal (no curriculum, no teacher embeddings), at
     its own learning rate (``evaluate.gnn_lr``): ``distill.lr`` is tuned with the KD losses on."""
-    lr = cfg.evaluate.gnn_lr or cfg.distill.lr
-    return cfg.model_copy(update={"student": cfg.student.model_copy(update={"init_from_teacher": False}),
-                                  "distill": cfg.distill.model_copy(update={"use_teacher": False, "lr": lr})})
+    return cfg.with_changes({"student.init_from_teacher": False, "distill.use_teacher": False,
+                             "distill.lr": cfg.evaluate.gnn_lr or cfg.distill.lr})
 
 
 # TF-IDF features are wide and sparse: a strong dropout on the hidden layer is the classic regulariser
