@@ -25,16 +25,16 @@ import torch
 
 from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, read_manifest, read_table, stage_dir
-from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
-from trainers.evaluate.latency import bow_latency, student_latency, teacher_latency
 from trainers.distill.data import prepare, unpack
 from trainers.distill.loop import train_in_process
+from trainers.distill.teacher_gate import ensure_teacher_check
+from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
+from trainers.evaluate.latency import bow_latency, student_latency, teacher_latency
 from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
 from trainers.student.predict import metrics, predict
 from trainers.student.quantize import quantize_int8
-from trainers.distill.teacher_gate import ensure_teacher_check
 from trainers.tasks import get_task
 
 ABLATIONS = {  # name -> (section, field, value)
@@ -56,12 +56,9 @@ SEEDED_ROWS = ("distilled", "gnn")  # trained evaluate.seeds times (bow too); th
 
 
 def _variant(cfg, section: str, **changes):
-    """``cfg`` with ``section.key=value`` changes, validated like any config. A row trains one
-    student, so its config lists no rows of its own (``evaluate.ablations`` empty)."""
-    raw = cfg.model_dump(mode="json")
-    raw["evaluate"]["ablations"] = []
-    raw[section].update(changes)
-    return type(cfg).model_validate(raw)
+    """``cfg`` with ``section.key=value`` changes. A row trains one student, so its config lists no
+    rows of its own (``evaluate.ablations`` empty)."""
+    return cfg.with_changes({"evaluate.ablations": [], **{f"{section}.{k}": v for k, v in changes.items()}})
 
 
 def row_configs(cfg) -> dict[str, list[Any]]:
