@@ -28,12 +28,11 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
-
-import sys
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
@@ -78,9 +77,7 @@ def make_teacher(cfg, labels):
     import torch
 
     from trainers.teacher.inference import pad_batch
-
     from trainers.teacher.model import load_model, load_tokenizer, resolve_model_path
-
     from trainers.teacher.windows import Windower
 
     t = cfg.teacher
@@ -138,7 +135,8 @@ def profile(builder, enc, model, texts: list[str], batch: int) -> dict[str, floa
             t0 = clock(); docs = [nlp.make_doc(x) for x in part]; add("tokenizer", clock() - t0)
             for name, proc in nlp.pipeline:
                 t0 = clock(); docs = list(proc.pipe(docs, batch_size=batch)); add(name, clock() - t0)
-            t0 = clock(); graphs = [graph_from_docs([(d, 0)], builder.cfg, builder.pos_of) for d in docs]; add("graph assembly", clock() - t0)
+            t0 = clock(); graphs = [graph_from_docs([(d, 0)], builder.cfg, builder.pos_of) for d in docs]
+            add("graph assembly", clock() - t0)
             t0 = clock(); datas = [enc.encode(g) for g in graphs]; add("encoding", clock() - t0)
             t0 = clock(); b = Batch.from_data_list(datas); add("collation", clock() - t0)
             t0 = clock(); model(b); add("model", clock() - t0)
@@ -194,10 +192,13 @@ def main() -> None:
     for name, label in names.items():
         print(f"{label:<44} batch 1 {best[f'{name}_b1_ms']:7.2f} ms/doc   batch 64 {best[f'{name}_b64_ms']:7.3f} ms/doc"
               f"   (CPU: {best[f'{name}_b1_cpu_ms']:.2f} / {best[f'{name}_b64_cpu_ms']:.3f})")
-    result = {f"e2e_b{b}_{m}": round(best[f"teacher_b{b}_ms"] / best[f"{m}_b{b}_ms"], 2) for m in ("spacy", "fast") for b in (1, 64)}
-    cpu = {f"cpu_e2e_b{b}_{m}": round(best[f"teacher_b{b}_cpu_ms"] / best[f"{m}_b{b}_cpu_ms"], 2) for m in ("spacy", "fast") for b in (1, 64)}
+    result = {f"e2e_b{b}_{m}": round(best[f"teacher_b{b}_ms"] / best[f"{m}_b{b}_ms"], 2)
+              for m in ("spacy", "fast") for b in (1, 64)}
+    cpu = {f"cpu_e2e_b{b}_{m}": round(best[f"teacher_b{b}_cpu_ms"] / best[f"{m}_b{b}_cpu_ms"], 2)
+           for m in ("spacy", "fast") for b in (1, 64)}
     for m, target in (("spacy", 5), ("fast", 20)):
-        print(f"teacher / student ({m} graph): batch 1 {result[f'e2e_b1_{m}']:.2f}x, batch 64 {result[f'e2e_b64_{m}']:.2f}x "
+        print(f"teacher / student ({m} graph): batch 1 {result[f'e2e_b1_{m}']:.2f}x, "
+              f"batch 64 {result[f'e2e_b64_{m}']:.2f}x "
               f"(target >= {target}x; by CPU time {cpu[f'cpu_e2e_b1_{m}']:.2f}x, {cpu[f'cpu_e2e_b64_{m}']:.2f}x)")
     result.update(cpu)
     result.update({k: round(v, 3) for k, v in best.items()})

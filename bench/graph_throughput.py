@@ -164,7 +164,8 @@ def main() -> None:
     print(f"documents: {len(texts)}, words: {words:,}, shards: {len(shards)}, components: {nlp.pipe_names}, "
           f"batch_size {cfg.graph.batch_size}, load average {load0:.1f} on {os.cpu_count()} CPUs")
     if args.explain:
-        print(f"(a0) old bare loop: one nlp.pipe, batch 256, cold {w_old / s_old:10,.0f} words/s  (peak RSS {rss1 / 1024:,.0f} MiB "
+        print(f"(a0) old bare loop: one nlp.pipe, batch 256, cold {w_old / s_old:10,.0f} words/s  "
+              f"(peak RSS {rss1 / 1024:,.0f} MiB "
               f"after it, from {rss0 / 1024:,.0f})")
     print(f"(a) bare spaCy nlp.pipe per shard, 1 process {bare:10,.0f} words/s  "
           f"{1e6 * c_bare / words:6.0f} CPU-us/word (peak RSS {rss2 / 1024:,.0f} MiB)")
@@ -195,7 +196,8 @@ def main() -> None:
     print(f"ratio (b)/(a) graph stage vs bare parse, 1 worker: {result['stage_over_bare']:.2f}  (target >= 0.85)")
     print(f"speedup (c)/(b) 2 workers vs 1:                    {result['two_over_one_worker']:.2f}x (target >= 1.8x)")
     print(f"speedup (d)/(b) fast graphs vs spaCy graphs:       {result['fast_over_spacy']:.2f}x")
-    print(f"on disk: {sum(f.stat().st_size for f in (work / 'graphs-b').glob('part-*.parquet')) / len(texts):,.0f} bytes/document "
+    print(f"on disk: {sum(f.stat().st_size for f in (work / 'graphs-b').glob('part-*.parquet')) / len(texts):,.0f} "
+          f"bytes/document "
           f"(fast: {sum(f.stat().st_size for f in (work / 'graphs-d').glob('part-*.parquet')) / len(texts):,.0f}); "
           f"load average {load0:.1f} before, {load1:.1f} after")
     shutil.rmtree(work)

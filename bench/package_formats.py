@@ -43,7 +43,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides)
-    docs = [r for r in read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).to_pylist() if r["split"] == "test"]
+    docs = [r for r in read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).to_pylist()
+            if r["split"] == "test"]
     texts = [r["text"] for r in docs]
     student, enc, _ = load_student(stage_dir(cfg, "distill") / "student.pt")
     gold = torch.tensor([enc.label_index(r["label"]) for r in docs])
@@ -55,7 +56,8 @@ def main() -> None:
             meta = export(cfg, fmt, pkg, q, log=lambda m: None)
             rows.append((f"{fmt} {q or 'fp32'}", pkg, sum(meta["bytes"].values())))
     first = load_package(rows[1][1], threads=1)
-    graphs = [g for i in range(0, len(texts), args.batch_size) for g in first.builder.build(texts[i:i + args.batch_size])]
+    graphs = [g for i in range(0, len(texts), args.batch_size)
+              for g in first.builder.build(texts[i:i + args.batch_size])]
     results, ref = [], None
     for name, pkg, size in rows:
         p = Predictor(student, enc, first.builder, node_budget=cfg.distill.node_budget) if pkg is None else \
@@ -78,7 +80,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in results:
         size = f"{r['package_bytes'] / 2**20:.2f} MiB" if r["package_bytes"] else "(checkpoint)"
-        print(f"| {r['format']} | {r['accuracy']:.4f} | {r['agreement_with_pytorch']:.4f} | {r['max_abs_logit_diff']:.2g} "
+        print(f"| {r['format']} | {r['accuracy']:.4f} | {r['agreement_with_pytorch']:.4f} "
+              f"| {r['max_abs_logit_diff']:.2g} "
               f"| {r['ms_per_doc_b64']:.3f} | {size} |")
     print(json.dumps(results))
 

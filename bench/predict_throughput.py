@@ -145,14 +145,17 @@ def main() -> None:
     graph_s, model_s = split_graph_vs_model(pkg, texts, args.batch_size)
     share = graph_s / (graph_s + model_s)
     print(f"     of which graph construction {100 * share:.0f}% ({1000 * graph_s / len(texts):.2f} ms/doc), "
-          f"encoding + student + records {100 * (1 - share):.0f}% ({1000 * model_s / len(texts):.2f} ms/doc)", flush=True)
+          f"encoding + student + records {100 * (1 - share):.0f}% ({1000 * model_s / len(texts):.2f} ms/doc)",
+          flush=True)
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     c = {}
     for workers in (1, 2):
         r = predict_ray(pkg, str(pin), str(work / f"out-{workers}"), workers, args.batch_size, log=lambda m: None)
         c[workers] = r["docs_per_s"]
-        print(f"(c{workers}) Ray Data, {workers} worker{'s' if workers > 1 else ' '}                {c[workers]:9.1f} docs/s "
-              f"({r['seconds']:.1f} s including actor start-up; first output at {r['first_output_s'] or 0:.1f} s)", flush=True)
+        print(f"(c{workers}) Ray Data, {workers} worker{'s' if workers > 1 else ' '}                "
+              f"{c[workers]:9.1f} docs/s "
+              f"({r['seconds']:.1f} s including actor start-up; first output at {r['first_output_s'] or 0:.1f} s)",
+              flush=True)
     ray.shutdown()
     result = {"docs": len(texts), "format": args.format, "teacher_docs_per_s": round(a, 1),
               "predict_docs_per_s": round(b, 1), "predict_wall_docs_per_s": round(len(texts) / b_wall, 1),

@@ -33,8 +33,8 @@ def plain_loop(cfg, prepared, epochs: int, threads: int) -> float:
     from torch_geometric.data import Batch
 
     from trainers.distill.bridge import AttentionBridge
-    from trainers.distill.data import unpack
     from trainers.distill.curriculum import STAGES
+    from trainers.distill.data import unpack
     from trainers.distill.fit import GRAD_CLIP_NORM, Distiller, step_loss
     from trainers.student.checkpoint import build_student
 
@@ -98,21 +98,24 @@ def main() -> None:
 
     plain_s = ray.get(ray.remote(num_cpus=threads)(plain_loop).remote(cfg, prepared, args.epochs, threads))
     docs = n_train * args.epochs
-    print(f"(a) plain PyG loop, 1 process, {threads} threads     {docs / plain_s:8.0f} training docs/s ({plain_s:.1f}s)")
+    print(f"(a) plain PyG loop, 1 process, {threads} threads     {docs / plain_s:8.0f} training docs/s "
+          f"({plain_s:.1f}s)")
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         summary = train_on_ray(cfg, Path(tmp) / "stage", prepared=prepared, log=lambda _: None)
         stage_s = time.perf_counter() - t0
         epochs_s = sum(h["seconds"] for h in summary["history"])
-        print(f"(b) distill stage, Ray Train, {cfg.ray.num_workers} workers       {docs / stage_s:8.0f} training docs/s "
+        print(f"(b) distill stage, Ray Train, {cfg.ray.num_workers} workers       "
+              f"{docs / stage_s:8.0f} training docs/s "
               f"({stage_s:.1f}s in all; epochs incl. validation {epochs_s:.1f}s: {docs / epochs_s:.0f} docs/s; "
               f"start-up, data and checkpoints {stage_s - epochs_s:.1f}s)")
         local = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"threads_per_worker": threads})})
         t0 = time.perf_counter()
         ray.get(ray.remote(num_cpus=threads)(local_fit).remote(local, prepared, str(Path(tmp) / "local"), threads))
         local_s = time.perf_counter() - t0
-        print(f"(c) one process, the stage's loop, {threads} threads    {docs / local_s:8.0f} training docs/s ({local_s:.1f}s, "
+        print(f"(c) one process, the stage's loop, {threads} threads    {docs / local_s:8.0f} training docs/s "
+              f"({local_s:.1f}s, "
               f"validation included)")
     ratios = {"stage_over_plain": plain_s / stage_s, "stage_epochs_over_plain": plain_s / epochs_s,
               "local_over_plain": plain_s / local_s}

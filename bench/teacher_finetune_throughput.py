@@ -62,7 +62,8 @@ def plain_loop(cfg_json: dict, model_path: str, labels: list[str], workers: int,
     batch = tcfg.batch_size * workers  # documents per optimizer step, as the stage's all workers together
     steps_total = math.ceil(n_docs / batch) * tcfg.epochs
     warmup = max(int(tcfg.warmup_fraction * steps_total), 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, max(steps_total - s, 0) / max(steps_total - warmup, 1)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(steps_total - s, 0) / max(steps_total - warmup, 1)))
     seconds, losses, windows, real, padded = 0.0, [], 0, 0, 0
     timer = PhaseTimer()
     for epoch in range(tcfg.epochs):
@@ -101,9 +102,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="rt-sentiment")
     ap.add_argument("--docs", type=int, default=2000, help="corpus documents (data.limit; 0 = all); ~80%% are training")
-    ap.add_argument("--model", default="all-minilm-l6-v2", help="teacher checkpoint directory (default: packaged MiniLM)")
+    ap.add_argument("--model", default="all-minilm-l6-v2",
+                    help="teacher checkpoint directory (default: packaged MiniLM)")
     ap.add_argument("--cpus", type=int, default=2, help="total CPU threads given to each variant")
-    ap.add_argument("--workers", type=int, default=2, help="Ray Train workers of the stage (cpus / workers threads each)")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="Ray Train workers of the stage (cpus / workers threads each)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for both variants, e.g. teacher.zero_stage=2 or teacher.batch_size=64")
     args = ap.parse_args()
@@ -161,17 +164,22 @@ def main() -> None:
             if k.endswith("_seconds") and k not in ("train_seconds", "validation_seconds"):
                 split[k[:-8]] = split.get(k[:-8], 0.0) + v
     inside_s = sum(h["timing"]["train_seconds"] for h in hist)
-    print(f"(b) stage, DeepSpeed ZeRO-{res['zero_stage']} on Ray Train, {args.workers} workers   {stage:7.1f} docs/s whole stage "
+    print(f"(b) stage, DeepSpeed ZeRO-{res['zero_stage']} on Ray Train, {args.workers} workers   "
+          f"{stage:7.1f} docs/s whole stage "
           f"({windows} windows in {whole:.1f}s)")
     print(f"    inside the workers (training loops only)            {inside:7.1f} docs/s   ({inside_s:.1f}s: "
-          + "  ".join(f"{k} {v:.1f}s" for k, v in split.items()) + f"; padding {hist[-1]['timing']['padding_fraction']:.0%})")
+          + "  ".join(f"{k} {v:.1f}s" for k, v in split.items())
+          + f"; padding {hist[-1]['timing']['padding_fraction']:.0%})")
     val_s = sum(h["timing"].get("validation_seconds", 0.0) for h in hist)
-    print(f"    outside the training loops: {whole - inside_s:.1f}s (Ray Train start-up, model load, validation {val_s:.1f}s, "
+    print(f"    outside the training loops: {whole - inside_s:.1f}s "
+          f"(Ray Train start-up, model load, validation {val_s:.1f}s, "
           f"checkpoints)")
     print(f"    zero_stage {res['zero_stage']}: {res['zero_stage_reason']}")
-    print(f"    validation accuracy {res['best_validation']['accuracy']:.4f}, macro-F1 {res['best_validation']['macro_f1']:.4f}; "
+    print(f"    validation accuracy {res['best_validation']['accuracy']:.4f}, "
+          f"macro-F1 {res['best_validation']['macro_f1']:.4f}; "
           f"train loss {hist[0]['first_loss']:.3f} -> {hist[-1]['last_loss']:.3f}")
-    print(f"plain, mean of before/after: {plain:.1f} docs/s (spread {abs(before['docs_per_s'] - after['docs_per_s']) / plain:.0%}); "
+    print(f"plain, mean of before/after: {plain:.1f} docs/s "
+          f"(spread {abs(before['docs_per_s'] - after['docs_per_s']) / plain:.0%}); "
           f"1-min load average after: {os.getloadavg()[0]:.1f}")
     print(f"ratio (b) whole stage / (a) plain:        {stage / plain:.2f}")
     print(f"ratio (b) inside workers / (a) plain:     {inside / plain:.2f}")

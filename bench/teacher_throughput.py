@@ -62,7 +62,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="rt-sentiment")
     ap.add_argument("--docs", type=int, default=None, help="documents to run through the teacher")
-    ap.add_argument("--model", default="all-minilm-l6-v2", help="teacher checkpoint directory (default: packaged MiniLM)")
+    ap.add_argument("--model", default="all-minilm-l6-v2",
+                    help="teacher checkpoint directory (default: packaged MiniLM)")
     ap.add_argument("--cpus", type=int, default=2, help="total CPU threads given to each variant")
     args = ap.parse_args()
 
@@ -71,8 +72,8 @@ def main() -> None:
 
     from pipeline import graphs, ingest
     from tgd.config import RunConfig
-    from trainers.teacher.outputs import run_workers
     from trainers.teacher.model import resolve_model_path, teacher_id
+    from trainers.teacher.outputs import run_workers
 
     work = Path(tempfile.mkdtemp(prefix="tgd-bench-teacher-"))
     cfg = RunConfig.model_validate({"run_dir": str(work), "data": {"source": args.corpus, "limit": args.docs},
@@ -96,13 +97,15 @@ def main() -> None:
     plain1 = ray.get(task.remote(str(model_path), labels, texts, teacher, max(args.cpus // 2, 1)))
     for tag, p in (("(a) ", plain), ("(a1)", plain1)):
         threads = args.cpus if p is plain else max(args.cpus // 2, 1)
-        print(f"{tag} plain HF, 1 process, {threads} thread{'s' if threads > 1 else ''}   {p['docs_per_s']:8.1f} docs/s   "
+        print(f"{tag} plain HF, 1 process, {threads} thread{'s' if threads > 1 else ''}   "
+              f"{p['docs_per_s']:8.1f} docs/s   "
               f"peak RSS {p['peak_rss_mb']:7.0f} MiB   parameters {p['param_mb']:.1f} MiB   ({p['windows']} windows)")
     rates, inner, steady = {}, {}, {}
     for tag, mode in (("(b) ", "replicate"), ("(c) ", "zero3")):
         out = work / f"teacher-{mode}"
         out.mkdir()
-        c = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": 2, "cpus_per_worker": args.cpus / 2}),
+        c = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"num_workers": 2,
+                                                                     "cpus_per_worker": args.cpus / 2}),
                                    "teacher": cfg.teacher.model_copy(update={"parallel": mode})})
         t0 = time.perf_counter()
         launched = run_workers(c, out, model_path, labels, teacher_id(cfg.teacher.model, model_path))
@@ -110,8 +113,10 @@ def main() -> None:
         inner[mode] = len(texts) / max(w["seconds"] for w in launched["workers"])
         steady[mode] = sum(w["rows"] / max(w["forward_seconds"], 1e-9) for w in launched["workers"])
         size = sum(f.stat().st_size for f in out.glob("part-*.parquet")) / len(texts)
-        print(f"{tag} {mode} on Ray Train, 2 workers {rates[mode]:8.1f} docs/s   (inside the workers, without Ray Train "
-              f"start-up: {inner[mode]:.1f} docs/s; steady state {steady[mode]:.1f} docs/s)   {size:,.0f} Parquet bytes/doc")
+        print(f"{tag} {mode} on Ray Train, 2 workers {rates[mode]:8.1f} docs/s   "
+              f"(inside the workers, without Ray Train "
+              f"start-up: {inner[mode]:.1f} docs/s; steady state {steady[mode]:.1f} docs/s)   "
+              f"{size:,.0f} Parquet bytes/doc")
         for w in launched["workers"]:
             print(f"      rank {w['rank']}: {w['rows']} docs, peak RSS {w['peak_rss_mb']:.0f} MiB, "
                   f"parameters held {w['param_mb_held']:.1f} MiB")
@@ -130,10 +135,13 @@ def main() -> None:
     print(f"ratio (b)/(a1) replicate 2 workers vs plain with one worker's threads: "
           f"{ratios['replicate_over_plain_one_worker_threads']:.2f} (steady state "
           f"{ratios['replicate_steady_over_plain_one_worker_threads']:.2f})")
-    print(f"steady state (from each worker's first forward): replicate / plain {ratios['replicate_steady_over_plain']:.2f}, "
+    print(f"steady state (from each worker's first forward): "
+          f"replicate / plain {ratios['replicate_steady_over_plain']:.2f}, "
           f"zero3 / plain {ratios['zero3_steady_over_plain']:.2f}")
-    print(json.dumps({"docs": len(texts), "plain_docs_per_s": round(a, 1), "plain_one_worker_threads_docs_per_s": round(a1, 1),
-                      "replicate_docs_per_s": round(rates["replicate"], 1), "zero3_docs_per_s": round(rates["zero3"], 1),
+    print(json.dumps({"docs": len(texts), "plain_docs_per_s": round(a, 1),
+                      "plain_one_worker_threads_docs_per_s": round(a1, 1),
+                      "replicate_docs_per_s": round(rates["replicate"], 1),
+                      "zero3_docs_per_s": round(rates["zero3"], 1),
                       **{k: round(v, 3) for k, v in ratios.items()}}))
     shutil.rmtree(work)
 

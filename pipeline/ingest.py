@@ -112,7 +112,8 @@ class _ShardWriter:
 
     def flush(self) -> None:
         if self.rows:
-            write_table(pa.Table.from_pylist(self.rows, schema=DOCUMENTS), self.out_dir / shard_name(self.shards), DOCUMENTS)
+            write_table(pa.Table.from_pylist(self.rows, schema=DOCUMENTS), self.out_dir / shard_name(self.shards),
+                        DOCUMENTS)
             self.shards += 1
             self.rows, self.words = [], 0
 

@@ -91,7 +91,8 @@ def resolve_files(source: str, key: str = "data.source") -> tuple[pafs.FileSyste
                          f"{', or a built-in corpus name' if key == 'data.source' else ''})")
     if info.type == pafs.FileType.Directory:
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-        files = sorted(i.path for i in infos if i.type == pafs.FileType.File and not Path(i.path).name.startswith((".", "_")))
+        files = sorted(i.path for i in infos
+                       if i.type == pafs.FileType.File and not Path(i.path).name.startswith((".", "_")))
         if not files:
             raise InputError(f"{key} {source!r} is an empty folder")
         return fs, files
@@ -139,7 +140,8 @@ def _read_csv(fs, path, required: list[str]) -> Iterator[tuple[int, dict | BadRo
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
         if missing:
-            raise InputError(f"{path}: missing column(s) {missing}; found {header}. Set data.*_column to the right names")
+            raise InputError(f"{path}: missing column(s) {missing}; found {header}. "
+                             "Set data.*_column to the right names")
         for row, rec in enumerate(reader):
             if None in rec or any(v is None for v in rec.values()):
                 yield row, BadRow(f"malformed CSV row (expected {len(header)} fields)", json.dumps(rec, default=str))

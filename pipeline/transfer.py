@@ -131,7 +131,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
                                                              filters=[("split", "=", "train")]) for s in shards))
         for i, shard in enumerate(shards):
             docs = pq.read_table(doc_dir / shard.name, schema=DOCUMENTS, columns=["id", "row", "split", "text"])
-            d, g = augment_shard(docs, pq.read_table(shard, schema=GRAPHS), tcfg, vocab, np.random.default_rng([tcfg.seed, i]))
+            d, g = augment_shard(docs, pq.read_table(shard, schema=GRAPHS), tcfg, vocab,
+                                 np.random.default_rng([tcfg.seed, i]))
             write_table(d, out_dir / "documents" / shard.name, DOCUMENTS)
             write_table(g, out_dir / "graphs" / shard.name, GRAPHS)
             rows += d.num_rows

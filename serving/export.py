@@ -115,7 +115,8 @@ def _examples(enc, builder, task: str) -> tuple[tuple, dict]:
         {"batch": b.batch, "graphs": torch.zeros(b.num_graphs), "side": side}
 
 
-def export_model(student, enc, builder, fmt: str, out: Path, quantize: str | None = None) -> tuple[list[str], list[str]]:
+def export_model(student, enc, builder, fmt: str, out: Path,
+                 quantize: str | None = None) -> tuple[list[str], list[str]]:
     """Write the two model files of ``fmt`` into ``out``; returns their names and the head's input
     names (after ``h``: ``batch``, ``graphs``, ``side``, as the student's head kind needs)."""
     student = student.eval()

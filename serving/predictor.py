@@ -29,9 +29,10 @@ class Predictor:
     """``Predictor(model, encoding, builder)``: raw input rows -> logits or prediction records.
 
     ``model``: a ``Student`` (or any object with the ``trainers.student.predict.TorchModel``
-    interface); ``encoding`` its ``GraphEncoding``; ``builder`` a ``GraphBuilder``. ``node_budget``: graphs with more nodes are
-    predicted from parts (None: always whole). ``max_chars``: longer texts get an error record
-    instead of a prediction (None: no limit). Nothing here trains or needs the teacher, and nothing
+    interface); ``encoding`` its ``GraphEncoding``; ``builder`` a ``GraphBuilder``.
+    ``node_budget``: graphs with more nodes are predicted from parts (None: always whole).
+    ``max_chars``: longer texts get an error record instead of a prediction (None: no limit).
+    Nothing here trains or needs the teacher, and nothing
     here knows a task: the task adapter (``trainers.tasks``) says which fields a row uses, how its
     graph(s) are built, how a batched forward splits into per-row logits, and writes the record.
     """
@@ -53,7 +54,8 @@ class Predictor:
     def check_format(self, fmt: str | None) -> None:
         """Refuse an input format that cannot carry this task's rows (plain lines for pairs)."""
         if fmt == "lines" and not self.adapter.lines_input:
-            raise ValueError(f"task {self.task!r} needs the fields {', '.join(self.adapter.inputs)} in every row: plain "
+            raise ValueError(f"task {self.task!r} needs the fields "
+                             f"{', '.join(self.adapter.inputs)} in every row: plain "
                              "lines of text (--input -, a .txt file, --format lines) cannot carry them; give JSONL, "
                              f"CSV or Parquet with the columns {', '.join(repr(c) for c in self.adapter.inputs)}")
 

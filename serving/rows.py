@@ -83,7 +83,8 @@ class Rows:
 
     def _header_check(self, names: list[str], where: str) -> None:
         if self.text_column not in names and self.extra.get("tokens", "tokens") not in names:
-            raise ValueError(f"{self.path}: no column {self.text_column!r} {where} (columns: {', '.join(map(str, names))}; "
+            raise ValueError(f"{self.path}: no column {self.text_column!r} {where} "
+                             f"(columns: {', '.join(map(str, names))}; "
                              "--text-column)")
 
     def check(self) -> None:

@@ -70,7 +70,8 @@ def competence(epoch: int, start: float, ramp_epochs: int) -> float:
     return min(1.0, math.sqrt(start ** 2 + (1 - start ** 2) * epoch / ramp_epochs))
 
 
-def select(diff: np.ndarray, epoch: int, enabled: bool, start: float, ramp_epochs: int, rng: np.random.Generator) -> np.ndarray:
+def select(diff: np.ndarray, epoch: int, enabled: bool, start: float, ramp_epochs: int,
+           rng: np.random.Generator) -> np.ndarray:
     """Indices of the documents to train on in ``epoch``, in training order."""
     if not enabled:
         return rng.permutation(len(diff))

@@ -80,7 +80,8 @@ def encode_row(enc: GraphEncoding, row: dict, label, tags, trow: dict | None, st
     n = data.num_nodes
     task.set_targets(data, enc, label, tags, trow)
     aligned = trow.get("node_aligned") if trow else None
-    data.t_mask = torch.tensor(aligned, dtype=torch.bool) if aligned is not None and len(aligned) == n else torch.zeros(n, dtype=torch.bool)
+    data.t_mask = (torch.tensor(aligned, dtype=torch.bool) if aligned is not None and len(aligned) == n
+                   else torch.zeros(n, dtype=torch.bool))
     states = trow.get("node_states") if trow else None
     if state_dim and states is not None and len(states) == n * state_dim:
         data.t_states = torch.tensor(np.asarray(states, dtype=np.float16)).view(n, state_dim)
@@ -107,7 +108,8 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
     train_mask = pc.equal(graphs.column("split"), "train")
     rels = pc.unique(pc.list_flatten(pc.struct_field(graphs.filter(train_mask).column("graph"), "dep_rel"))).to_pylist()
     s = cfg.student
-    enc = GraphEncoding.build(vocab, rels, labels, s.vocab_min_count, s.vocab_max_size, edges or s.edges, s.pos_features)
+    enc = GraphEncoding.build(vocab, rels, labels, s.vocab_min_count, s.vocab_max_size, edges or s.edges,
+                              s.pos_features)
     trows, state_dim = teacher_view(cfg, labels, task) if use_teacher else ({}, 0)
     ids, splits, nodes, payload, uncertainty = [], [], [], [], []
     for r in graphs.select(["id", "split", "label", "tags", "score", "graph", "graph_b"]).to_pylist():
@@ -126,7 +128,8 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
         sel = np.nonzero(split_a == split)[0]
         diff = curriculum.difficulty(nodes_a[sel], np.array([uncertainty[i] for i in sel]) if use_teacher else None)
         out[split] = pa.table({"id": ids_a[sel].tolist(), "split": split_a[sel].tolist(), "difficulty": diff.tolist(),
-                               "num_nodes": nodes_a[sel].tolist(), "payload": pa.array([payload[i] for i in sel], pa.binary())})
+                               "num_nodes": nodes_a[sel].tolist(),
+                               "payload": pa.array([payload[i] for i in sel], pa.binary())})
     return Prepared(enc, task.name, out, state_dim, use_teacher)
 
 
@@ -140,7 +143,8 @@ def pack(data) -> bytes:
 def load(payload: bytes):
     from torch_geometric.data import Data
 
-    return Data(**{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in pickle.loads(payload).items()})
+    return Data(**{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                   for k, v in pickle.loads(payload).items()})
 
 
 def subsample(table: pa.Table, fraction: float, seed: int) -> pa.Table:

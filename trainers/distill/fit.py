@@ -156,7 +156,8 @@ def fit(spec: FitSpec, train: list, diff: np.ndarray, val: list, ctx: FitContext
         sums: dict[str, float] = {}
         temps, max_nodes = [], 0
         for s in range(steps):
-            items = [sampler.sample(train[i], dcfg.node_budget, gen) for i in order[s * batch_size:(s + 1) * batch_size]]
+            items = [sampler.sample(train[i], dcfg.node_budget, gen)
+                     for i in order[s * batch_size:(s + 1) * batch_size]]
             max_nodes = max(max_nodes, max(d.num_nodes for d in items))
             batch = Batch.from_data_list(items, exclude_keys=["orig_nodes"]).to(device)
             for group in opt.param_groups:

@@ -71,7 +71,8 @@ def train_loop(config: dict[str, FitSpec]) -> None:
         state = torch.load(Path(spec.resume_dir) / "state.pt", map_location="cpu", weights_only=True)
     fit(spec, [x[2] for x in train], np.array([x[1] for x in train]), val,
         FitContext(rank=rank, world=ctx.get_world_size(), device=ray.train.torch.get_device(),
-                   wrap=lambda m: ray.train.torch.prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": True}),
+                   wrap=lambda m: ray.train.torch.prepare_model(
+                       m, parallel_strategy_kwargs={"find_unused_parameters": True}),
                    report=report, state=state, log=lambda line: print(line, flush=True)))
 
 
@@ -132,7 +133,8 @@ def train_on_ray(cfg, out_dir: Path, prepared: Prepared | None = None, use_teach
     trainer = make_trainer(
         cfg, train_loop, {"spec": spec}, name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}",
         storage=storage, checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1), max_failures=dcfg.max_failures,
-        datasets={"train": ray.data.from_arrow(train_tbl), "validation": ray.data.from_arrow(prepared.splits["validation"])},
+        datasets={"train": ray.data.from_arrow(train_tbl),
+                  "validation": ray.data.from_arrow(prepared.splits["validation"])},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]), stage="distill")
     total = len(curriculum.stages(dcfg.epochs_align, dcfg.epochs_fusion, dcfg.epochs_adaptive, spec.has_teacher))
     if resume is not None and json.loads((resume / "epoch.json").read_text())["epoch"] >= total - 1:

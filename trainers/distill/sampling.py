@@ -73,7 +73,8 @@ class GraphSampler:
         if backend == "pyg" and not pyg_sampler_available():
             raise StageError("sampler_backend=pyg needs pyg-lib or torch-sparse (install from PyG's wheel index)")
         self.kind = kind
-        self.backend = "pyg" if backend == "pyg" or (backend == "auto" and kind == "khop" and pyg_sampler_available()) else "torch"
+        self.backend = ("pyg" if backend == "pyg" or (backend == "auto" and kind == "khop" and pyg_sampler_available())
+                        else "torch")
 
     def sample(self, data: Data, budget: int, gen: torch.Generator) -> Data:
         if data.num_nodes <= budget:

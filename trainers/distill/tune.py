@@ -36,7 +36,8 @@ def _trial(settings: dict[str, Any], base: dict[str, Any], prepared: Prepared) -
     def report(row, _snapshot):  # "val_accuracy": the task's headline metric (Spearman for pair scores), as in fit
         tune.report({"val_accuracy": row[f"val_{headline}"], "epoch": row["epoch"]})
 
-    train_in_process(cfg, Path("."), prepared, True, FitContext(report=report), save=False)  # ".": the trial's directory
+    # ".": the trial's directory
+    train_in_process(cfg, Path("."), prepared, True, FitContext(report=report), save=False)
 
 
 def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:

@@ -37,7 +37,8 @@ class BowMLP(nn.Module):
         for t in train_tokens:
             df[torch.unique(t)] += 1
         self.register_buffer("idf", torch.log((1 + len(train_tokens)) / (1 + df)) + 1)
-        self.net = nn.Sequential(nn.Linear(vocab_size, hidden), nn.ReLU(), nn.Dropout(BOW_DROPOUT), nn.Linear(hidden, num_labels))
+        self.net = nn.Sequential(nn.Linear(vocab_size, hidden), nn.ReLU(), nn.Dropout(BOW_DROPOUT),
+                                 nn.Linear(hidden, num_labels))
         self.vocab_size = vocab_size
 
     def featurize(self, token_ids: list[torch.Tensor]) -> torch.Tensor:
@@ -56,7 +57,8 @@ class WindowTagger(nn.Module):
     """Each token's word and its ``radius`` neighbours on either side (embeddings, concatenated) ->
     MLP -> tag; one row per token. The bag-of-words equivalent for tagging: context without a graph."""
 
-    def __init__(self, vocab_size: int, hidden: int, num_labels: int, train_tokens=None, dim: int = 64, radius: int = 2):
+    def __init__(self, vocab_size: int, hidden: int, num_labels: int, train_tokens=None, dim: int = 64,
+                 radius: int = 2):
         super().__init__()
         self.radius = radius
         self.emb = nn.Embedding(vocab_size, dim, padding_idx=0)

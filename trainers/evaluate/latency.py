@@ -59,7 +59,8 @@ def teacher_latency(model, win, pad_id: int, texts: list[str], n_lat: int) -> di
     flat = [w for p in pre for w in p]
     e2e = texts[: max(1, n_lat // 4)]
     return {"latency_ms_b1": _timed(lambda: [forward(p) for p in pre], len(pre)),
-            "latency_ms_b64": _timed(lambda: [forward(flat[i:i + BATCH]) for i in range(0, len(flat), BATCH)], len(pre)),
+            "latency_ms_b64": _timed(lambda: [forward(flat[i:i + BATCH]) for i in range(0, len(flat), BATCH)],
+                                     len(pre)),
             "e2e_latency_ms_b1": _timed(lambda: [forward(windows(x)) for x in e2e], len(e2e)),
             "e2e_latency_ms_b64": _timed(lambda: [forward([w for x in e2e[i:i + BATCH] for w in windows(x)])
                                                   for i in range(0, len(e2e), BATCH)], len(e2e))}

@@ -167,11 +167,13 @@ def plot_rows(rows: list[dict], path: Path, headline: str = "accuracy") -> None:
     pts = [r for r in rows if r.get("latency_ms_b1") and r.get("params")]
     markers = "osD^v<>pPX*h"
     for i, r in enumerate(pts):
-        ax.errorbar(r["latency_ms_b1"], r[headline], yerr=r.get(f"{headline}_std") or None, fmt=markers[i % len(markers)],
+        ax.errorbar(r["latency_ms_b1"], r[headline], yerr=r.get(f"{headline}_std") or None,
+                    fmt=markers[i % len(markers)],
                     ms=4 + 10 * (r["params"] / max(p["params"] for p in pts)) ** 0.5, alpha=0.75, capsize=2,
                     label=f"{r['model']} ({r['params'] / 1e6:.1f}M params, {r[headline]:.3f})")
     ax.set_xscale("log"); ax.set_xlabel("model-only latency per document, batch 1 (ms, log)")
-    ax.set_ylabel(f"test {headline} (mean over seeds, bar: std)"); ax.set_title(f"{headline} vs latency (marker size ~ parameters)")
+    ax.set_ylabel(f"test {headline} (mean over seeds, bar: std)")
+    ax.set_title(f"{headline} vs latency (marker size ~ parameters)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
 
@@ -188,7 +190,8 @@ def distillation_check(val: dict[str, list[float]], headline: str = "accuracy") 
     d, g = float(np.mean(val["distilled"])), float(np.mean(val["gnn"]))
     behind = d <= g
     if behind:
-        msg = (f"on validation the GNN without teacher is level with or ahead of the distilled student ({headline} {g:.4f} "
+        msg = (f"on validation the GNN without teacher is level with or ahead of the distilled student "
+               f"({headline} {g:.4f} "
                f"vs {d:.4f}): distillation does not help with these settings; search distill.alpha_kl (the KD "
                "weight) and the curriculum on validation with `tgd tune`, or deploy the GNN without teacher")
     else:
@@ -203,7 +206,8 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
     extra = [k for k in TASK_METRICS if k != headline and any(k in r for r in rows)]  # the task's own metrics
     cols = ["model", "graph", headline, "seeds", *extra, "macro_f1", "agreement", "params", "latency_ms_b1",
             "latency_ms_b64", "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
-    fmt = lambda v: "" if v is None else f"{v:.4f}" if isinstance(v, float) and v < 10 else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+    fmt = lambda v: ("" if v is None else f"{v:.4f}" if isinstance(v, float) and v < 10
+                     else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
 
     def cell(r, c):
         if c == headline and r.get("seeds", 1) > 1:
@@ -216,13 +220,15 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
         lines += ["", "Accuracy differences on the test split, paired bootstrap 95% interval over test documents "
                   "(each row averaged over its seeds; an interval above 0: better beyond test-set noise):", "",
                   "| comparison | difference | 95% interval |", "|---|---|---|"]
-        lines += [f"| {c['row']} - {c['baseline']}{' (the student it was made from)' if c.get('baseline_first_seed') else ''} "
+        lines += [f"| {c['row']} - {c['baseline']}"
+                  f"{' (the student it was made from)' if c.get('baseline_first_seed') else ''} "
                   f"| {c['difference']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] |" for c in comparisons]
     if teacher_check and teacher_check.get("weaker") is not None:
         warn = teacher_check["weaker"] or teacher_check.get("memorised")
         lines += ["", ("**WARNING** " if warn else "") + f"Teacher check: {teacher_check['message']}."]
     if distill_check:
-        lines += ["", ("**WARNING** " if distill_check["behind"] else "") + f"Distillation check: {distill_check['message']}."]
+        lines += ["", ("**WARNING** " if distill_check["behind"] else "")
+                  + f"Distillation check: {distill_check['message']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -244,7 +250,8 @@ def int8_row(model, data, labels, texts, enc, builder, predictor: Callable, late
     return row, ok
 
 
-def _seed_row(name: str, per_seed: list[dict[str, float]], seeds: list[int], headline: str = "accuracy") -> dict[str, Any]:
+def _seed_row(name: str, per_seed: list[dict[str, float]], seeds: list[int],
+              headline: str = "accuracy") -> dict[str, Any]:
     """One table row from per-seed metrics: every metric is the mean over seeds, plus its std."""
     row: dict[str, Any] = {"model": name, "seeds": len(seeds)}
     for key in per_seed[0]:
@@ -270,8 +277,8 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     if not test_ids:
         counts = {k: v.num_rows for k, v in prepared.splits.items()}
         raise StageError(f"the test split has no documents ({counts}): nothing to evaluate. With data.limit the first "
-                           "rows of a corpus with its own split column may all be train/validation rows: raise data.limit, "
-                           "or drop the split column so data.split_fractions assigns splits")
+                         "rows of a corpus with its own split column may all be train/validation rows: "
+                         "raise data.limit, or drop the split column so data.split_fractions assigns splits")
     labels = prepared.enc.labels
     headline = get_task(cfg.data.task).headline(labels)  # leads the table: accuracy, or spearman for pair scores
     docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text"]).to_pylist()
@@ -339,8 +346,9 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
         per_seed.append(metrics(pred, gold, teach, labels, True, task.name, [d.num_nodes for d in test]))
         right.append(task.row_correct(pred, gold))
         if k == 0:
-            row = {"params": count_params(bow), **bow_latency(bow, [task.words(d) for d in test[: ev.latency_docs]], texts,
-                                                               prepared.enc.vocab, builders[cfg.graph.parser].nlp.tokenizer)}
+            row = {"params": count_params(bow),
+                   **bow_latency(bow, [task.words(d) for d in test[: ev.latency_docs]], texts,
+                                 prepared.enc.vocab, builders[cfg.graph.parser].nlp.tokenizer)}
     if all(r is not None for r in right):
         correct["bow"] = np.stack(right)
     rows.append({**_seed_row("bow", per_seed, [cfg.distill.seed + k for k in range(ev.seeds)], headline), **row})
@@ -364,7 +372,8 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     plot_rows(rows, out_dir / "accuracy_latency_params.png", headline)
     _learning_curves({name: runs[0][1] for name, runs in models.items()}, out_dir / "learning_curves.png", headline)
     log("\n" + table)
-    return {"input_rows": len(test), "output_rows": len(rows), "rows": {r["model"]: round(r[headline], 4) for r in rows},
+    return {"input_rows": len(test), "output_rows": len(rows),
+            "rows": {r["model"]: round(r[headline], 4) for r in rows},
             "differences": {f"{c['row']} - {c['baseline']}": c["ci95"] for c in comparisons},
             "distillation_check": distill_check}
 
@@ -402,5 +411,6 @@ def _learning_curves(models: dict[str, Path], path: Path, headline: str = "accur
         if h.is_file():
             hist = json.loads(h.read_text())
             ax.plot([r["epoch"] for r in hist], [r.get(f"val_{headline}") for r in hist], marker=".", label=name)
-    ax.set_xlabel("epoch (stages: align -> fusion -> adaptive)"); ax.set_ylabel(f"validation {headline}"); ax.legend(fontsize=7)
+    ax.set_xlabel("epoch (stages: align -> fusion -> adaptive)"); ax.set_ylabel(f"validation {headline}")
+    ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)

@@ -59,7 +59,8 @@ class GraphEncoding:
         return 1 + 2 * len(self.relations)
 
     def state(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, "relations": self.relations, "labels": self.labels, "edges": self.edges, "pos": self.pos}
+        return {"vocab": self.vocab, "relations": self.relations, "labels": self.labels, "edges": self.edges,
+                "pos": self.pos}
 
     def encode(self, g: dict[str, Any]) -> Data:
         """One graph dict -> Data(x_tok, x_pos, sent, edge_index, edge_type, edge_weight)."""
@@ -82,7 +83,8 @@ class GraphEncoding:
             edge_type = torch.from_numpy(np.concatenate(typ))
             edge_weight = torch.from_numpy(np.concatenate(wt))
         else:
-            edge_index, edge_type, edge_weight = torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0)
+            edge_index, edge_type, edge_weight = (torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                                                  torch.zeros(0))
         return Data(x_tok=x_tok, x_pos=x_pos, sent=torch.tensor(g["sent"], dtype=torch.long), edge_index=edge_index,
                     edge_type=edge_type, edge_weight=edge_weight, num_nodes=n)
 
@@ -94,7 +96,8 @@ class GraphEncoding:
             return data
         keep = data.edge_type > 0 if self.edges == "dependency" else data.edge_type == 0
         out = copy.copy(data)
-        out.edge_index, out.edge_type, out.edge_weight = data.edge_index[:, keep], data.edge_type[keep], data.edge_weight[keep]
+        out.edge_index, out.edge_type, out.edge_weight = (data.edge_index[:, keep], data.edge_type[keep],
+                                                          data.edge_weight[keep])
         return out
 
     def label_index(self, label) -> int:

@@ -18,7 +18,8 @@ from trainers.tasks import get_task
 
 
 class Student(nn.Module):
-    def __init__(self, vocab_size: int, num_pos: int, num_edge_types: int, num_labels: int, cfg, task: str = "classification"):
+    def __init__(self, vocab_size: int, num_pos: int, num_edge_types: int, num_labels: int, cfg,
+                 task: str = "classification"):
         super().__init__()
         self.task, h = task, cfg.hidden
         self.kind = get_task(task).head

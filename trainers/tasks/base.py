@@ -42,7 +42,8 @@ class Task:
         the target is the whole document."""
         return [], []
 
-    def finetune_target(self, docs: dict[str, list], d: int, enc, a: int, b: int, windower, label_index: dict[str, int]):
+    def finetune_target(self, docs: dict[str, list], d: int, enc, a: int, b: int, windower,
+                        label_index: dict[str, int]):
         """Fine-tuning target of document ``d``'s window [a, b) of its sub-words ``enc``: its label index."""
         return label_index[docs["label"][d]]
 
@@ -116,7 +117,8 @@ class Task:
 
         return ce(logits, y)
 
-    def kd_loss(self, s_kd: torch.Tensor, t_kd: torch.Tensor, temperature, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def kd_loss(self, s_kd: torch.Tensor, t_kd: torch.Tensor, temperature,
+                weight: torch.Tensor | None = None) -> torch.Tensor:
         """The loss against the teacher (Hinton KL at ``temperature``, x T^2)."""
         from trainers.distill.losses import kd_kl
 

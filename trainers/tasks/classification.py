@@ -37,7 +37,8 @@ class Classification(Task):
         data.y = torch.tensor([enc.label_index(label)], dtype=torch.long)
         C = len(enc.labels)
         logits = trow.get("logits") if trow else None
-        data.t_logits = torch.tensor(logits, dtype=torch.float32).view(1, C) if logits is not None else torch.zeros(1, C)
+        data.t_logits = (torch.tensor(logits, dtype=torch.float32).view(1, C) if logits is not None
+                         else torch.zeros(1, C))
 
     def teacher_uncertainty(self, data):
         return float(normalized_entropy(data.t_logits.double())[0])

@@ -98,8 +98,10 @@ class Pair(Task):
         a, b = enc.encode(row["graph"]), enc.encode(row["graph_b"] or _empty_graph())
         off = int(a.sent.max()) + 1 if a.num_nodes else 0
         data = Data(
-            x_tok=torch.cat([a.x_tok, b.x_tok]), x_pos=torch.cat([a.x_pos, b.x_pos]), sent=torch.cat([a.sent, b.sent + off]),
-            edge_index=torch.cat([a.edge_index, b.edge_index + a.num_nodes], 1), edge_type=torch.cat([a.edge_type, b.edge_type]),
+            x_tok=torch.cat([a.x_tok, b.x_tok]), x_pos=torch.cat([a.x_pos, b.x_pos]),
+            sent=torch.cat([a.sent, b.sent + off]),
+            edge_index=torch.cat([a.edge_index, b.edge_index + a.num_nodes], 1),
+            edge_type=torch.cat([a.edge_type, b.edge_type]),
             edge_weight=torch.cat([a.edge_weight, b.edge_weight]), num_nodes=a.num_nodes + b.num_nodes)
         data.side = torch.cat([torch.zeros(a.num_nodes, dtype=torch.long), torch.ones(b.num_nodes, dtype=torch.long)])
         score = row.get("score")

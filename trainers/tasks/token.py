@@ -120,7 +120,8 @@ class Token(Task):
         if is_entity_scheme(labels):  # per document, so no span runs across a document boundary
             cuts = np.cumsum(lengths or [len(gold)])[:-1]
             docs = [(g[g >= 0], p[g >= 0]) for g, p in zip(np.split(gold, cuts), np.split(pred, cuts))]
-            out.update(entity_scores([[labels[i] for i in g] for g, _ in docs], [[labels[i] for i in p] for _, p in docs]))
+            out.update(entity_scores([[labels[i] for i in g] for g, _ in docs],
+                                     [[labels[i] for i in p] for _, p in docs]))
         if teach is not None:
             out["agreement"] = float((pred[m] == teach[m]).mean()) if m.any() else 0.0
         return out

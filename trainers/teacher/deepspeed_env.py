@@ -104,7 +104,8 @@ def choose_zero_stage(requested: int | str, params: int, free_bytes: float, work
         need = TRAIN_BYTES[stage](params, workers) * safety
         if need <= free_bytes or stage == 3:
             fits = "fit" if need <= free_bytes else "exceed (the largest saving there is)"
-            return stage, (f"auto: {params / 1e6:,.1f} M parameters need {need / mib:,.0f} MiB per worker with ZeRO-{stage} "
+            return stage, (f"auto: {params / 1e6:,.1f} M parameters need {need / mib:,.0f} MiB per worker "
+                           f"with ZeRO-{stage} "
                            f"(fp32 weights, gradients and AdamW moments x {safety:g}), which {fits} the worker's "
                            f"{free_bytes / mib:,.0f} MiB of free device memory"
                            + ("" if stage == 0 else f"; ZeRO-{stage - 1 if stage == 3 else 0} would not"))

@@ -63,7 +63,8 @@ def training_rows(cfg: RunConfig, split: str) -> pa.Table:
 
     cols = ["id", "split", "text", "text_b", "label", "tokens", "tags"]
     files = sorted((stage_dir(cfg, "ingest") / "documents").glob("part-*.parquet"))
-    t = pa.concat_tables(pq.read_table(f, schema=DOCUMENTS, columns=cols, filters=[("split", "=", split)]) for f in files)
+    t = pa.concat_tables(pq.read_table(f, schema=DOCUMENTS, columns=cols, filters=[("split", "=", split)])
+                         for f in files)
     task = get_task(cfg.data.task)
     spans = [task.validation_nodes(toks) for toks in t.column("tokens").to_pylist()]
     t = t.append_column("node_start", pa.array([s for s, _ in spans], pa.list_(pa.int64())))
@@ -122,8 +123,13 @@ class PhaseTimer:
 
 
 def worker_loop(config: dict[str, Any]) -> None:
-    from trainers.teacher.deepspeed_env import (checkpoint_parameters, choose_zero_stage, free_device_bytes, setup_worker,
-                                        training_config)
+    from trainers.teacher.deepspeed_env import (
+        checkpoint_parameters,
+        choose_zero_stage,
+        free_device_bytes,
+        setup_worker,
+        training_config,
+    )
 
     device = setup_worker(config["use_gpu"], config["threads"])
     import deepspeed
@@ -178,7 +184,8 @@ def worker_loop(config: dict[str, Any]) -> None:
         vcfg = tcfg.model_copy(update={"node_states": False, "topk": None})
         fwd = TeacherForward(engine.module, "encoder", task.name, pad, device)
         batches = ({k: list(v) for k, v in b.items()}
-                   for b in ray.train.get_dataset_shard("validation").iter_batches(batch_size=DOCS_PER_BATCH, batch_format="pandas"))
+                   for b in ray.train.get_dataset_shard("validation").iter_batches(batch_size=DOCS_PER_BATCH,
+                                                                                   batch_format="pandas"))
         gold_of = {}
         gold, pred = [], []
 
@@ -269,7 +276,8 @@ def worker_loop(config: dict[str, Any]) -> None:
                 windows += ids.shape[0]
                 real, padded = real + int(mask.sum()), padded + mask.numel()
                 if rank == 0 and (n % PROGRESS_EVERY == 0 or n == steps):
-                    print(f"[teacher-finetune] epoch {epoch} step {n}/{steps} loss {np.mean(losses[-PROGRESS_EVERY:]):.4f} "
+                    print(f"[teacher-finetune] epoch {epoch} step {n}/{steps} "
+                          f"loss {np.mean(losses[-PROGRESS_EVERY:]):.4f} "
                           f"({time.time() - t0:.0f}s)", flush=True)
                 timer.lap("other")
         train_s = sum(timer.seconds.values())
@@ -289,7 +297,8 @@ def worker_loop(config: dict[str, Any]) -> None:
         history.append(metrics)
         if rank == 0:
             print(f"[teacher-finetune] epoch {epoch} done: train loss {metrics['train_loss']:.4f}, validation accuracy "
-                  f"{scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} ({metrics['seconds']:.0f}s)", flush=True)
+                  f"{scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} ({metrics['seconds']:.0f}s)",
+                  flush=True)
         flat = {k: v for k, v in metrics.items() if k != "timing"}  # the timing goes with the history
         with tempfile.TemporaryDirectory() as tmp:
             params = list(engine.module.parameters())
@@ -301,7 +310,8 @@ def worker_loop(config: dict[str, Any]) -> None:
             if rank == 0:
                 engine.module.save_pretrained(tmp, state_dict=state)
                 tok.save_pretrained(tmp)
-                (Path(tmp) / "tgd_probe.json").write_text(json.dumps({"texts": config["probe_texts"], "logits": probe_logits}))
+                (Path(tmp) / "tgd_probe.json").write_text(json.dumps({"texts": config["probe_texts"],
+                                                                      "logits": probe_logits}))
                 (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
             ray.train.report({**flat, "history": json.dumps(history), "zero_stage": zero, "zero_stage_reason": why},
                              checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -332,7 +342,8 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
 
     train, val = training_rows(cfg, "train"), training_rows(cfg, "validation")
     if train.num_rows < cfg.ray.num_workers or val.num_rows == 0:
-        raise StageError(f"teacher-finetune needs training ({train.num_rows}) and validation ({val.num_rows}) documents")
+        raise StageError(f"teacher-finetune needs training ({train.num_rows}) and validation ({val.num_rows}) "
+                         "documents")
     probe_texts = val.column("text").to_pylist()[:PROBE_DOCS]
     config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
               "model_path": str(base), "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),

@@ -44,7 +44,8 @@ def verbalizer_ids(tokenizer, labels: list[str], verbalizer: dict[str, str] | No
     words = [(verbalizer or {}).get(l, l) for l in labels]
     ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"teacher.verbalizer: label words {words} do not start with distinct tokens; choose other words")
+        raise ValueError(f"teacher.verbalizer: label words {words} do not start with distinct tokens; "
+                         "choose other words")
     return ids
 
 
@@ -83,7 +84,8 @@ class DocBatch:
 
     def __init__(self, docs: dict[str, list], tcfg: TeacherConfig, task: Task, windower: Windower,
                  projection: np.ndarray | None, teacher: str):
-        self.docs, self.cfg, self.task, self.win, self.proj, self.teacher = docs, tcfg, task, windower, projection, teacher
+        self.docs, self.cfg, self.task, self.win, self.proj, self.teacher = (docs, tcfg, task, windower, projection,
+                                                                             teacher)
         self.n = len(docs["id"])
         self.sides = [windower.encode(docs[column]) for column in task.teacher_texts]
         self.acc: dict[tuple[int, int], dict[str, Any]] = {}
@@ -125,7 +127,8 @@ class DocBatch:
             acc, e = self.acc[(d, 0)], self.sides[0][d]
             row: dict[str, Any] = {
                 "id": self.docs["id"][d], "split": self.docs["split"][d], "teacher": self.teacher,
-                "max_length": self.cfg.max_length, "num_windows": sum(self.acc[(d, s)]["n"] for s in range(len(self.sides))),
+                "max_length": self.cfg.max_length,
+                "num_windows": sum(self.acc[(d, s)]["n"] for s in range(len(self.sides))),
                 "truncated": any(self.sides[s][d].truncated for s in range(len(self.sides))),
             }
             seen = acc["count"] > 0
@@ -134,7 +137,8 @@ class DocBatch:
                 end = np.where(seen, e.end, e.start)  # sub-words no window covered cannot align
                 groups = align_nodes(self.docs["node_start"][d], self.docs["node_end"][d], e.start, end)
             denom = np.maximum(acc["count"], 1)[:, None]
-            self.task.finish_teacher_row(row, [self.acc[(d, s)] for s in range(len(self.sides))], groups, denom, self.cfg)
+            self.task.finish_teacher_row(row, [self.acc[(d, s)] for s in range(len(self.sides))], groups, denom,
+                                         self.cfg)
             if "tok_states" in acc:
                 st, aligned = pool_nodes(acc["tok_states"] / denom, groups, self.cfg.alignment)
                 row["node_states"] = (st @ self.proj).astype(np.float16).reshape(-1)

@@ -63,7 +63,8 @@ def _read_shard_pair(batch: pa.Table, done: pa.Array | None = None) -> pa.Table:
             raise StageError(f"{gsrc} does not match {src} row for row; re-run the graphs stage")
         g = graphs.column("graph").combine_chunks()
         out.append(pa.table({"id": docs.column("id"), "split": docs.column("split"), "text": docs.column("text"),
-                             "text_b": docs.column("text_b"), "node_start": g.field("start"), "node_end": g.field("end")}))
+                             "text_b": docs.column("text_b"), "node_start": g.field("start"),
+                             "node_end": g.field("end")}))
     table = pa.concat_tables(out)
     if done is not None and len(done):
         table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=done)))
@@ -104,7 +105,8 @@ def resume_state(out_dir: Path) -> tuple[set[str], int, int]:
     for f in sorted(out_dir.glob("part-*.parquet")):
         try:
             ids = pq.read_table(f, schema=TEACHER).column("id").to_pylist()  # every column: a damaged one fails here
-            why = "repeats documents of another part file" if done.intersection(ids) or len(set(ids)) != len(ids) else None
+            why = ("repeats documents of another part file" if done.intersection(ids) or len(set(ids)) != len(ids)
+                   else None)
         except (OSError, pa.ArrowException, ValueError) as e:
             why = f"cannot be read ({type(e).__name__}: {str(e)[:200]})"
         if why:
@@ -123,10 +125,11 @@ def choose_parallel(requested: str, param_bytes: int, free_bytes: float, safety:
         return requested, f"teacher.parallel={requested}"
     need, mib = param_bytes * safety, 2**20
     if need <= free_bytes:
-        return "replicate", (f"auto: parameters {param_bytes / mib:,.0f} MiB x {safety:g} = {need / mib:,.0f} MiB fit the "
-                             f"worker's {free_bytes / mib:,.0f} MiB of free device memory")
-    return "zero3", (f"auto: parameters {param_bytes / mib:,.0f} MiB x {safety:g} = {need / mib:,.0f} MiB exceed the worker's "
-                     f"{free_bytes / mib:,.0f} MiB of free device memory; sharding them with ZeRO-3")
+        return "replicate", (f"auto: parameters {param_bytes / mib:,.0f} MiB x {safety:g} = {need / mib:,.0f} MiB "
+                             f"fit the worker's {free_bytes / mib:,.0f} MiB of free device memory")
+    return "zero3", (f"auto: parameters {param_bytes / mib:,.0f} MiB x {safety:g} = {need / mib:,.0f} MiB "
+                     f"exceed the worker's {free_bytes / mib:,.0f} MiB of free device memory; "
+                     "sharding them with ZeRO-3")
 
 
 def worker_loop(config: dict[str, Any]) -> None:
@@ -166,7 +169,8 @@ def worker_loop(config: dict[str, Any]) -> None:
 
         ds_config = zero3_inference_config(tcfg.eval_batch_size)
         dschf = HfDeepSpeedConfig(ds_config)  # noqa: F841  must be alive during from_pretrained: load straight into shards
-        engine, *_ = deepspeed.initialize(model=load_model(path, tcfg.kind, get_task(task).teacher_head, labels), config=ds_config)
+        engine, *_ = deepspeed.initialize(model=load_model(path, tcfg.kind, get_task(task).teacher_head, labels),
+                                          config=ds_config)
         module = engine.module
     else:
         module = load_model(path, tcfg.kind, get_task(task).teacher_head, labels).to(device)
@@ -225,7 +229,8 @@ def worker_loop(config: dict[str, Any]) -> None:
     flush()
     progress(final=True)
     # What this rank holds of the teacher: the whole model (replicate) or its ZeRO-3 partition (1/N).
-    held = sum(p.ds_tensor.numel() * p.ds_tensor.element_size() if hasattr(p, "ds_tensor") else p.numel() * p.element_size()
+    held = sum(p.ds_tensor.numel() * p.ds_tensor.element_size() if hasattr(p, "ds_tensor")
+               else p.numel() * p.element_size()
                for p in module.parameters())
     stats = torch.tensor([rows, windows, files, peak_memory_mb(), time.time() - t0, held / 2**20,
                           time.time() - (first_forward or time.time())], dtype=torch.float64, device=device)
@@ -247,7 +252,8 @@ def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[st
     from trainers.raytrain import make_trainer
 
     done, kept, attempt = resume_state(out_dir)
-    ids = [i for pair in _input_pairs(cfg) for i in pq.read_table(pair["docs"], columns=["id"]).column("id").to_pylist()]
+    ids = [i for pair in _input_pairs(cfg)
+           for i in pq.read_table(pair["docs"], columns=["id"]).column("id").to_pylist()]
     todo = sum(1 for i in ids if i not in done)
     print(f"[teacher-logits] {len(done)} documents already done ({kept} part files of earlier attempts kept), "
           f"{todo} to run" + (f" (attempt {attempt})" if todo else ""), flush=True)
@@ -309,7 +315,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     ft = read_manifest(cfg, "teacher-finetune")
     model_path = teacher_model_dir(cfg)
     labels, teacher = ft["labels"], ft["teacher_id"]
-    input_rows = read_manifest(cfg, "ingest")["accepted_rows"] + (read_manifest(cfg, "transfer") or {}).get("output_rows", 0)
+    input_rows = (read_manifest(cfg, "ingest")["accepted_rows"]
+                  + (read_manifest(cfg, "transfer") or {}).get("output_rows", 0))
     t0 = time.time()
     launched = run_workers(cfg, out_dir, model_path, labels, teacher)
     seconds = time.time() - t0
