@@ -3,32 +3,14 @@ it for everything; teacher.model and run_dir are checked before any stage runs."
 import errno
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli_process import one_error_line, tgd
 from tgd.cli import _expected, main
 from tgd.config import ConfigError, check_run_dir, check_teacher, load_config
 from tgd.errors import StageError, UserError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tgd(*args, cwd):
-    """The README's `tgd ...` as a user runs it: a fresh interpreter, the real CLI module."""
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("TGD_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "tgd.cli", *args], capture_output=True, text=True, timeout=180,
-                          cwd=cwd, env=env)
-
-
-def one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [l for l in stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    return lines[0]
 
 
 def write_cfg(tmp_path, text: str) -> Path:

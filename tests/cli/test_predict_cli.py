@@ -12,8 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.serving_data import NODE_BUDGET, corpus, document, small_run
-from tests.test_export import export_package
+from tests.fixtures.serving_data import NODE_BUDGET, corpus, document, export_package, small_run
 from tgd.cli import main
 
 

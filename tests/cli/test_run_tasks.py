@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tests.teacher_fixtures import tiny_bert
+from tests.fixtures.teacher_fixtures import tiny_bert
 from tgd.cli import main
 
 ENTITY = {"actor": "PER", "actors": "PER", "film": "WORK", "movie": "WORK", "story": "WORK"}

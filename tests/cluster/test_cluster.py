@@ -17,8 +17,7 @@ import pytest
 import yaml
 
 from cluster.submit import check_cluster_paths
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures import ROOT
 
 
 @pytest.mark.parametrize("name", ["ray_config.yaml", "cluster/aws.yaml"])

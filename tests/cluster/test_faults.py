@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_config
-from tests.driver_process import kill_driver, run_to_end, start_tgd, wait_for
-from tests.teacher_fixtures import review_corpus, tiny_bert
+from tests.fixtures.driver_process import kill_driver, run_to_end, start_tgd, wait_for
+from tests.fixtures.teacher_fixtures import review_corpus, tiny_bert
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -110,7 +110,7 @@ def test_graph_stage_completes_with_every_row_once_after_a_worker_node_is_killed
 
 
 def test_distill_restarts_from_its_checkpoint_after_a_training_node_is_killed(cluster, tmp_path):
-    from tests.student_data import make_run
+    from tests.fixtures.student_data import make_run
     from trainers.distill.loop import train_on_ray
 
     d = {"epochs_align": 2, "epochs_fusion": 2, "epochs_adaptive": 2, "batch_size": 16, "node_budget": 16,

@@ -153,7 +153,7 @@ def test_unlabelled_source_rows_join_the_transfer_split_or_are_rejected(tmp_path
     """`tgd ingest` with data.unlabelled_source (a CSV beside a JSONL corpus): good texts become
     label-less ``transfer`` documents after the labelled ones; a text that is also a labelled document
     (it could be a test document) and the usual bad rows go to the rejects file, nothing is lost."""
-    from tests.test_cli_errors import tgd
+    from tests.fixtures.cli_process import tgd
 
     labelled = [{"text": f"labelled review {i}", "label": "pos" if i % 2 else "neg"} for i in range(6)]
     src = tmp_path / "in.jsonl"
@@ -194,7 +194,7 @@ def test_unlabelled_source_is_refused_where_there_is_no_transfer_set(tmp_path):
 
 
 def test_missing_or_useless_unlabelled_source_is_one_error_naming_the_key(tmp_path):
-    from tests.test_cli_errors import one_error_line, tgd
+    from tests.fixtures.cli_process import one_error_line, tgd
 
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "a review", "label": "pos"}\n')

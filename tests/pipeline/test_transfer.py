@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.transfer import MASK, PosVocabulary, augment
 from tests.conftest import make_config
-from tests.teacher_fixtures import review_corpus, tiny_bert
+from tests.fixtures.teacher_fixtures import review_corpus, tiny_bert
 from tgd.config import TransferConfig
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, read_table
 from tgd.stages import ensure

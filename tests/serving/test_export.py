@@ -9,32 +9,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from serving.export import PackageError, load_package
 from serving.predictor import Predictor
-from tests.serving_data import NODE_BUDGET, corpus, document, small_run
+from tests.fixtures import ROOT
+from tests.fixtures.serving_data import NODE_BUDGET, corpus, document, export_package, small_run
 from tgd.cli import main
 from trainers.student.checkpoint import load_student
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def run_config(tmp_path_factory, graph_builder):
     return small_run(tmp_path_factory.getbasetemp() / "serving-run", graph_builder)
-
-
-def export_package(config: Path, fmt: str, quantize: str | None = None) -> Path:
-    """Export through the CLI once per session (the package directory is reused when complete)."""
-    out = config.parent / f"pkg-{fmt}{'-' + quantize if quantize else ''}"
-    if not (out / "manifest.json").is_file():
-        args = ["export", str(config), "--format", fmt, "--out", str(out)] + (["--quantize", quantize] if quantize else [])
-        assert main(args) == 0
-    return out
 
 
 @pytest.fixture(scope="module")

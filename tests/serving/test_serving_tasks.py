@@ -4,7 +4,7 @@ each, decomposed == whole-graph prediction for per-node tags, plain lines refuse
 the exported TorchScript / ONNX packages checked against the PyTorch student.
 
 Students: real ``Student``s with a node head (token) and a pair head, trained for a few dozen
-steps on graphs from the real spaCy builder (``tests.serving_data.small_task_run``)."""
+steps on graphs from the real spaCy builder (``tests.fixtures.serving_data.small_task_run``)."""
 from __future__ import annotations
 
 import json
@@ -18,8 +18,16 @@ import torch
 
 from serving.export import load_package
 from serving.predictor import Predictor
-from tests.serving_data import NODE_BUDGET, PAIR_LABELS, TAG_OF, TAGS, document, pair_corpus, small_task_run
-from tests.test_export import export_package
+from tests.fixtures.serving_data import (
+    NODE_BUDGET,
+    PAIR_LABELS,
+    TAG_OF,
+    TAGS,
+    document,
+    export_package,
+    pair_corpus,
+    small_task_run,
+)
 from tgd.cli import main
 from trainers.student.checkpoint import load_student
 from trainers.student.subgraph import decompose

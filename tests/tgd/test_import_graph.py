@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures import ROOT
+
 PACKAGES = ("tgd", "pipeline", "trainers", "serving", "cluster")
 COMPOSITION_ROOT = {"tgd.cli", "tgd.stages"}  # they import the stages; nothing imports them
 

@@ -4,7 +4,7 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import make_config
-from tests.teacher_fixtures import review_corpus, tiny_bert
+from tests.fixtures.teacher_fixtures import review_corpus, tiny_bert
 from tgd.config import TransferConfig
 from tgd.stages import ensure, is_up_to_date
 from trainers.teacher.model import finetuned_model_dir

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import make_config
-from tests.student_data import make_run
+from tests.fixtures.student_data import make_run
 from trainers.distill.loop import latest_checkpoint, train_on_ray
 from trainers.student.checkpoint import load_student
 

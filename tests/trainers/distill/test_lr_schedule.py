@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import make_config
-from tests.student_data import make_run
+from tests.fixtures.student_data import make_run
 from trainers.distill.data import prepare
 from trainers.distill.loop import train_in_process
 from trainers.distill.lr_schedule import lr_factor

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-from tests.student_data import _graph
+from tests.fixtures.student_data import _graph
 from tgd.config import StudentConfig
 from trainers.distill.sampling import GraphSampler, pyg_sampler_available
 from trainers.student.subgraph import decompose

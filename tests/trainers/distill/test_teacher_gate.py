@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from tests.conftest import make_config
-from tests.student_data import make_run
+from tests.fixtures.student_data import make_run
 from trainers.distill import losses
 from trainers.distill.data import prepare
 from trainers.distill.spec import build_spec

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import make_config
-from tests.teacher_fixtures import review_corpus, tiny_bert
+from tests.fixtures.teacher_fixtures import review_corpus, tiny_bert
 from tgd.config import load_config
 from tgd.stages import ensure
 

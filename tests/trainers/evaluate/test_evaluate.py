@@ -10,7 +10,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from serving.predictor import Predictor
 from tests.conftest import make_config
-from tests.student_data import make_run
+from tests.fixtures.student_data import make_run
 from tgd.schema import GRAPHS, read_table
 from trainers.evaluate import report as evaluate
 from trainers.distill.loop import train_on_ray

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.graph_builder import GraphBuilder
 from serving.predictor import Predictor
-from tests.serving_data import document, small_run
+from tests.fixtures.serving_data import document, small_run
 from tgd.config import GraphConfig
 from trainers.student.checkpoint import load_student
 from trainers.student.subgraph import decompose

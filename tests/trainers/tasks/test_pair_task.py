@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from tests.teacher_fixtures import tiny_bert
+from tests.fixtures.teacher_fixtures import tiny_bert
 from tgd.cli import main
 from trainers.evaluate.pair_baselines import TfidfCosine
 from trainers.tasks import get_task

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_config
-from tests.teacher_fixtures import review_corpus, tiny_bert, tiny_tokenizer
+from tests.fixtures.teacher_fixtures import review_corpus, tiny_bert, tiny_tokenizer
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_table
 from tgd.stages import ensure, is_up_to_date
 from trainers.teacher.alignment import align_nodes, pool_nodes

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import make_config
-from tests.driver_process import kill_driver, run_to_end, start_tgd, wait_for
-from tests.teacher_fixtures import review_corpus, tiny_bert, tiny_tokenizer
+from tests.fixtures.driver_process import kill_driver, run_to_end, start_tgd, wait_for
+from tests.fixtures.teacher_fixtures import review_corpus, tiny_bert, tiny_tokenizer
 from tgd.schema import DOCUMENTS, TEACHER, read_table
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
