@@ -74,7 +74,8 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
                    help="longer texts get an error line (default: the run's data.max_chars; 0: no limit)")
     p.add_argument("--ray", action="store_true", help="batch prediction on Ray Data (Parquet in, Parquet shards out)")
     p.add_argument("--workers", type=int, default=2, help="--ray: predicting actors (default: 2)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="--ray: CPUs (and threads) per actor (default: 1)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="--ray: CPUs (and threads) per actor (default: 1)")
 
 
 def run_predict(args) -> int:

@@ -41,7 +41,8 @@ class Stage:
 def _registry() -> dict[str, Stage]:
     # Imported here so `tgd --help` and config validation stay fast.
     from pipeline import graphs, ingest, transfer
-    from trainers.teacher import finetune as teacher_finetune, outputs as teacher_logits
+    from trainers.teacher import finetune as teacher_finetune
+    from trainers.teacher import outputs as teacher_logits
 
     stages = [
         Stage("ingest", "read + validate the corpus; accepted rows in shards, refused rows in rejects.parquet",
@@ -50,7 +51,8 @@ def _registry() -> dict[str, Stage]:
               ("ingest",), ("graph",), graphs.run, needs_ray=True),
         Stage("transfer", "transfer set: augmented copies of the training graphs (mask, POS-guided replacement, "
               "n-gram windows) for the teacher to label", ("graphs",), ("transfer",), transfer.run),
-        Stage("teacher-finetune", "fine-tune the teacher (DeepSpeed ZeRO on Ray Train); best checkpoint as a HF directory",
+        Stage("teacher-finetune",
+              "fine-tune the teacher (DeepSpeed ZeRO on Ray Train); best checkpoint as a HF directory",
               ("ingest",), ("teacher",), teacher_finetune.run, needs_ray=True,
               source_fingerprint=teacher_finetune.source_fingerprint, uses_teacher=True,
               resume_needs_same_resources=True),  # DeepSpeed's per-rank checkpoint is cut for its world size
@@ -172,7 +174,8 @@ def ensure(cfg: RunConfig, name: str, force: bool = False, log: Callable[[str], 
     result = stage.run(cfg.for_stage(name), out)
     manifest = {"stage": name, **want, **result, "seconds": round(time.time() - t0, 2),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    manifest["fingerprint"] = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode())
+    manifest["fingerprint"] = digest.hexdigest()[:16]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     attempt.unlink()
     log(f"[{name}] done in {manifest['seconds']:.1f}s: " + ", ".join(

@@ -70,8 +70,8 @@ def test_round_trip_matches_evaluate_path(package, run_config, tmp_path, graph_b
 
     import torch
 
-    from trainers.student.predict import predict
     from trainers.student.checkpoint import load_student
+    from trainers.student.predict import predict
 
     rng = random.Random(11)
     texts = [t for t, _ in corpus(10, seed=12)] + [document(rng, k % 2, 20, k % 2 == 0) for k in range(4)]

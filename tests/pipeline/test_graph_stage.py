@@ -1,5 +1,6 @@
 """The graph stage on a real local Ray with the real spaCy model: schema, counts, skip, resume."""
 import json
+
 import pyarrow.parquet as pq
 import pytest
 

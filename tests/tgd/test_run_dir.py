@@ -7,8 +7,7 @@ from tests.conftest import make_config
 from tests.fixtures.teacher_fixtures import review_corpus, tiny_bert
 from tgd.config import TransferConfig
 from tgd.stages import ensure, is_up_to_date
-from trainers.teacher.model import finetuned_model_dir
-from trainers.teacher.model import head_labels
+from trainers.teacher.model import finetuned_model_dir, head_labels
 
 LABELS = ["fresh", "rotten"]
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.distill import bridge as bridges, curriculum, losses, temperature
+from trainers.distill import bridge as bridges
+from trainers.distill import curriculum, losses, temperature
 from trainers.tasks.scores import normalized_entropy
 
 

@@ -10,9 +10,9 @@ from torch_geometric.data import Batch
 from tests.fixtures.student_data import _graph
 from tgd.config import StudentConfig
 from trainers.distill.sampling import GraphSampler, pyg_sampler_available
-from trainers.student.subgraph import decompose
 from trainers.student.checkpoint import build_student
 from trainers.student.features import GraphEncoding
+from trainers.student.subgraph import decompose
 
 
 def _enc():

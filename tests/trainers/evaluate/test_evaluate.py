@@ -12,8 +12,8 @@ from serving.predictor import Predictor
 from tests.conftest import make_config
 from tests.fixtures.student_data import make_run
 from tgd.schema import GRAPHS, read_table
-from trainers.evaluate import report as evaluate
 from trainers.distill.loop import train_on_ray
+from trainers.evaluate import report as evaluate
 from trainers.student.checkpoint import load_student
 from trainers.student.quantize import quantize_int8
 

@@ -79,9 +79,9 @@ def test_unworkable_combinations_are_refused_before_any_stage(tmp_path, capsys, 
 def test_pos_features_off_gives_every_node_the_same_pos_input(graph_builder):
     import pyarrow as pa
 
+    from tgd.config import StudentConfig
     from trainers.student.checkpoint import build_student
     from trainers.student.features import GraphEncoding
-    from tgd.config import StudentConfig
 
     vocab = pa.table({"token": ["the", "film", "was", "dull"], "count": [3, 2, 2, 1]})
     g = graph_builder.build(["The film was dull and slow."])[0]
