@@ -24,6 +24,26 @@ class JobFailed(UserError, RuntimeError):
     """The submitted job ended FAILED or STOPPED (its logs were printed)."""
 
 
+class HeadUnreachable(UserError, ConnectionError):
+    """Nothing answers at ``--address``: the Ray head is down, the dashboard port is not reachable
+    from here, or the address is not the dashboard's. The message names the address and what to check."""
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """What Ray's job client raises when the dashboard does not answer: the built-in ConnectionError
+    (its constructor's version check) or requests' (any later request; not a built-in subclass)."""
+    import requests
+
+    return ConnectionError, requests.exceptions.ConnectionError
+
+
+def _unreachable(address: str, doing: str) -> HeadUnreachable:
+    return HeadUnreachable(f"no Ray head answers at --address {address} ({doing}): check that the head is running "
+                           f"(`ray status` on the head node), that its dashboard port (8265 by default) is reachable "
+                           f"from this machine (firewall, security group, port forward), and that the address has "
+                           f"the form http://HEAD:8265")
+
+
 def check_cluster_paths(cfg: RunConfig) -> None:
     """Refuse paths the job would resolve against Ray's temporary working directory on the cluster:
     a relative run_dir would be written there and deleted with it, a relative data.source would not
@@ -53,7 +73,11 @@ def submit(cfg: RunConfig, address: str, command: str = "run", wait: bool = Fals
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     check_cluster_paths(cfg)
-    client = JobSubmissionClient(address)
+    unreachable = _connection_errors()
+    try:
+        client = JobSubmissionClient(address)
+    except unreachable:
+        raise _unreachable(address, "connecting to its job API") from None
     with tempfile.TemporaryDirectory(prefix="tgd-job-") as staging:
         work = Path(staging) / "textgraph-distill"
         shutil.copytree(PROJECT_ROOT, work, ignore=shutil.ignore_patterns(*EXCLUDES))
@@ -66,17 +90,24 @@ def submit(cfg: RunConfig, address: str, command: str = "run", wait: bool = Fals
             try:
                 job_id = client.submit_job(**job)
                 break
+            except unreachable:
+                raise _unreachable(address, "submitting the job") from None
             except RuntimeError as e:
                 if "No available agent" not in str(e) or attempt == 29:
                     raise
                 time.sleep(2)
     log(f"submitted {job_id} to {address}; follow with: ray job logs --address {address} -f {job_id}")
     if wait:
-        status = client.get_job_status(job_id)
-        while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-            time.sleep(2)
+        try:
             status = client.get_job_status(job_id)
-        log(client.get_job_logs(job_id))
+            while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+                time.sleep(2)
+                status = client.get_job_status(job_id)
+            logs = client.get_job_logs(job_id)
+        except unreachable:
+            raise _unreachable(address, f"waiting for job {job_id}, which may still be running; follow it with "
+                               f"`ray job logs --address {address} -f {job_id}` once the head answers") from None
+        log(logs)
         log(f"job {job_id}: {status.value}")
         if status != JobStatus.SUCCEEDED:
             raise JobFailed(f"job {job_id} ended {status.value}; its logs are above")

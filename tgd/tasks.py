@@ -26,7 +26,8 @@ class TaskSpec:
     paired: ClassVar[bool] = False  # rows carry a second text, ``text_b``: its own graph, ``graph_b``
     transfer_set: ClassVar[bool] = False  # the transfer stage's augmented copies fit this task
     # `tgd tune`'s search space when ``tune.space`` is null: section.key -> the values to draw from.
-    # Ranges follow what validation sweeps found per task (README: "Tuning run", token and pair tables).
+    # Each list brackets the code default with the settings the task's losses are sensitive to, so a
+    # small random search on validation covers them; a task whose losses differ overrides it.
     tune_space: ClassVar[dict[str, list[Any]]] = {
         "distill.lr": [1e-3, 3e-3, 1e-2], "distill.alpha_kl": [0.5, 0.7, 0.9], "distill.temperature": [1.0, 2.0, 4.0],
         "distill.beta_bridge": [0.0, 0.1, 0.3], "student.dropout": [0.1, 0.3, 0.5],
@@ -74,7 +75,8 @@ class ClassificationSpec(TaskSpec):
 class TokenSpec(TaskSpec):
     name = "token"
     pretokenized = True
-    # brown-pos: a low KD weight won (alpha_kl 0.2: the per-node teacher is close to the gold tags)
+    # reaches down to a low KD weight: the per-node teacher is close to the gold tags, so its soft targets
+    # add less over CE on the tags than a document-level teacher adds over one label
     tune_space = {"distill.lr": [1e-3, 3e-3], "distill.alpha_kl": [0.2, 0.5, 0.7], "distill.curriculum": [False, True],
                   "distill.beta_bridge": [0.0, 0.1, 0.3], "student.dropout": [0.1, 0.3]}
 
@@ -111,16 +113,16 @@ class TokenSpec(TaskSpec):
             return ("teacher.kind=causal-lm has no per-token label head, so data.task=token would pull the student's "
                     "node logits toward zeros: use an encoder teacher (teacher.kind=encoder)")
         if cfg.graph.merge_repeated:
-            return ("graph.merge_repeated=true merges repeated words into one node, so the gold tags of data.task=token "
-                    "no longer map one to one onto nodes: set graph.merge_repeated=false")
+            return ("graph.merge_repeated=true merges repeated words into one node, so the gold tags of "
+                    "data.task=token no longer map one to one onto nodes: set graph.merge_repeated=false")
         return None
 
 
 class PairSpec(TaskSpec):
     name = "pair"
     paired = True
-    # pair-dev: the sentence-level bridge is the lever (validation Spearman 0.23 at beta_bridge 0.1, 0.42 at
-    # 30); no temperature (the teacher's similarity is regressed, not softened)
+    # beta_bridge spans large weights: the sentence-level bridge carries the teacher's embedding geometry,
+    # which the similarity depends on; no temperature (the teacher's similarity is regressed, not softened)
     tune_space = {"distill.lr": [1e-3, 3e-3], "distill.alpha_kl": [0.2, 0.5, 0.9], "distill.curriculum": [False, True],
                   "distill.beta_bridge": [1.0, 10.0, 30.0, 100.0], "student.dropout": [0.1, 0.3]}
 
@@ -152,7 +154,8 @@ class PairSpec(TaskSpec):
     def unsupported(self, cfg):
         if cfg.teacher.kind == "causal-lm":
             return ("teacher.kind=causal-lm gives no sentence embeddings, which data.task=pair distils (the teacher's "
-                    "similarity is the cosine of its mean-pooled embeddings): use an encoder teacher (teacher.kind=encoder)")
+                    "similarity is the cosine of its mean-pooled embeddings): use an encoder teacher "
+                    "(teacher.kind=encoder)")
         if "no_adaptive_t" in cfg.evaluate.ablations:
             return ("evaluate.ablations has no_adaptive_t, but data.task=pair regresses the teacher's similarity (no "
                     "temperature to adapt), so that row would repeat the distilled one: drop no_adaptive_t")
