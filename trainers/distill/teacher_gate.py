@@ -1,18 +1,16 @@
 """Is the teacher worth distilling from? A check on validation before the student trains.
 
 Distillation pulls the student towards the teacher; a teacher that predicts worse than a model
-trained on the labels alone pulls it down (measured: on 2,000 e-mails an under-trained teacher at
-0.864 dragged the distilled student 8 points below the same GNN without a teacher). The GNN without
-a teacher is too expensive to train before every run, so the yardstick is the bag-of-words baseline
-of the evaluate table, which trains in seconds on the same split and is, on the built-in corpora,
-at least as strong as the plain GNN. The teacher's validation accuracy comes from its stored
-logits. ``distill.teacher_gate`` decides what happens when the teacher is the weaker party.
+trained on the labels alone pulls it down, below the same GNN trained without a teacher. The GNN
+without a teacher is too expensive to train before every run, so the yardstick is the bag-of-words
+baseline of the evaluate table, which trains in seconds on the same split and is usually at least
+as strong as the plain GNN. The teacher's validation accuracy comes from its stored logits.
+``distill.teacher_gate`` decides what happens when the teacher is the weaker party.
 
 A teacher can also be strong on validation and still teach little: one that has memorised its
-training documents gives them near-one-hot outputs that say no more than the gold labels (measured
-on rt-sentiment: 3 fine-tuning epochs, training-split accuracy 0.963 against validation 0.850, left
-the distilled student 2.5 points below the one taught by the 1-epoch teacher, 0.870 against 0.835).
-The check reports that gap and warns when it exceeds ``distill.teacher_fit_gap``.
+training documents gives them near-one-hot outputs that say no more than the gold labels
+(docs/RESULTS.md, "Teacher recipe", has the measurement). The check reports that gap and warns
+when it exceeds ``distill.teacher_fit_gap``.
 """
 from __future__ import annotations
 
@@ -49,7 +47,7 @@ def assess_teacher(prepared: Prepared, cfg) -> dict[str, Any]:
     memorised = t_train - t_acc > cfg.distill.teacher_fit_gap
     fit = (f"MEMORISED TRAINING SET: the teacher scores {t_train:.4f} on its training documents against {t_acc:.4f} on "
            "validation, so its outputs there are close to the gold labels and teach the student little; a teacher "
-           "fine-tuned for fewer steps (teacher.epochs) may distil better (README, \"Teacher recipe\")"
+           "fine-tuned for fewer steps (teacher.epochs) may distil better (docs/RESULTS.md, \"Teacher recipe\")"
            if memorised else f"teacher on its training documents {t_train:.4f}")
     return {"teacher_val_accuracy": round(t_acc, 4), "bow_val_accuracy": round(b_acc, 4), "weaker": weaker,
             "teacher_train_accuracy": round(t_train, 4), "memorised": memorised,
