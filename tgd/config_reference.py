@@ -4,6 +4,7 @@ when the file is stale."""
 from __future__ import annotations
 
 import json
+import re
 import typing
 
 from pydantic import BaseModel
@@ -27,10 +28,30 @@ def _section_model(annotation) -> type[BaseModel] | None:
     return None
 
 
-def _type(annotation) -> str:
-    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
-    text = text or str(annotation).replace("typing.", "")
-    return text.replace("|", "\\|")
+BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def _literal(annotation) -> str | None:
+    """``Literal["a", "b"]`` (or ``Literal[...] | None``, ``list[Literal[...]]``) -> "one of `a`, `b`"."""
+    if typing.get_origin(annotation) is list:
+        inner = _literal(typing.get_args(annotation)[0])
+        return f"list, each {inner}" if inner else None
+    choices = [c for t in (annotation, *typing.get_args(annotation)) if typing.get_origin(t) is typing.Literal
+               for c in typing.get_args(t)]
+    if not choices:
+        return None
+    text = "one of " + ", ".join(f"`{json.dumps(c) if not isinstance(c, str) else c}`" for c in choices)
+    return text + (" or `null`" if type(None) in typing.get_args(annotation) else "")
+
+
+def _type(annotation, metadata=()) -> str:
+    """The field's type as the reference shows it: Literal choices spelt out, then any numeric bounds."""
+    text = _literal(annotation)
+    if text is None:
+        text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
+        text = text or str(annotation).replace("typing.", "").replace("pathlib.", "")
+    bounds = [f"{op} {getattr(m, key)}" for m in metadata for key, op in BOUNDS if getattr(m, key, None) is not None]
+    return _cell(text + (f" ({', '.join(bounds)})" if bounds else ""))
 
 
 def _default(field) -> str:
@@ -43,7 +64,10 @@ def _default(field) -> str:
 
 
 def _cell(text: str | None) -> str:
-    return " ".join((text or "").split()).replace("|", "\\|")
+    """One table cell: on one line, ``|`` escaped (a column break otherwise) and, outside code spans,
+    ``<`` (GitHub would read ``<stage>`` as an HTML tag and drop it)."""
+    parts = " ".join((text or "").split()).replace("|", "\\|").split("`")
+    return "`".join(part if i % 2 else re.sub(r"<(?=[A-Za-z/!?])", "&lt;", part) for i, part in enumerate(parts))
 
 
 def _sections(model: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseModel]]]:
@@ -61,7 +85,8 @@ def render() -> str:
     lines = [HEADER]
     top = [(n, f) for n, f in RunConfig.model_fields.items() if _section_model(f.annotation) is None]
     lines += ["## Top level", "", "| key | type | default | description |", "|---|---|---|---|"]
-    lines += [f"| `{n}` | {_type(f.annotation)} | {_default(f)} | {_cell(f.description)} |" for n, f in top]
+    lines += [f"| `{n}` | {_type(f.annotation, f.metadata)} | {_default(f)} | {_cell(f.description)} |"
+              for n, f in top]
     for name, model in _sections(RunConfig, ""):
         lines += ["", f"## `{name}`", "", _cell(model.__doc__), "",
                   "| key | type | default | description |", "|---|---|---|---|"]
@@ -70,7 +95,7 @@ def render() -> str:
                 desc = f"section: see `{name}.{key}` below. {_cell(field.description)}".strip()
                 lines.append(f"| `{name}.{key}` | section | | {desc} |")
             else:
-                lines.append(f"| `{name}.{key}` | {_type(field.annotation)} | {_default(field)} | "
+                lines.append(f"| `{name}.{key}` | {_type(field.annotation, field.metadata)} | {_default(field)} | "
                              f"{_cell(field.description)} |")
     return "\n".join(lines) + "\n"
 

@@ -26,8 +26,8 @@ class TaskSpec:
     paired: ClassVar[bool] = False  # rows carry a second text, ``text_b``: its own graph, ``graph_b``
     transfer_set: ClassVar[bool] = False  # the transfer stage's augmented copies fit this task
     # `tgd tune`'s search space when ``tune.space`` is null: section.key -> the values to draw from.
-    # Each list brackets the code default with the settings the task's losses are sensitive to, so a
-    # small random search on validation covers them; a task whose losses differ overrides it.
+    # Each list spans the settings the task's losses are sensitive to, so a small random search on
+    # validation covers them; a task whose losses weigh differently has its own.
     tune_space: ClassVar[dict[str, list[Any]]] = {
         "distill.lr": [1e-3, 3e-3, 1e-2], "distill.alpha_kl": [0.5, 0.7, 0.9], "distill.temperature": [1.0, 2.0, 4.0],
         "distill.beta_bridge": [0.0, 0.1, 0.3], "student.dropout": [0.1, 0.3, 0.5],
@@ -121,8 +121,9 @@ class TokenSpec(TaskSpec):
 class PairSpec(TaskSpec):
     name = "pair"
     paired = True
-    # beta_bridge spans large weights: the sentence-level bridge carries the teacher's embedding geometry,
-    # which the similarity depends on; no temperature (the teacher's similarity is regressed, not softened)
+    # beta_bridge spans large weights: for pairs the sentence-level bridge (each side's vector onto the
+    # teacher's sentence embedding) is the main path of the teacher's knowledge, not a small auxiliary
+    # term; no temperature (the teacher's similarity is regressed, not softened)
     tune_space = {"distill.lr": [1e-3, 3e-3], "distill.alpha_kl": [0.2, 0.5, 0.9], "distill.curriculum": [False, True],
                   "distill.beta_bridge": [1.0, 10.0, 30.0, 100.0], "student.dropout": [0.1, 0.3]}
 

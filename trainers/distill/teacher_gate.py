@@ -3,8 +3,8 @@
 Distillation pulls the student towards the teacher; a teacher that predicts worse than a model
 trained on the labels alone pulls it down, below the same GNN trained without a teacher. The GNN
 without a teacher is too expensive to train before every run, so the yardstick is the bag-of-words
-baseline of the evaluate table, which trains in seconds on the same split and is usually at least
-as strong as the plain GNN. The teacher's validation accuracy comes from its stored logits.
+baseline of the evaluate table, cheap enough to train on the same split before every run and
+usually at least as strong as the plain GNN. The teacher's validation accuracy comes from its stored logits.
 ``distill.teacher_gate`` decides what happens when the teacher is the weaker party.
 
 A teacher can also be strong on validation and still teach little: one that has memorised its
@@ -25,7 +25,7 @@ from trainers.tasks import get_task
 def assess_teacher(prepared: Prepared, cfg) -> dict[str, Any]:
     """{teacher_val_accuracy, bow_val_accuracy, weaker, teacher_train_accuracy, memorised, message}:
     the teacher's validation score (its stored outputs) against the task's non-graph baseline
-    (``bow``), trained in seconds on the same split, and its score on the training documents.
+    (``bow``), trained on the same split (cheap: no graphs), and its score on the training documents.
     ``weaker`` is None when it cannot be judged (no teacher or no labelled validation)."""
     from trainers.evaluate.baselines import train_baseline
 
