@@ -121,7 +121,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tgd-bench-finetune-"))
     over = [f"run_dir={work}", f"data.source={args.corpus}", f"teacher.model={args.model}",
             f"ray.num_workers={args.workers}", f"ray.cpus_per_worker={args.cpus / args.workers}",
-            *([f"data.limit={args.docs}"] if args.docs else []), *args.overrides]
+            *([f"data.limit={args.docs}"] if args.docs else []),
+            # one learning rate and exactly teacher.epochs passes, as the plain loop trains: throughput, not the search
+            "teacher.lr=1e-4", "teacher.min_steps=1", *args.overrides]
     cfg = load_config(None, over)
     model_path = resolve_model_path(cfg.teacher.model)
     # +1 logical CPU for the Ray Data tasks that feed the workers (see cluster/ray_session.py)

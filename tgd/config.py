@@ -234,7 +234,9 @@ class DistillConfig(_Section):
     t_min: float = Field(1.0, gt=0, description="adaptive rule: temperature for a maximally uncertain teacher")
     t_max: float = Field(4.0, gt=0, description="adaptive rule: temperature for a fully confident teacher")
     alpha_kl: float = Field(0.7, ge=0, le=1, description="weight of KL vs. CE (CE gets 1 - alpha)")
-    beta_bridge: float = Field(0.1, ge=0, description="weight of the bridge loss in stages 2-3")
+    beta_bridge: float | None = Field(None, ge=0, description="weight of the bridge loss in stages 2-3; null: the "
+                                      "task's default (tgd/tasks.py: the pair task's only teacher signal is the "
+                                      "sentence embedding the bridge aligns with, so it weighs far more there)")
     curriculum: bool = Field(True, description="easy-to-hard ordering (off: all documents every epoch, shuffled)")
     pace_start: float = Field(0.3, gt=0, le=1, description="fraction of the easiest training documents in epoch 0")
     pace_epochs: int = Field(4, ge=1, description="epochs until the whole training set is used (root pacing)")
@@ -354,14 +356,27 @@ class TeacherConfig(_Section):
         "auto", description="DeepSpeed ZeRO stage for fine-tuning; auto = 0 (plain data parallel, one gradient "
         "all-reduce per step) when fp32 weights + gradients + AdamW moments x memory_safety fit a worker's free device "
         "memory, else 2, else 3 (the choice and why go to the teacher-finetune manifest)")
-    epochs: int = Field(1, ge=1, description="fine-tuning epochs at most (see patience)")
-    patience: int | None = Field(None, ge=1, description="stop fine-tuning after this many epochs without a better "
-                                 "validation macro-F1 (early stopping); the best epoch is kept either way")
+    epochs: int = Field(1, ge=1, description="passes over the training split the fine-tuning makes at least; its "
+                        "length in optimizer steps is the larger of this and teacher.min_steps")
+    min_steps: int = Field(150, ge=1, description="optimizer steps per worker the fine-tuning runs for at least, "
+                           "however small the corpus: a few thousand documents make only a few dozen steps per "
+                           "epoch, too few for a fresh task head")
+    patience: int | None = Field(3, ge=1, description="stop the chosen recipe's training after this many validation "
+                                 "rounds without a better score (early stopping); the best round's checkpoint is kept "
+                                 "either way; null: train to the end")
     train_windows: int = Field(1, ge=1, description="windows sampled per document per fine-tuning epoch, each with "
                                "the document's label (long documents: several, so an epoch sees more of each; a "
                                "document with fewer windows gives all of them)")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of fine-tuning: small, so the pretrained weights "
-                      "adapt to the task without forgetting what they know")
+    lr: float | None = Field(None, gt=0, description="AdamW learning rate of fine-tuning; null: chosen on validation "
+                             "by successive halving over teacher.lr_grid (no one rate suits every task head and "
+                             "corpus)")
+    lr_grid: list[float] = Field([3e-5, 1e-4, 3e-4, 1e-3], min_length=1, description="the learning rates the "
+                                 "recipe search tries when teacher.lr is null: log-spaced, from gentle (large corpora, "
+                                 "a head like the pre-training's) to fast (a fresh head over many labels)")
+    budget: float = Field(1.5, ge=1, description="bound on the recipe search: all candidates' optimizer steps "
+                          "together at most this multiple of one fine-tuning run's (1: no search, the first "
+                          "teacher.lr_grid rate); a larger budget gives the early rungs more steps, so the choice is "
+                          "less short-sighted")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay of fine-tuning (the usual value for "
                                 "BERT-like encoders)")
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="fraction of the fine-tuning steps over which the "
@@ -398,6 +413,13 @@ class TeacherConfig(_Section):
     verbalizer: dict[str, str] | None = Field(None, description="causal-lm: label -> word (default: the label itself)")
     seed: int = Field(0, description="seeds fine-tuning (head initialisation, shuffling, window sampling, dropout) "
                       "and the random projection of the stored node states, so the teacher outputs can be rebuilt")
+
+    @field_validator("lr_grid")
+    @classmethod
+    def _rates_positive(cls, v: list[float]) -> list[float]:
+        if any(lr <= 0 for lr in v):
+            raise ValueError("teacher.lr_grid: every learning rate must be > 0")
+        return v
 
     @field_validator("prompt")
     @classmethod
@@ -464,6 +486,15 @@ class RunConfig(_Section):
         if self.data.unlabelled_source and not task_spec(self.data.task).transfer_set:
             raise ValueError(f"data.unlabelled_source: unlabelled texts join the transfer set, which is built for "
                              f"data.task=classification only, not {self.data.task}; remove data.unlabelled_source")
+        return self
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> "RunConfig":
+        """Fill each distill key left null with the task's default (``TaskSpec.distill_defaults``), so
+        every later reader sees the value the run uses."""
+        for key, value in task_spec(self.data.task).distill_defaults.items():
+            if getattr(self.distill, key) is None:
+                setattr(self.distill, key, value)
         return self
 
     def transfer_copies(self) -> int:

@@ -33,6 +33,9 @@ class TaskSpec:
         "distill.beta_bridge": [0.0, 0.1, 0.3], "student.dropout": [0.1, 0.3, 0.5],
         "student.init_from_teacher": [False, True]}
 
+    # distill.<key> when the config leaves it null: settings whose good value differs by task, not by corpus
+    distill_defaults: ClassVar[dict[str, Any]] = {"beta_bridge": 0.1}
+
     def required_columns(self, d) -> list[str]:
         """The input columns every row of ``d`` (``DataConfig``) must have."""
         raise NotImplementedError
@@ -126,6 +129,9 @@ class PairSpec(TaskSpec):
     # term; no temperature (the teacher's similarity is regressed, not softened)
     tune_space = {"distill.lr": [1e-3, 3e-3], "distill.alpha_kl": [0.2, 0.5, 0.9], "distill.curriculum": [False, True],
                   "distill.beta_bridge": [1.0, 10.0, 30.0, 100.0], "student.dropout": [0.1, 0.3]}
+    # the bridge is the pair student's main teacher signal (the KD target is one similarity per pair):
+    # weighted far above the classification default, where it is an auxiliary term (docs/RESULTS.md)
+    distill_defaults = {"beta_bridge": 30.0}
 
     def required_columns(self, d):
         return [d.text_a_column, d.text_b_column]

@@ -139,15 +139,16 @@ def test_distill_restarts_from_its_checkpoint_after_a_training_node_is_killed(cl
 
 
 # ---------------------------------------------------------------- killed drivers
-def _finetune_snapshot_epoch(run: Path) -> int | None:
-    """The newest epoch Ray Train's run snapshot of teacher-finetune records (what a re-run resumes from)."""
-    snap = run / "teacher-finetune" / "_ray" / "teacher-finetune" / "checkpoint_manager_snapshot.json"
-    try:
-        latest = json.loads(snap.read_text()).get("latest_checkpoint_result")
-        hist = run / "teacher-finetune" / "_ray" / "teacher-finetune" / latest["checkpoint_dir_name"] / "history.json"
-        return json.loads(hist.read_text())[-1]["epoch"]
-    except (OSError, ValueError, TypeError, KeyError, IndexError):
-        return None
+def _finetune_snapshot(run: Path) -> list[dict] | None:
+    """The validation rounds of the newest checkpoint Ray Train's run snapshot of teacher-finetune
+    records (what a re-run resumes from); one learning rate, so one training call's run."""
+    for snap in (run / "teacher-finetune" / "_ray").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snap.read_text()).get("latest_checkpoint_result")
+            return json.loads((snap.parent / latest["checkpoint_dir_name"] / "history.json").read_text())
+        except (OSError, ValueError, TypeError, KeyError, IndexError):
+            return None
+    return None
 
 
 def test_killed_driver_resumes_teacher_finetune_and_distill_from_their_checkpoints(tmp_path):
@@ -159,26 +160,25 @@ def test_killed_driver_resumes_teacher_finetune_and_distill_from_their_checkpoin
                  "split_fractions": [0.6, 0.2, 0.2]},
         "ray": {"num_workers": 2},
         "transfer": {"copies": 0},
-        "teacher": {"model": str(tiny_bert(tmp_path / "teacher")), "epochs": 4, "batch_size": 8, "lr": 0.003,
+        "teacher": {"model": str(tiny_bert(tmp_path / "teacher")), "epochs": 4, "min_steps": 1, "batch_size": 8,
+                    "lr": 0.003, "patience": None,
                     "max_length": 24, "stride": 4, "max_windows": 4, "state_dim": 8},
         "student": {"hidden": 32, "heads": 2, "pos_dim": 8},
         "distill": {"epochs_align": 2, "epochs_fusion": 2, "epochs_adaptive": 2, "batch_size": 16},
     }))
     logs = [tmp_path / f"tgd-{i}.log" for i in range(3)]
 
-    # 1. Kill the driver once teacher-finetune has checkpointed an epoch, before it finishes.
+    # 1. Kill the driver once teacher-finetune has checkpointed a validation round, before it finishes.
     proc = start_tgd(["distill", str(cfg)], logs[0])
     try:
-        wait_for(lambda: _finetune_snapshot_epoch(run) is not None or proc.poll() is not None,
+        wait_for(lambda: _finetune_snapshot(run) is not None or proc.poll() is not None,
                   "the first teacher-finetune checkpoint")
     finally:
         kill_driver(proc)
-    killed_at = _finetune_snapshot_epoch(run)
-    assert killed_at is not None and killed_at < 3, logs[0].read_text()[-3000:]
+    before = _finetune_snapshot(run)  # what a re-run resumes from
+    assert before is not None and before[-1]["round"] < 7, logs[0].read_text()[-3000:]
     assert not (run / "teacher-finetune" / "manifest.json").exists()
-    snap_dir = run / "teacher-finetune" / "_ray" / "teacher-finetune"
-    latest = json.loads((snap_dir / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
-    before = json.loads((snap_dir / latest["checkpoint_dir_name"] / "history.json").read_text())  # what a re-run resumes from
+    killed_step = before[-1]["step"]
 
     # 2. Re-run: teacher-finetune resumes; kill again once distill has checkpointed an epoch.
     proc = start_tgd(["distill", str(cfg)], logs[1])
@@ -189,14 +189,16 @@ def test_killed_driver_resumes_teacher_finetune_and_distill_from_their_checkpoin
     finally:
         kill_driver(proc)
     text = logs[1].read_text()
-    assert f"[teacher-finetune] resuming from the checkpoint of epoch {killed_at}" in text, text[-3000:]
-    assert f"[teacher-finetune] epoch {killed_at + 1} done: train loss" in text  # per-epoch validation progress
+    assert f"[teacher-finetune] lr 0.003: continuing from the checkpoint of step {killed_step}" in text, text[-3000:]
     ft = json.loads((run / "teacher-finetune" / "manifest.json").read_text())
-    assert [h["epoch"] for h in ft["history"]] == list(range(4))  # every epoch once, none redone
-    done = {h["epoch"]: h for h in before}
+    rounds = -(-ft["recipe"]["steps"] // ft["recipe"]["round_steps"])
+    next_step = killed_step + ft["recipe"]["round_steps"]
+    assert f"[teacher-finetune] lr 0.003 step {next_step}/{ft['recipe']['steps']} validated: train loss" in text
+    assert [h["round"] for h in ft["history"]] == list(range(rounds))  # every round once, none redone
+    done = {h["round"]: h for h in before}
     same = lambda h: {k: v for k, v in h.items() if k not in ("seconds", "timing")}  # noqa: E731
-    assert all(same(ft["history"][e]) == same(done[e]) for e in done)  # the epochs before the kill kept as they were
-    first_after = ft["history"][killed_at + 1]
+    assert all(same(ft["history"][r]) == same(done[r]) for r in done)  # the rounds before the kill kept as they were
+    first_after = ft["history"][len(before)]
     assert first_after["first_loss"] < ft["history"][0]["first_loss"]  # trained weights were loaded, not fresh ones
     assert (run / "teacher-finetune" / "model" / "config.json").is_file()
     assert not (run / "distill" / "manifest.json").exists()

@@ -20,7 +20,7 @@ def _cfg(root, corpus, base, **teacher):
 
 def test_moved_run_dir_resolves_its_own_finetuned_teacher(ray_local, tmp_path):
     corpus, base = review_corpus(tmp_path / "reviews.jsonl"), tiny_bert(tmp_path / "base")
-    teacher = {"finetune": True, "epochs": 1, "batch_size": 8}
+    teacher = {"finetune": True, "epochs": 1, "min_steps": 1, "lr": 3e-3, "batch_size": 8}
     old = _cfg(tmp_path / "old", corpus, base, **teacher)
     m = ensure(old, "teacher-finetune", log=lambda _: None)
     assert m["model_path"] == "model"  # relative to the stage directory, not this machine's absolute path

@@ -36,6 +36,8 @@ class Task:
     teacher_as_is: ClassVar[str | None] = None  # why teacher-finetune keeps the given checkpoint (it has no label head)
     teacher_texts: ClassVar[tuple[str, ...]] = ("text",)  # DOCUMENTS columns the teacher reads, one side each
     teacher_gold: ClassVar[str] = "label"  # the DOCUMENTS column the teacher's outputs are scored against
+    # what the teacher's recipe search and early stopping rank by: macro-F1, so a minority label counts
+    teacher_selection_metric: ClassVar[str] = "macro_f1"
 
     def validation_nodes(self, tokens: list[str] | None) -> tuple[list[int], list[int]]:
         """Character (starts, ends) of the nodes fine-tune validation scores in one document: none where

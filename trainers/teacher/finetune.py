@@ -1,31 +1,38 @@
-"""Stage ``teacher-finetune``: fine-tune the teacher with DeepSpeed inside a Ray Train TorchTrainer.
+"""Stage ``teacher-finetune``: fine-tune the teacher with DeepSpeed inside Ray Train TorchTrainers.
 
-Data-parallel over ``ray.num_workers`` workers with ZeRO stage ``teacher.zero_stage`` (``auto``: 0,
-DeepSpeed's plain data parallel, whenever the fp32 weights, gradients and AdamW moments fit a worker;
-ZeRO-2 would add an all-gather of the updated parameters to every step for nothing); each worker
-reads its equal Ray Data shard of the training split. A long document contributes
-``teacher.train_windows`` randomly sampled windows per epoch (default one; every window would cost
-Brown ~20x more per epoch), each with the document's label. ``teacher.patience`` stops the epochs
-once validation macro-F1 has not improved for that many epochs.
+The learning rate is chosen on validation by the recipe search (``recipe.py``: successive halving
+over ``teacher.lr_grid`` within ``teacher.budget``; ``teacher.lr`` fixes it); each of the search's
+training calls is one Ray Train run of ``worker_loop``, which trains one candidate from its last
+checkpoint up to a given step. Data-parallel over ``ray.num_workers`` workers with ZeRO stage
+``teacher.zero_stage`` (``auto``: 0, DeepSpeed's plain data parallel, whenever the fp32 weights,
+gradients and AdamW moments fit a worker; ZeRO-2 would add an all-gather of the updated parameters
+to every step for nothing); each worker reads its equal Ray Data shard of the training split. A
+long document contributes ``teacher.train_windows`` randomly sampled windows per epoch (default
+one; every window would cost Brown ~20x more per epoch), each with the document's label.
 Micro-batches are cut from length-sorted shuffle buffers (``BUCKET_BATCHES`` micro-batches each), so
 a batch is padded to its own longest window, not to the longest of a random sample; the workers
-check that all still have data once per buffer, not once per step. The time split of each epoch's
-loop (data, collation, forward, backward with the gradient all-reduce, optimizer step, validation)
-goes to the manifest's history as ``timing``.
-Validation (all windows, averaged, as the logits stage does) is reported per epoch together with a
+check that all still have data once per buffer, not once per step. Training is validated in
+rounds of the search's ``round_steps`` steps; the time split of each round's loop (data, collation,
+forward, backward with the gradient all-reduce, optimizer step, validation) goes to the manifest's
+history as ``timing``, and ``teacher.patience`` rounds without a better score stop the chosen
+candidate early.
+Validation (all windows, averaged, as the logits stage does) is reported per round together with a
 Ray Train checkpoint: the HF weights (rank 0) and DeepSpeed's own checkpoint (every rank writes its
-part: the optimizer moments, ZeRO partitions and LR schedule), so an interrupted stage resumes at the
-next epoch on the same data order (windows and batches are seeded by epoch). A re-run after a killed
-driver finds the checkpoints through Ray Train's run snapshot in ``teacher-finetune/_ray`` (same run
-name and storage); a worker failure restarts from the latest one (``FailureConfig``). The best epoch
-by validation macro-F1 is copied out as a plain Hugging Face
+part: the optimizer moments, ZeRO partitions and LR schedule), so an interrupted call resumes at the
+next round on the same data order (windows and batches are seeded by epoch, dropout by round, and
+the steps already taken are replayed). A re-run after a killed driver finds the search's state in
+``search.json`` and the running call's checkpoints through Ray Train's run snapshot in
+``teacher-finetune/_ray`` (same run name and storage); a worker failure restarts from the latest one
+(``FailureConfig``). The chosen candidate's best round is copied out as a plain Hugging Face
 directory ``RUN_DIR/teacher-finetune/model``, recorded in the manifest relative to the stage
-directory (``trainers.teacher.model.finetuned_model_dir`` resolves it) so that a run directory can move. With
-``teacher.finetune: false`` (or a zero-shot ``causal-lm`` teacher, or the pair task whose teacher is
-the sentence-embedding model) the given checkpoint is passed through untouched.
+directory (``trainers.teacher.model.finetuned_model_dir`` resolves it) so that a run directory can
+move; the manifest's ``recipe`` records the search. With ``teacher.finetune: false`` (or a
+zero-shot ``causal-lm`` teacher, or the pair task whose teacher is the sentence-embedding model)
+the given checkpoint is passed through untouched.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -45,6 +52,7 @@ from trainers.seeding import epoch_seed
 from trainers.shard_split import split_config
 from trainers.teacher.inference import DOCS_PER_BATCH
 from trainers.teacher.model import head_labels, resolve_model_path, teacher_id, weights_fingerprint
+from trainers.teacher.recipe import Search, plan_search
 from trainers.teacher.windows import Windower
 
 if TYPE_CHECKING:
@@ -55,7 +63,8 @@ PROGRESS_EVERY = 20  # steps between progress lines (rank 0)
 PROBE_DOCS = 8  # validation documents whose logits are stored to check that the saved checkpoint reloads
 BUCKET_BATCHES = 8  # micro-batches per length-sorted shuffle buffer (dynamic padding)
 DEEPSPEED_DIR = "deepspeed"  # inside a Ray Train checkpoint: DeepSpeed's per-rank engine checkpoint
-HISTORY_FILE = "history.json"  # inside a Ray Train checkpoint: the epochs trained so far
+HISTORY_FILE = "history.json"  # inside a Ray Train checkpoint: the validation rounds trained so far
+SEARCH_FILE = "search.json"  # the recipe search's state while it runs (a re-run after a killed driver goes on)
 
 
 def training_rows(cfg: RunConfig, split: str) -> pa.Table:
@@ -89,9 +98,9 @@ def make_batch(docs: dict[str, list], windower: Windower, task: Task, label_inde
     return rows, labels
 
 
-def epochs_without_improvement(history: list[dict]) -> int:
-    """Epochs since validation macro-F1 last improved (a tie is no improvement)."""
-    best = max(range(len(history)), key=lambda i: (history[i]["val_macro_f1"], -i))
+def rounds_without_improvement(history: list[dict]) -> int:
+    """Validation rounds since the score last improved (a tie is no improvement)."""
+    best = max(range(len(history)), key=lambda i: (history[i]["val_score"], -i))
     return len(history) - 1 - best
 
 
@@ -113,6 +122,9 @@ class PhaseTimer:
     """Wall seconds per phase of the training loop (what the manifest's ``timing`` reports)."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
         self.seconds: dict[str, float] = {}
         self._t = time.perf_counter()
 
@@ -158,9 +170,12 @@ def worker_loop(config: dict[str, Any]) -> None:
     if rank == 0:
         print(f"[teacher-finetune] zero_stage={zero} ({why})", flush=True)
 
-    steps = config["steps_per_epoch"]
-    ds_config = training_config(tcfg.batch_size, zero, tcfg.lr, tcfg.weight_decay,
-                                steps * tcfg.epochs, int(tcfg.warmup_fraction * steps * tcfg.epochs))
+    # This call trains one candidate (``lr``) from where its checkpoint left off up to step ``stop_at``
+    # of a schedule ``horizon`` steps long, validating every ``round_steps`` (see recipe.py).
+    spe, lr, horizon, stop_at = config["steps_per_epoch"], config["lr"], config["horizon"], config["stop_at"]
+    round_steps, patience = config["round_steps"], config["patience"]
+    ds_config = training_config(tcfg.batch_size, zero, lr, tcfg.weight_decay, horizon,
+                                int(tcfg.warmup_fraction * horizon))
     dschf = HfDeepSpeedConfig(ds_config) if zero == 3 else None  # noqa: F841
     model = load_model(path, tcfg.kind, task.teacher_head, labels, train=True)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
@@ -231,55 +246,68 @@ def worker_loop(config: dict[str, Any]) -> None:
                 timer.lap("collate")
                 yield ids, mask, y
 
+    def micro_batches(timer: PhaseTimer):
+        """Every micro-batch of the run in order, epoch after epoch: (epoch, ids, mask, targets).
+        Lock step without a collective per step: every worker has the same number of documents
+        (equal shards), so one check per shuffle buffer that all still have micro-batches."""
+        for epoch in itertools.count():
+            source, n = train_batches(epoch, timer), 0
+            while n < spe:
+                todo = list(itertools.islice(source, BUCKET_BATCHES))
+                todo = todo[:min(all_min(len(todo)), spe - n)]
+                if not todo:
+                    break
+                n += len(todo)
+                for item in todo:
+                    yield (epoch, *item)
+            if n == 0:
+                return
+
     history = []
-    ckpt = ray.train.get_checkpoint()  # a restarted worker group or a re-run after a killed driver
+    # A restarted worker group or a re-run after a killed driver: this call's own latest checkpoint;
+    # else the candidate's checkpoint from the rung before (``continue_from``), if any.
+    ckpt = ray.train.get_checkpoint() or (ray.train.Checkpoint(config["continue_from"])
+                                          if config["continue_from"] else None)
     if ckpt is not None:
         with ckpt.as_directory() as d:
             engine.load_checkpoint(str(Path(d) / DEEPSPEED_DIR))
             history = json.loads((Path(d) / HISTORY_FILE).read_text())
         if rank == 0:
-            print(f"[teacher-finetune] resuming from the checkpoint of epoch {history[-1]['epoch']}: "
-                  f"{tcfg.epochs - len(history)} of {tcfg.epochs} epochs left", flush=True)
-    for epoch in range(len(history), tcfg.epochs):
-        if tcfg.patience and history and epochs_without_improvement(history) >= tcfg.patience:
+            print(f"[teacher-finetune] lr {lr:g}: continuing from the checkpoint of step {history[-1]['step']} "
+                  f"(to step {stop_at} of {horizon})", flush=True)
+    done = history[-1]["step"] if history else 0
+    timer = PhaseTimer()
+    stream = micro_batches(timer)
+    for _ in itertools.islice(stream, done):  # replay the data order up to where the checkpoint left off
+        pass
+    while done < stop_at:
+        if patience and history and rounds_without_improvement(history) >= patience:
             if rank == 0:
-                print(f"[teacher-finetune] early stop after epoch {epoch - 1}: validation macro-F1 has not improved "
-                      f"for {tcfg.patience} epoch(s) (teacher.patience)", flush=True)
+                print(f"[teacher-finetune] lr {lr:g}: early stop at step {done}: validation has not improved for "
+                      f"{patience} round(s) (teacher.patience)", flush=True)
             break
-        t0 = time.time()
-        torch.manual_seed(epoch_seed(tcfg.seed, epoch, rank))  # dropout per epoch: a resumed epoch replays it
-        timer = PhaseTimer()
-        losses, n, windows, real, padded = [], 0, 0, 0, 0
-        source = train_batches(epoch, timer)
-        while n < steps:
-            # Lock step without a collective per step: every worker has the same number of documents
-            # (equal shards), so one check per shuffle buffer that all still have micro-batches.
-            todo = []
-            for item in source:
-                todo.append(item)
-                if len(todo) == BUCKET_BATCHES:
-                    break
+        t0, rnd = time.time(), len(history)
+        torch.manual_seed(epoch_seed(tcfg.seed, rnd, rank))  # dropout per round: a resumed round replays it
+        timer.reset()
+        target = min(stop_at, (done // round_steps + 1) * round_steps)
+        losses, windows, real, padded, epoch = [], 0, 0, 0, 0
+        for epoch, ids, mask, y in itertools.islice(stream, target - done):
+            out = engine(input_ids=ids.to(device), attention_mask=mask.to(device), labels=y.to(device))
+            timer.lap("forward")
+            engine.backward(out.loss)
+            timer.lap("backward")
+            engine.step()
+            timer.lap("step")
+            losses.append(float(out.loss.detach()))
+            done += 1
+            windows += ids.shape[0]
+            real, padded = real + int(mask.sum()), padded + mask.numel()
+            if rank == 0 and (done % PROGRESS_EVERY == 0 or done == target):
+                print(f"[teacher-finetune] lr {lr:g} step {done}/{horizon} (epoch {epoch}) "
+                      f"loss {np.mean(losses[-PROGRESS_EVERY:]):.4f} ({time.time() - t0:.0f}s)", flush=True)
             timer.lap("other")
-            todo = todo[:min(all_min(len(todo)), steps - n)]
-            timer.lap("sync")
-            if not todo:
-                break
-            for ids, mask, y in todo:
-                out = engine(input_ids=ids.to(device), attention_mask=mask.to(device), labels=y.to(device))
-                timer.lap("forward")
-                engine.backward(out.loss)
-                timer.lap("backward")
-                engine.step()
-                timer.lap("step")
-                losses.append(float(out.loss.detach()))
-                n += 1
-                windows += ids.shape[0]
-                real, padded = real + int(mask.sum()), padded + mask.numel()
-                if rank == 0 and (n % PROGRESS_EVERY == 0 or n == steps):
-                    print(f"[teacher-finetune] epoch {epoch} step {n}/{steps} "
-                          f"loss {np.mean(losses[-PROGRESS_EVERY:]):.4f} "
-                          f"({time.time() - t0:.0f}s)", flush=True)
-                timer.lap("other")
+        if not losses:  # the training split ran dry (cannot happen with equal shards; never loop on it)
+            break
         train_s = sum(timer.seconds.values())
         scores, probe_logits = evaluate()
         timer.lap("validation")
@@ -290,15 +318,16 @@ def worker_loop(config: dict[str, Any]) -> None:
                   "windows_per_second": round(float(loss_t[2]) / max(train_s, 1e-9), 2),
                   "padding_fraction": round(1 - real / max(padded, 1), 3),
                   **{f"{k}_seconds": round(v, 2) for k, v in timer.seconds.items()}}
-        metrics = {"epoch": epoch, "train_loss": float(loss_t[0] / max(loss_t[1], 1)),
-                   "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-                   "steps": n, "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"],
-                   "seconds": round(time.time() - t0, 1), "timing": timing}
+        metrics = {"round": rnd, "step": done, "epoch": round(done / spe, 2), "lr": lr,
+                   "train_loss": float(loss_t[0] / max(loss_t[1], 1)), "first_loss": losses[0],
+                   "last_loss": losses[-1], "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"],
+                   "val_score": scores[task.teacher_selection_metric], "seconds": round(time.time() - t0, 1),
+                   "timing": timing}
         history.append(metrics)
         if rank == 0:
-            print(f"[teacher-finetune] epoch {epoch} done: train loss {metrics['train_loss']:.4f}, validation accuracy "
-                  f"{scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} ({metrics['seconds']:.0f}s)",
-                  flush=True)
+            print(f"[teacher-finetune] lr {lr:g} step {done}/{horizon} validated: train loss "
+                  f"{metrics['train_loss']:.4f}, validation accuracy {scores['accuracy']:.4f}, macro-F1 "
+                  f"{scores['macro_f1']:.4f} ({metrics['seconds']:.0f}s)", flush=True)
         flat = {k: v for k, v in metrics.items() if k != "timing"}  # the timing goes with the history
         with tempfile.TemporaryDirectory() as tmp:
             params = list(engine.module.parameters())
@@ -306,7 +335,7 @@ def worker_loop(config: dict[str, Any]) -> None:
                 if rank == 0:
                     state = {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
             # Every rank writes its own files; Ray Train merges the ranks' folders into one checkpoint.
-            engine.save_checkpoint(str(Path(tmp) / DEEPSPEED_DIR), tag=f"epoch{epoch}")
+            engine.save_checkpoint(str(Path(tmp) / DEEPSPEED_DIR), tag=f"step{done}")
             if rank == 0:
                 engine.module.save_pretrained(tmp, state_dict=state)
                 tok.save_pretrained(tmp)
@@ -339,39 +368,62 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
     import ray.train
 
     from trainers.raytrain import make_trainer
+    from trainers.tasks import get_task
 
+    t = cfg.teacher
     train, val = training_rows(cfg, "train"), training_rows(cfg, "validation")
     if train.num_rows < cfg.ray.num_workers or val.num_rows == 0:
         raise StageError(f"teacher-finetune needs training ({train.num_rows}) and validation ({val.num_rows}) "
                          "documents")
-    probe_texts = val.column("text").to_pylist()[:PROBE_DOCS]
-    config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
-              "model_path": str(base), "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
-              "steps_per_epoch": _steps_per_epoch(train, cfg, base), "probe_texts": probe_texts}
-    trainer = make_trainer(
-        cfg, worker_loop, config, name="teacher-finetune", storage=out_dir / "_ray", stage="teacher-finetune",
-        max_failures=cfg.teacher.max_failures,
-        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_macro_f1",
-                                                     checkpoint_score_order="max"),
-        datasets={"train": ray.data.from_arrow(train), "validation": ray.data.from_arrow(val)},
-        dataset_config=split_config(equal=("train",)))
-    result = trainer.fit()
-    # Kept: the best and the latest checkpoint, including those of an interrupted earlier attempt.
-    kept = result.best_checkpoints
-    best_ckpt, best = max(kept, key=lambda cm: (cm[1]["val_macro_f1"], -cm[1]["epoch"]))
-    latest = max(kept, key=lambda cm: cm[1]["epoch"])[1]
+    spe = _steps_per_epoch(train, cfg, base)
+    plan = plan_search([t.lr] if t.lr else t.lr_grid, max(t.min_steps, t.epochs * spe), t.budget)
+    print(f"[teacher-finetune] {plan.steps} optimizer steps per worker ({spe} per epoch); "
+          + (f"learning rate searched over {', '.join(f'{lr:g}' for lr in plan.lrs)} (rungs at steps "
+             f"{', '.join(map(str, plan.rungs))}; at most {plan.total_steps()} steps in all, teacher.budget "
+             f"{t.budget:g})" if plan.rungs else f"learning rate {plan.lrs[0]:g}"), flush=True)
+    base_config = {"teacher": t.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
+                   "model_path": str(base), "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
+                   "steps_per_epoch": spe, "probe_texts": val.column("text").to_pylist()[:PROBE_DOCS],
+                   "horizon": plan.steps, "round_steps": plan.round_steps}
+    datasets = {"train": ray.data.from_arrow(train), "validation": ray.data.from_arrow(val)}
+    search = Search(plan, out_dir / SEARCH_FILE)
+    zero: dict[str, Any] = {}
+
+    def train_to(i: int, stop_at: int, patience: int | None) -> tuple[list[dict], list[dict]]:
+        c = search.candidates[i]
+        trainer = make_trainer(
+            cfg, worker_loop, {**base_config, "lr": c.lr, "stop_at": stop_at, "patience": patience,
+                               "continue_from": c.latest_checkpoint()},
+            name=f"lr{i}-to{stop_at}", storage=out_dir / "_ray", stage="teacher-finetune", max_failures=t.max_failures,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_score",
+                                                         checkpoint_score_order="max"),
+            datasets=datasets, dataset_config=split_config(equal=("train",)))
+        result = trainer.fit()
+        # Kept: this call's best and latest checkpoint, including those of an interrupted earlier attempt.
+        kept = [{"path": ck.path, "step": m["step"], "val_score": m["val_score"]} for ck, m in result.best_checkpoints]
+        metrics = max((m for _, m in result.best_checkpoints), key=lambda m: m["step"])
+        zero.update(stage=metrics["zero_stage"], reason=metrics["zero_stage_reason"])
+        return json.loads(metrics["history"]), kept
+
+    t0 = time.time()
+    chosen = search.run(train_to, t.patience)
+    best = chosen.best_checkpoint()
     model_dir = out_dir / MODEL_DIR
     shutil.rmtree(model_dir, ignore_errors=True)
-    with best_ckpt.as_directory() as d:
+    with ray.train.Checkpoint(best["path"]).as_directory() as d:
         shutil.copytree(d, model_dir, ignore=shutil.ignore_patterns(DEEPSPEED_DIR, HISTORY_FILE))
-    history = json.loads(latest["history"])
+    best_round = next(r for r in chosen.rounds if r["step"] == best["step"])
+    recipe = {**search.record(chosen), "best_step": best["step"], "seconds": round(time.time() - t0, 1)}
+    metric = get_task(cfg.data.task).teacher_selection_metric
+    print(f"[teacher-finetune] chosen: lr {chosen.lr:g}, best validation {metric} {best['val_score']:.4f} at step "
+          f"{best['step']} of {plan.steps}; the search trained {recipe['steps_trained']} steps per worker", flush=True)
     shutil.rmtree(out_dir / "_ray", ignore_errors=True)
-    return {"model_path": MODEL_DIR, "best_epoch": best["epoch"], "history": history,
-            "stopped_early": len(history) < cfg.teacher.epochs,
-            "best_validation": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
+    (out_dir / SEARCH_FILE).unlink(missing_ok=True)
+    return {"model_path": MODEL_DIR, "recipe": recipe, "best_step": best["step"], "history": chosen.rounds,
+            "stopped_early": chosen.step < plan.steps,
+            "best_validation": {"accuracy": best_round["val_accuracy"], "macro_f1": best_round["val_macro_f1"]},
             "train_documents": train.num_rows, "validation_documents": val.num_rows,
-            "steps_per_epoch": config["steps_per_epoch"], "zero_stage": latest["zero_stage"],
-            "zero_stage_reason": latest["zero_stage_reason"]}
+            "steps_per_epoch": spe, "zero_stage": zero["stage"], "zero_stage_reason": zero["reason"]}
 
 
 def source_fingerprint(cfg: RunConfig) -> dict[str, Any]:

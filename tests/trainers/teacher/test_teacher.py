@@ -144,10 +144,13 @@ def test_finetune_lowers_loss_and_checkpoint_reloads_with_transformers(ray_local
     from trainers.teacher.model import finetuned_model_dir
 
     base = tiny_bert(tmp_path / "base")  # no head: fine-tuning adds one in the ingest label order
-    cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=3, lr=3e-3, batch_size=8, warmup_fraction=0.0)
+    cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=3, min_steps=1, lr=3e-3, batch_size=8,
+                       warmup_fraction=0.0, patience=None)
     m = ensure(cfg, "teacher-finetune", **QUIET)
     hist = m["history"]
-    assert len(hist) == 3 and all(h["steps"] > 0 for h in hist)
+    assert m["recipe"]["steps"] == 3 * m["steps_per_epoch"] == hist[-1]["step"]  # three epochs, validated in rounds
+    assert len(hist) > 1 and [h["step"] for h in hist] == sorted({h["step"] for h in hist})
+    assert hist[-1]["epoch"] == 3.0 and all(h["lr"] == 3e-3 for h in hist) and len(m["recipe"]["candidates"]) == 1
     assert hist[-1]["train_loss"] < hist[0]["first_loss"]
     assert 0 <= m["best_validation"]["accuracy"] <= 1
 
@@ -248,38 +251,66 @@ def test_several_windows_per_document_are_distinct_and_carry_its_label(tmp_path)
     assert len(one) == 2
 
 
-def test_epochs_without_improvement_counts_from_the_earliest_best():
-    from trainers.teacher.finetune import epochs_without_improvement
+def test_rounds_without_improvement_counts_from_the_earliest_best():
+    from trainers.teacher.finetune import rounds_without_improvement
 
-    h = [{"val_macro_f1": f} for f in (0.5, 0.7, 0.6, 0.7)]
-    assert epochs_without_improvement(h[:2]) == 0 and epochs_without_improvement(h[:3]) == 1
-    assert epochs_without_improvement(h) == 2  # a tie is no improvement
+    h = [{"val_score": f} for f in (0.5, 0.7, 0.6, 0.7)]
+    assert rounds_without_improvement(h[:2]) == 0 and rounds_without_improvement(h[:3]) == 1
+    assert rounds_without_improvement(h) == 2  # a tie is no improvement
 
 
 def test_finetune_stops_early_and_samples_several_windows(ray_local, tmp_path):
-    """A learning rate too small to change any prediction: validation never improves after epoch 0,
-    so patience 1 stops after epoch 1 of 4; three windows per document train on more windows."""
+    """A learning rate too small to change any prediction: validation never improves after round 0,
+    so patience 1 stops after round 1 of 8; three windows per document train on more windows."""
     base = tiny_bert(tmp_path / "base")
-    cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=4, lr=1e-12, batch_size=4, warmup_fraction=0.0,
-                       patience=1, train_windows=3)
+    cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=4, min_steps=1, lr=1e-12, batch_size=4,
+                       warmup_fraction=0.0, patience=1, train_windows=3)
     m = ensure(cfg, "teacher-finetune", **QUIET)
-    assert [h["epoch"] for h in m["history"]] == [0, 1] and m["stopped_early"]
+    assert [h["round"] for h in m["history"]] == [0, 1] and m["stopped_early"]
     assert m["history"][1]["val_macro_f1"] == m["history"][0]["val_macro_f1"] == m["best_validation"]["macro_f1"]
-    assert m["history"][0]["timing"]["train_windows"] > m["train_documents"]
+    assert m["best_step"] in (m["history"][0]["step"], m["history"][1]["step"])  # one of the equal rounds
+    assert m["steps_per_epoch"] > -(-(m["train_documents"] // 2) // 4)  # an epoch: more windows than documents
+
+
+def test_recipe_search_drops_a_rate_that_cannot_learn_and_keeps_the_other(ray_local, tmp_path):
+    """Successive halving on the real stage: a rate of 1e-12 leaves the head as initialised, 1e-2
+    learns the corpus; the search drops the first at its rung and trains the second to the end."""
+    from trainers.teacher.model import finetuned_model_dir
+
+    base = tiny_bert(tmp_path / "base")
+    t = {"model": str(base), "max_length": 24, "stride": 4, "max_windows": 8, "eval_batch_size": 5, "state_dim": 8,
+         "finetune": True, "epochs": 12, "min_steps": 1, "lr_grid": [1e-12, 1e-2], "budget": 2.0, "batch_size": 8,
+         "patience": None}
+    cfg = make_config(tmp_path, data={"source": str(review_corpus(tmp_path / "reviews.jsonl", n=160)),
+                                      "labels": LABELS, "split_fractions": [0.6, 0.2, 0.2]},
+                      teacher=t, transfer={"copies": 0})
+    m = ensure(cfg, "teacher-finetune", **QUIET)
+    rec = m["recipe"]
+    assert rec["lr"] == 1e-2 and [c["lr"] for c in rec["candidates"]] == [1e-12, 1e-2]
+    slow, fast = rec["candidates"]
+    assert slow["dropped_at"] == rec["rungs"][0] and fast["dropped_at"] is None
+    assert slow["rounds"][-1]["step"] == rec["rungs"][0] and fast["rounds"][-1]["step"] == rec["steps"]
+    assert fast["best_val_score"] > slow["best_val_score"]
+    assert rec["steps_trained"] == rec["steps"] + rec["rungs"][0] <= 2.0 * rec["steps"]  # within teacher.budget
+    assert [h["lr"] for h in m["history"]] == [1e-2] * len(fast["rounds"])  # the chosen candidate's rounds
+    assert (finetuned_model_dir(cfg) / "config.json").is_file()
+    assert not (tmp_path / "run" / "teacher-finetune" / "_ray").exists()
 
 
 def test_finetune_auto_runs_zero0_and_zero2_still_trains(ray_local, tmp_path):
     base = tiny_bert(tmp_path / "base")
-    cfg = _teacher_cfg(tmp_path, base, finetune=True, epochs=1, lr=3e-3, batch_size=4, warmup_fraction=0.0)
-    m = ensure(cfg, "teacher-finetune", **QUIET)
+    fast = dict(finetune=True, epochs=1, min_steps=1, lr=3e-3, batch_size=4, warmup_fraction=0.0, patience=None)
+    m = ensure(_teacher_cfg(tmp_path, base, **fast), "teacher-finetune", **QUIET)
     assert m["zero_stage"] == 0 and m["zero_stage_reason"].startswith("auto: ") and "fit the worker's" in m["zero_stage_reason"]
-    t = m["history"][0]["timing"]
-    assert t["train_windows"] == m["train_documents"] // 2 * 2 and t["train_seconds"] > 0  # one window per document
+    hist = m["history"]
+    t = hist[0]["timing"]
+    windows = sum(h["timing"]["train_windows"] for h in hist)
+    assert windows == m["train_documents"] // 2 * 2 and t["train_seconds"] > 0  # one epoch, one window per document
     assert 0 <= t["padding_fraction"] < 1 and t["forward_seconds"] > 0 and t["step_seconds"] > 0
 
-    z2 = _teacher_cfg(tmp_path, base, finetune=True, epochs=1, lr=3e-3, batch_size=4, warmup_fraction=0.0, zero_stage=2)
-    m2 = ensure(z2, "teacher-finetune", **QUIET)
+    m2 = ensure(_teacher_cfg(tmp_path, base, **fast, zero_stage=2), "teacher-finetune", **QUIET)
     assert m2["zero_stage"] == 2 and m2["zero_stage_reason"] == "teacher.zero_stage=2"
-    assert m2["history"][0]["steps"] == m["history"][0]["steps"] > 0
+    assert [h["step"] for h in m2["history"]] == [h["step"] for h in hist]
     # same seed, same windows, same batches: DP without ZeRO and ZeRO-2 take the same optimizer steps
-    assert m2["history"][0]["train_loss"] == pytest.approx(m["history"][0]["train_loss"], rel=1e-3)
+    for a, b in zip(m2["history"], hist):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
