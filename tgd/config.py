@@ -296,6 +296,12 @@ class EvaluateConfig(_Section):
         "training); fast_graph: a student trained and served on graph.parser=fast graphs (no dependency parse), to "
         "show the accuracy / latency trade-off; no_transfer: distilled without the transfer set")
     small_fraction: float = Field(0.1, gt=0, le=1, description="training fraction of the small-data rows")
+    peers: list[Literal["fasttext"]] = Field(
+        ["fasttext"], description="cheap classifiers a user would deploy instead of the student, each a row trained on "
+        "the bag-of-words row's training documents, scored, timed end to end and sized on disk like the students, "
+        "with a paired interval of distilled against it, so the table says what the student buys; fasttext: "
+        "supervised fastText with word bigrams, epochs and learning rate chosen on validation. Classification only: "
+        "other tasks skip it")
     int8: bool = Field(True, description="a distilled_int8 row: the distilled student with dynamic int8 weights "
                        "(the quantisation of `tgd export --format torchscript --quantize int8`), scored and timed, "
                        "nothing retrained")

@@ -6,12 +6,15 @@ Rows: teacher (from its stored test logits; latency from the fine-tuned checkpoi
 trained and served on ``graph.parser=fast`` graphs) and ``distilled_decomposed`` (the distilled
 student predicting from sentence-window parts of at most ``distill.node_budget`` nodes) and, with
 ``evaluate.int8``, ``distilled_int8`` (the distilled student with dynamic int8 weights, as
-`tgd export --quantize int8` ships it for TorchScript; quantised, not retrained). The
-retrained students are independent, so they train side by side as Ray tasks on one shared copy of
-the encoded graphs. Latency: single thread for every row, per document at batch 1 and batch 64,
-model only (inputs prepared beforehand) and end to end from the raw text (student: the serving
-Predictor, i.e. graph construction + encoding + model; teacher: tokenisation + windows + model;
-bow: spaCy tokenizer + TF-IDF + model). Writes metrics.json, metrics.md and PNG plots.
+`tgd export --quantize int8` ships it for TorchScript; quantised, not retrained) and, for
+classification, the peers of ``evaluate.peers`` (``fasttext``: the cheap classifier a user would
+deploy instead of the student, ``peers.py``). ``size_mb``: the file a row deploys (a student's
+checkpoint, the fastText model). The retrained students are independent, so they train side by
+side as Ray tasks on one shared copy of the encoded graphs. Latency: single thread for every row,
+per document at batch 1 and batch 64, model only (inputs prepared beforehand) and end to end from
+the raw text (student: the serving Predictor, i.e. graph construction + encoding + model; teacher:
+tokenisation + windows + model; bow: spaCy tokenizer + TF-IDF + model; fasttext: preprocessing +
+predict). Writes metrics.json, metrics.md and PNG plots.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from trainers.distill.loop import train_in_process
 from trainers.distill.teacher_gate import ensure_teacher_check
 from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
 from trainers.evaluate.latency import bow_latency, student_latency, teacher_latency
+from trainers.evaluate.peers import PEER_TASKS, fasttext_row
 from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
@@ -199,12 +203,28 @@ def distillation_check(val: dict[str, list[float]], headline: str = "accuracy") 
     return {"distilled_val": d, "gnn_val": g, "behind": behind, "message": msg}
 
 
+def recipe_line(recipe: dict) -> str:
+    """The teacher's fine-tuning recipe and the search that chose it, in one paragraph."""
+    chosen = next(c for c in recipe["candidates"] if c["lr"] == recipe["lr"])
+    best = next(r for r in chosen["rounds"] if r["step"] == recipe["best_step"])
+    text = (f"Teacher recipe: learning rate {recipe['lr']:g}, {recipe['steps']} optimizer steps per worker; best "
+            f"validation score {best['val_score']:.4f} at step {best['step']} (epoch {best['epoch']:g})")
+    if len(recipe["candidates"]) > 1:
+        tried = ", ".join(f"{c['lr']:g}: {c['best_val_score']:.4f}"
+                          + (f" (dropped at step {c['dropped_at']})" if c["dropped_at"] else " (chosen)")
+                          for c in recipe["candidates"])
+        text += (f". Chosen on validation by successive halving (rungs at steps "
+                 f"{', '.join(map(str, recipe['rungs']))}): {tried}; the search trained {recipe['steps_trained']} "
+                 f"steps per worker in {recipe['seconds']:.0f} s")
+    return text + "."
+
+
 def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None,
-             headline: str = "accuracy", distill_check: dict | None = None) -> str:
-    """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the teacher and
-    distillation checks."""
+             headline: str = "accuracy", distill_check: dict | None = None, teacher_recipe: dict | None = None) -> str:
+    """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the teacher's
+    recipe, the teacher and distillation checks."""
     extra = [k for k in TASK_METRICS if k != headline and any(k in r for r in rows)]  # the task's own metrics
-    cols = ["model", "graph", headline, "seeds", *extra, "macro_f1", "agreement", "params", "latency_ms_b1",
+    cols = ["model", "graph", headline, "seeds", *extra, "macro_f1", "agreement", "params", "size_mb", "latency_ms_b1",
             "latency_ms_b64", "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
     fmt = lambda v: ("" if v is None else f"{v:.4f}" if isinstance(v, float) and v < 10
                      else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
@@ -223,6 +243,8 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
         lines += [f"| {c['row']} - {c['baseline']}"
                   f"{' (the student it was made from)' if c.get('baseline_first_seed') else ''} "
                   f"| {c['difference']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] |" for c in comparisons]
+    if teacher_recipe:
+        lines += ["", recipe_line(teacher_recipe)]
     if teacher_check and teacher_check.get("weaker") is not None:
         warn = teacher_check["weaker"] or teacher_check.get("memorised")
         lines += ["", ("**WARNING** " if warn else "") + f"Teacher check: {teacher_check['message']}."]
@@ -230,6 +252,11 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
         lines += ["", ("**WARNING** " if distill_check["behind"] else "")
                   + f"Distillation check: {distill_check['message']}."]
     return "\n".join(lines) + "\n"
+
+
+def _gold(task, datas) -> np.ndarray:
+    """Gold targets of a list of graphs, one per prediction row (-1: unlabelled)."""
+    return torch.cat([task.gold_and_teacher(d)[0] for d in datas]).numpy() if datas else np.zeros(0, np.int64)
 
 
 def _score(model, data, labels) -> tuple[dict[str, float], np.ndarray]:
@@ -311,6 +338,7 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
             per_seed.append(m); right.append(ok)
             if k == 0:  # size, latency and the decomposed row: from the first seed's student
                 first = {"params": count_params(model), "best_epoch": blob["extra"].get("best_epoch"), "graph": parser,
+                         "size_mb": path.stat().st_size / 1e6,
                          **student_latency(model, data[: ev.latency_docs], texts, enc, builders[parser], predictor)}
                 if name == "distilled":
                     pred_d, g, teach_d = predict(model, data, node_budget=cfg.distill.node_budget)
@@ -352,6 +380,16 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     if all(r is not None for r in right):
         correct["bow"] = np.stack(right)
     rows.append({**_seed_row("bow", per_seed, [cfg.distill.seed + k for k in range(ev.seeds)], headline), **row})
+    if "fasttext" in ev.peers and task.name in PEER_TASKS:  # the peer trains on the bow row's documents and labels
+        split_texts = {}
+        for split, datas in (("train", train), ("validation", val), ("test", test)):
+            ids = sorted(prepared.splits[split].column("id").to_pylist())  # unpack's order: by id
+            split_texts[split] = ([text_of[i] for i in ids], _gold(task, datas))
+        peer, ok = fasttext_row(task, labels, split_texts["train"], split_texts["validation"], split_texts["test"],
+                                teach, texts, ev.latency_docs, out_dir / "peers", log)
+        rows.append(peer)
+        if ok is not None:
+            correct["fasttext"] = ok[None]
     for r in rows:
         if r.get("latency_ms_b64"):
             r["docs_per_s"] = 1000.0 / r["latency_ms_b64"]
@@ -367,7 +405,10 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
         if distill_check["behind"]:
             log(f"[evaluate] WARNING: {distill_check['message']}")
     (out_dir / "metrics.json").write_text(json.dumps(rows, indent=2))
-    table = markdown(rows, comparisons, prepared.teacher_check, headline, distill_check)
+    recipe = (read_manifest(cfg, "teacher-finetune") or {}).get("recipe")
+    if recipe:
+        by_name["teacher"]["recipe"] = recipe
+    table = markdown(rows, comparisons, prepared.teacher_check, headline, distill_check, recipe)
     (out_dir / "metrics.md").write_text(table)
     plot_rows(rows, out_dir / "accuracy_latency_params.png", headline)
     _learning_curves({name: runs[0][1] for name, runs in models.items()}, out_dir / "learning_curves.png", headline)
@@ -378,18 +419,18 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
             "distillation_check": distill_check}
 
 
-COMPARISONS = (("distilled", "gnn"), ("distilled", "bow"), ("distilled_small", "gnn_small"))
+COMPARISONS = (("distilled", "gnn"), ("distilled", "bow"), ("distilled", "fasttext"), ("distilled_small", "gnn_small"))
+NOT_VS_DISTILLED = {"distilled", "gnn", "bow", "fasttext", "distilled_small", "gnn_small"}  # baselines, not variants
 # Rows made from the distilled row's first-seed student (not retrained): compared with that student, not with the
 # mean over seeds, so the difference is what the change itself does (quantisation), free of seed spread.
 FROM_FIRST_SEED = ("distilled_int8",)
 
 
 def differences(correct: dict[str, np.ndarray], resamples: int, seed: int) -> list[dict[str, Any]]:
-    """Paired bootstrap 95% intervals of accuracy differences: distilled vs gnn and bow, small data,
-    and every other student row (ablations, fast graph) vs distilled."""
+    """Paired bootstrap 95% intervals of accuracy differences: distilled vs gnn, bow and the fasttext
+    peer, small data, and every other student row (ablations, fast graph) vs distilled."""
     pairs = [p for p in COMPARISONS if p[0] in correct and p[1] in correct]
-    pairs += [(name, "distilled") for name in correct
-              if name not in {"distilled", "gnn", "bow", "distilled_small", "gnn_small"}]
+    pairs += [(name, "distilled") for name in correct if name not in NOT_VS_DISTILLED]
     out = []
     for a, b in pairs:
         base = correct[b][:1] if a in FROM_FIRST_SEED else correct[b]

@@ -1,7 +1,7 @@
 """`evaluate` on a tiny synthetic run (with a transfer set) produces the table with every row, seed
 statistics and bootstrap intervals, and the plots; the int8 row holds the distilled student
 quantised as `tgd export --quantize int8` does it, scored and timed like the float rows; the
-teacher check comes from the distill stage."""
+fastText peer row is there, sized on disk and compared; the teacher check comes from the distill stage."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,8 @@ from trainers.student.checkpoint import load_student
 from trainers.student.quantize import quantize_int8
 
 EXPECTED = {"teacher", "distilled", "distilled_decomposed", "distilled_int8", "gnn", "bow", "no_bridge", "no_curriculum",
-            "no_adaptive_t", "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph", "no_transfer"}
+            "no_adaptive_t", "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph", "no_transfer",
+            "fasttext"}
 
 
 def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
@@ -78,9 +79,18 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
         low, high = by["distilled"][key]
         assert -1 <= low <= high <= 1
     assert by["no_bridge"]["ci95_vs_distilled"][0] <= by["no_bridge"]["ci95_vs_distilled"][1]
-    assert set(result["differences"]) >= {"distilled - gnn", "distilled - bow", "distilled_small - gnn_small"}
+    assert set(result["differences"]) >= {"distilled - gnn", "distilled - bow", "distilled - fasttext",
+                                          "distilled_small - gnn_small"}
+    # the fastText peer (evaluate.peers, on by default for classification): trained on the bow row's documents,
+    # its model file sized like the students' checkpoints, and distilled compared against it
+    ft = by["fasttext"]
+    assert ft["size_mb"] == (out / "peers" / "fasttext.bin").stat().st_size / 1e6
+    assert by["distilled"]["size_mb"] == (tmp_path / "run" / "distill" / "student.pt").stat().st_size / 1e6
+    assert ft["fasttext"]["val_score"] == max(g["val_score"] for g in ft["fasttext_grid"] if g["val_score"] is not None)
+    assert ft["accuracy"] > 0.5 and -1 <= by["distilled"]["ci95_vs_fasttext"][0] <= by["distilled"]["ci95_vs_fasttext"][1]
     md = (out / "metrics.md").read_text()
     assert "| distilled | spacy | " in md and "| distilled_int8 | spacy | " in md and " ± " in md and "| distilled - bow |" in md
+    assert "| size_mb |" in md and "| fasttext |  | " in md and "| distilled - fasttext |" in md
     assert "Teacher check: teacher stronger than bag-of-words" in md and "[from distill]" in md
     # the distillation check compares the rows' own best validation scores, mean over seeds
     check = by["distilled"]["distillation_check"]
