@@ -64,6 +64,7 @@ PROBE_DOCS = 8  # validation documents whose logits are stored to check that the
 BUCKET_BATCHES = 8  # micro-batches per length-sorted shuffle buffer (dynamic padding)
 DEEPSPEED_DIR = "deepspeed"  # inside a Ray Train checkpoint: DeepSpeed's per-rank engine checkpoint
 HISTORY_FILE = "history.json"  # inside a Ray Train checkpoint: the validation rounds trained so far
+CANDIDATES_DIR = "candidates"  # each candidate's best round so far, as a HF directory (lr<i>/)
 SEARCH_FILE = "search.json"  # the recipe search's state while it runs (a re-run after a killed driver goes on)
 
 
@@ -323,7 +324,6 @@ def worker_loop(config: dict[str, Any]) -> None:
                    "last_loss": losses[-1], "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"],
                    "val_score": scores[task.teacher_selection_metric], "seconds": round(time.time() - t0, 1),
                    "timing": timing}
-        history.append(metrics)
         if rank == 0:
             print(f"[teacher-finetune] lr {lr:g} step {done}/{horizon} validated: train loss "
                   f"{metrics['train_loss']:.4f}, validation accuracy {scores['accuracy']:.4f}, macro-F1 "
@@ -341,9 +341,23 @@ def worker_loop(config: dict[str, Any]) -> None:
                 tok.save_pretrained(tmp)
                 (Path(tmp) / "tgd_probe.json").write_text(json.dumps({"texts": config["probe_texts"],
                                                                       "logits": probe_logits}))
-                (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history))
+                if metrics["val_score"] > max((h["val_score"] for h in history), default=-math.inf):
+                    keep_best(Path(tmp), Path(config["best_dir"]))  # the earliest of equal rounds stays
+                (Path(tmp) / HISTORY_FILE).write_text(json.dumps(history + [metrics]))
+            history.append(metrics)
             ray.train.report({**flat, "history": json.dumps(history), "zero_stage": zero, "zero_stage_reason": why},
                              checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def keep_best(checkpoint: Path, best_dir: Path) -> None:
+    """Copy a round's Hugging Face files (not DeepSpeed's training state) to ``best_dir``, replacing
+    the candidate's previous best: Ray Train keeps only each call's latest checkpoint (what the next
+    call continues from), so the best round's weights are kept here, on the run's storage."""
+    tmp = best_dir.with_name(best_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns(DEEPSPEED_DIR, HISTORY_FILE))
+    shutil.rmtree(best_dir, ignore_errors=True)
+    tmp.rename(best_dir)
 
 
 def _steps_per_epoch(train: pa.Table, cfg: RunConfig, base: Path) -> int:
@@ -389,39 +403,38 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
     search = Search(plan, out_dir / SEARCH_FILE)
     zero: dict[str, Any] = {}
 
-    def train_to(i: int, stop_at: int, patience: int | None) -> tuple[list[dict], list[dict]]:
+    def train_to(i: int, stop_at: int, patience: int | None) -> tuple[list[dict], str]:
         c = search.candidates[i]
         trainer = make_trainer(
             cfg, worker_loop, {**base_config, "lr": c.lr, "stop_at": stop_at, "patience": patience,
-                               "continue_from": c.latest_checkpoint()},
+                               "continue_from": c.latest,
+                               "best_dir": str((out_dir / CANDIDATES_DIR / f"lr{i}").resolve())},
             name=f"lr{i}-to{stop_at}", storage=out_dir / "_ray", stage="teacher-finetune", max_failures=t.max_failures,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_score",
-                                                         checkpoint_score_order="max"),
+            # only the latest round: what the next call continues from (the best is kept by keep_best)
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             datasets=datasets, dataset_config=split_config(equal=("train",)))
         result = trainer.fit()
-        # Kept: this call's best and latest checkpoint, including those of an interrupted earlier attempt.
-        kept = [{"path": ck.path, "step": m["step"], "val_score": m["val_score"]} for ck, m in result.best_checkpoints]
-        metrics = max((m for _, m in result.best_checkpoints), key=lambda m: m["step"])
-        zero.update(stage=metrics["zero_stage"], reason=metrics["zero_stage_reason"])
-        return json.loads(metrics["history"]), kept
+        if result.metrics is None:  # nothing reported: the call had reached stop_at before a killed driver's re-run
+            return c.rounds, c.latest
+        zero.update(stage=result.metrics["zero_stage"], reason=result.metrics["zero_stage_reason"])
+        return json.loads(result.metrics["history"]), result.checkpoint.path
 
     t0 = time.time()
     chosen = search.run(train_to, t.patience)
-    best = chosen.best_checkpoint()
+    best = chosen.best_round()
     model_dir = out_dir / MODEL_DIR
     shutil.rmtree(model_dir, ignore_errors=True)
-    with ray.train.Checkpoint(best["path"]).as_directory() as d:
-        shutil.copytree(d, model_dir, ignore=shutil.ignore_patterns(DEEPSPEED_DIR, HISTORY_FILE))
-    best_round = next(r for r in chosen.rounds if r["step"] == best["step"])
+    shutil.copytree(out_dir / CANDIDATES_DIR / f"lr{search.candidates.index(chosen)}", model_dir)
     recipe = {**search.record(chosen), "best_step": best["step"], "seconds": round(time.time() - t0, 1)}
     metric = get_task(cfg.data.task).teacher_selection_metric
     print(f"[teacher-finetune] chosen: lr {chosen.lr:g}, best validation {metric} {best['val_score']:.4f} at step "
           f"{best['step']} of {plan.steps}; the search trained {recipe['steps_trained']} steps per worker", flush=True)
-    shutil.rmtree(out_dir / "_ray", ignore_errors=True)
+    for tmp in ("_ray", CANDIDATES_DIR):
+        shutil.rmtree(out_dir / tmp, ignore_errors=True)
     (out_dir / SEARCH_FILE).unlink(missing_ok=True)
     return {"model_path": MODEL_DIR, "recipe": recipe, "best_step": best["step"], "history": chosen.rounds,
             "stopped_early": chosen.step < plan.steps,
-            "best_validation": {"accuracy": best_round["val_accuracy"], "macro_f1": best_round["val_macro_f1"]},
+            "best_validation": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
             "train_documents": train.num_rows, "validation_documents": val.num_rows,
             "steps_per_epoch": spe, "zero_stage": zero["stage"], "zero_stage_reason": zero["reason"]}
 

@@ -68,11 +68,12 @@ def plan_search(lrs: list[float], steps: int, budget: float) -> SearchPlan:
 
 @dataclass
 class Candidate:
-    """One learning rate's rounds so far (each: step, validation score, ...), its Ray Train
-    checkpoints (path + that round's metrics) and, once dropped, the rung it was dropped at."""
+    """One learning rate's validation rounds so far (each: step, validation score, ...), the Ray
+    Train checkpoint of its latest round (what it continues from) and, once dropped, the rung it was
+    dropped at. Its best round's weights are kept apart from Ray Train's checkpoints (``finetune.py``)."""
     lr: float
     rounds: list[dict] = field(default_factory=list)
-    checkpoints: list[dict] = field(default_factory=list)
+    latest: str | None = None
     dropped_at: int | None = None
 
     @property
@@ -89,17 +90,14 @@ class Candidate:
         not yet moved a prediction still differ in how far they have come)."""
         return self.rounds[-1].get("train_loss", math.inf) if self.rounds else math.inf
 
-    def latest_checkpoint(self) -> str | None:
-        return max(self.checkpoints, key=lambda c: c["step"])["path"] if self.checkpoints else None
-
-    def best_checkpoint(self) -> dict:
-        """The checkpoint of the best validation round (the earliest of equals)."""
-        return max(self.checkpoints, key=lambda c: (c["val_score"], -c["step"]))
+    def best_round(self) -> dict:
+        """The round with the best validation score (the earliest of equals)."""
+        return max(self.rounds, key=lambda r: (r["val_score"], -r["step"]))
 
 
-# train(candidate index, stop at step, early-stopping patience or None) -> (all rounds so far,
-# checkpoints written by this call as {"path", "step", "val_score"})
-TrainTo = Callable[[int, int, "int | None"], "tuple[list[dict], list[dict]]"]
+# train(candidate index, stop at step, early-stopping patience or None) -> (all rounds so far, the
+# path of the latest round's checkpoint)
+TrainTo = Callable[[int, int, "int | None"], "tuple[list[dict], str]"]
 
 
 class Search:
@@ -124,8 +122,7 @@ class Search:
         c = self.candidates[i]
         if c.step >= stop_at:  # done before a killed driver's re-run
             return
-        c.rounds, new = train_to(i, stop_at, patience)
-        c.checkpoints += new
+        c.rounds, c.latest = train_to(i, stop_at, patience)
         self._save()
 
     def run(self, train_to: TrainTo, patience: int | None, log: Callable[[str], None] = print) -> Candidate:

@@ -39,7 +39,7 @@ def _scripted_trainer(scores: dict[float, float], calls: list):
             while step < stop_at:
                 step = min(stop_at, step + search.plan.round_steps)
                 rounds.append({"step": step, "val_score": scores[c.lr] + step * 1e-4})
-            return rounds, [{"path": f"ckpt-{c.lr}-{step}", "step": step, "val_score": rounds[-1]["val_score"]}]
+            return rounds, f"ckpt-{c.lr}-{step}"
         return call
     return train_to
 
@@ -54,7 +54,7 @@ def test_search_drops_the_worse_half_at_each_rung_and_trains_the_best_to_the_end
     assert calls[-1] == (3e-4, 200, 3) and all(p is None for *_, p in calls[:-1])  # patience only at the end
     rec = search.record(chosen)
     assert rec["lr"] == 3e-4 and rec["steps_trained"] == plan.total_steps() == 300
-    assert chosen.best_checkpoint()["path"] == "ckpt-0.0003-200"
+    assert chosen.latest == "ckpt-0.0003-200" and chosen.best_round()["step"] == 200
 
 
 def test_a_tie_on_validation_goes_to_the_lower_training_loss(tmp_path):
@@ -67,7 +67,7 @@ def test_a_tie_on_validation_goes_to_the_lower_training_loss(tmp_path):
         c = search.candidates[i]
         step = stop_at
         rounds = c.rounds + [{"step": step, "val_score": 0.33, "train_loss": 0.69 - 0.01 * i - step * 1e-4}]
-        return rounds, [{"path": f"ckpt-{i}-{step}", "step": step, "val_score": 0.33}]
+        return rounds, f"ckpt-{i}-{step}"
 
     assert search.run(train_to, patience=None, log=lambda _: None).lr == 1e-4
 

@@ -268,7 +268,7 @@ def test_finetune_stops_early_and_samples_several_windows(ray_local, tmp_path):
     m = ensure(cfg, "teacher-finetune", **QUIET)
     assert [h["round"] for h in m["history"]] == [0, 1] and m["stopped_early"]
     assert m["history"][1]["val_macro_f1"] == m["history"][0]["val_macro_f1"] == m["best_validation"]["macro_f1"]
-    assert m["best_step"] in (m["history"][0]["step"], m["history"][1]["step"])  # one of the equal rounds
+    assert m["best_step"] == m["history"][0]["step"]  # the earliest of equal rounds is kept
     assert m["steps_per_epoch"] > -(-(m["train_documents"] // 2) // 4)  # an epoch: more windows than documents
 
 
@@ -293,8 +293,9 @@ def test_recipe_search_drops_a_rate_that_cannot_learn_and_keeps_the_other(ray_lo
     assert fast["best_val_score"] > slow["best_val_score"]
     assert rec["steps_trained"] == rec["steps"] + rec["rungs"][0] <= 2.0 * rec["steps"]  # within teacher.budget
     assert [h["lr"] for h in m["history"]] == [1e-2] * len(fast["rounds"])  # the chosen candidate's rounds
+    assert not m["stopped_early"] and m["best_step"] == max(fast["rounds"], key=lambda r: r["val_score"])["step"]
     assert (finetuned_model_dir(cfg) / "config.json").is_file()
-    assert not (tmp_path / "run" / "teacher-finetune" / "_ray").exists()
+    assert not any((tmp_path / "run" / "teacher-finetune" / d).exists() for d in ("_ray", "candidates"))
 
 
 def test_finetune_auto_runs_zero0_and_zero2_still_trains(ray_local, tmp_path):
