@@ -304,10 +304,10 @@ def test_finetune_auto_runs_zero0_and_zero2_still_trains(ray_local, tmp_path):
     m = ensure(_teacher_cfg(tmp_path, base, **fast), "teacher-finetune", **QUIET)
     assert m["zero_stage"] == 0 and m["zero_stage_reason"].startswith("auto: ") and "fit the worker's" in m["zero_stage_reason"]
     hist = m["history"]
-    t = hist[0]["timing"]
-    windows = sum(h["timing"]["train_windows"] for h in hist)
-    assert windows == m["train_documents"] // 2 * 2 and t["train_seconds"] > 0  # one epoch, one window per document
-    assert 0 <= t["padding_fraction"] < 1 and t["forward_seconds"] > 0 and t["step_seconds"] > 0
+    total = lambda key: sum(h["timing"][key] for h in hist)  # noqa: E731  (a round may be one quick step)
+    assert total("train_windows") == m["train_documents"] // 2 * 2  # one epoch, one window per document
+    assert total("train_seconds") > 0 and total("forward_seconds") > 0 and total("step_seconds") > 0
+    assert all(0 <= h["timing"]["padding_fraction"] < 1 for h in hist)
 
     m2 = ensure(_teacher_cfg(tmp_path, base, **fast, zero_stage=2), "teacher-finetune", **QUIET)
     assert m2["zero_stage"] == 2 and m2["zero_stage_reason"] == "teacher.zero_stage=2"
