@@ -361,8 +361,9 @@ def keep_best(checkpoint: Path, best_dir: Path) -> None:
 
 
 def _steps_per_epoch(train: pa.Table, cfg: RunConfig, base: Path) -> int:
-    """Optimizer steps per epoch (the LR schedule's length): a worker's documents x the mean number
-    of windows sampled per document (counted with the teacher's tokenizer when several are)."""
+    """Optimizer steps per epoch (a run: teacher.epochs of them, at least teacher.min_steps): a
+    worker's documents x the mean number of windows sampled per document (counted with the
+    teacher's tokenizer when several are)."""
     t = cfg.teacher
     per_worker = train.num_rows // cfg.ray.num_workers
     if t.max_train_docs:
