@@ -107,15 +107,18 @@ class Search:
     def __init__(self, plan: SearchPlan, state_file: Path):
         self.plan, self.state_file = plan, state_file
         saved = json.loads(state_file.read_text()) if state_file.is_file() else None
-        if saved and saved["plan"] == asdict(plan) | {"lrs": list(plan.lrs), "rungs": list(plan.rungs)}:
+        if saved and saved["plan"] == self._plan_json():
             self.candidates = [Candidate(**c) for c in saved["candidates"]]
         else:
             self.candidates = [Candidate(lr) for lr in plan.lrs]
 
+    def _plan_json(self) -> dict:
+        """The plan as its JSON round trip reads back (tuples as lists): what a saved state must match."""
+        return json.loads(json.dumps(asdict(self.plan)))
+
     def _save(self) -> None:
-        plan = asdict(self.plan) | {"lrs": list(self.plan.lrs), "rungs": list(self.plan.rungs)}
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"plan": plan, "candidates": [asdict(c) for c in self.candidates]}))
+        tmp.write_text(json.dumps({"plan": self._plan_json(), "candidates": [asdict(c) for c in self.candidates]}))
         tmp.replace(self.state_file)
 
     def _train(self, i: int, stop_at: int, patience: int | None, train_to: TrainTo) -> None:
