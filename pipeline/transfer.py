@@ -34,6 +34,12 @@ from tgd.config import RunConfig, TransferConfig
 from tgd.schema import DOCUMENTS, GRAPHS, TRANSFER_SPLIT, stage_dir, write_table
 
 MASK = "[MASK]"
+COPY_MARK = "~aug"  # a copy's id: its original's id, this, the copy's number
+
+
+def source_id(doc_id: str) -> str:
+    """The original document's id of a transfer copy (any other id: itself)."""
+    return doc_id.split(COPY_MARK, 1)[0]
 
 
 class PosVocabulary:
@@ -114,7 +120,7 @@ def augment_shard(docs: pa.Table, graphs: pa.Table, cfg: TransferConfig, vocab: 
             continue
         for k in range(cfg.copies):
             text, graph = augment(doc["text"], gr["graph"], cfg, vocab, rng)
-            cid = f"{doc['id']}~aug{k}"
+            cid = f"{doc['id']}{COPY_MARK}{k}"
             d_rows.append({"id": cid, "row": doc["row"], "split": TRANSFER_SPLIT, "text": text})
             g_rows.append({"id": cid, "split": TRANSFER_SPLIT, "graph": graph})
     return pa.Table.from_pylist(d_rows, schema=DOCUMENTS), pa.Table.from_pylist(g_rows, schema=GRAPHS)

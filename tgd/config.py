@@ -123,15 +123,16 @@ class StageResourcesConfig(_Section):
     to the ``ray.*`` value, so a config without ``ray.stages`` runs every stage on ``ray.num_workers``
     workers of ``ray.cpus_per_worker`` CPUs (and one GPU each with ``ray.use_gpu``)."""
     graphs: ActorResources = Field(ActorResources(), description="graphs: the spaCy actor pool (CPU only)")
-    teacher_finetune: TrainResources = Field(TrainResources(), description="teacher-finetune: DeepSpeed workers")
+    teacher_finetune: TrainResources = Field(TrainResources(), description="teacher-finetune and teacher-folds: "
+                                             "DeepSpeed workers")
     teacher_logits: TrainResources = Field(TrainResources(), description="teacher-logits: inference workers")
     distill: TrainResources = Field(TrainResources(), description="distill, evaluate's retrained students and "
                                     "tune's trials: the student's DDP workers")
 
 
 # stage name -> its entry under ray.stages (stages without one run no Ray workers of their own)
-RESOURCE_GROUP = {"graphs": "graphs", "teacher-finetune": "teacher_finetune", "teacher-logits": "teacher_logits",
-                  "distill": "distill", "evaluate": "distill", "tune": "distill"}
+RESOURCE_GROUP = {"graphs": "graphs", "teacher-finetune": "teacher_finetune", "teacher-folds": "teacher_finetune",
+                  "teacher-logits": "teacher_logits", "distill": "distill", "evaluate": "distill", "tune": "distill"}
 
 
 @dataclass(frozen=True)
@@ -383,6 +384,11 @@ class TeacherConfig(_Section):
                           "together at most this multiple of one fine-tuning run's (1: no search, the first "
                           "teacher.lr_grid rate); a larger budget gives the early rungs more steps, so the choice is "
                           "less short-sighted")
+    folds: int = Field(1, ge=1, le=10, description="cross-fitted teacher outputs on the training documents: K > 1 "
+                       "fine-tunes K fold teachers with the chosen recipe, each on the other K-1 folds of the training "
+                       "split, and each labels its own fold (and those documents' transfer copies), so the student's "
+                       "targets on a training document come from a teacher that never saw it (a teacher that fit its "
+                       "training documents gives near one-hot targets there); 1: the full teacher labels everything")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay of fine-tuning (the usual value for "
                                 "BERT-like encoders)")
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="fraction of the fine-tuning steps over which the "
@@ -514,15 +520,16 @@ class RunConfig(_Section):
         """What `tgd tune` searches: ``tune.space``, or when null the task's own space."""
         return self.tune.space if self.tune.space is not None else task_spec(self.data.task).tune_space
 
-    def section_hash(self, *sections: str) -> str:
+    def section_hash(self, *sections: str, ignore: tuple[str, ...] = ()) -> str:
         """Stable hash of the named sections: what decides whether a stage's output is stale.
 
         Stages do not hash ``ray`` (resources change where and how fast a stage runs, not what it
-        computes from), nor keys marked ``fingerprint: False`` (how failures are survived)."""
+        computes from), nor keys marked ``fingerprint: False`` (how failures are survived), nor the
+        dotted keys in ``ignore`` (read by a later stage only)."""
         payload = {s: _dump(getattr(self, s)) for s in sections}
         for s in sections:
             for name, f in type(getattr(self, s)).model_fields.items():
-                if (f.json_schema_extra or {}).get("fingerprint") is False:
+                if (f.json_schema_extra or {}).get("fingerprint") is False or f"{s}.{name}" in ignore:
                     payload[s].pop(name, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -36,11 +36,13 @@ class Stage:
     uses_teacher: bool = False  # loads teacher.model (checked up front by preflight)
     # an interrupted attempt resumes only on the same workers / CPUs / GPUs (checkpoints shaped by them)
     resume_needs_same_resources: bool = False
+    ignores: tuple[str, ...] = ()  # dotted keys of its sections that only later stages read
 
 
 def _registry() -> dict[str, Stage]:
     # Imported here so `tgd --help` and config validation stay fast.
     from pipeline import graphs, ingest, transfer
+    from trainers.teacher import crossfit as teacher_folds
     from trainers.teacher import finetune as teacher_finetune
     from trainers.teacher import outputs as teacher_logits
 
@@ -55,9 +57,14 @@ def _registry() -> dict[str, Stage]:
               "fine-tune the teacher (DeepSpeed ZeRO on Ray Train); best checkpoint as a HF directory",
               ("ingest",), ("teacher",), teacher_finetune.run, needs_ray=True,
               source_fingerprint=teacher_finetune.source_fingerprint, uses_teacher=True,
-              resume_needs_same_resources=True),  # DeepSpeed's per-rank checkpoint is cut for its world size
+              resume_needs_same_resources=True,  # DeepSpeed's per-rank checkpoint is cut for its world size
+              ignores=("teacher.folds",)),
+        Stage("teacher-folds", "fold teachers (teacher.folds > 1): the chosen recipe fine-tuned on all training folds "
+              "but one, for cross-fitted teacher outputs on the training documents",
+              ("teacher-finetune",), ("teacher",), teacher_folds.run, needs_ray=True, uses_teacher=True,
+              resume_needs_same_resources=True),
         Stage("teacher-logits", "precompute teacher outputs per document, ZeRO-3 sharded across Ray Train workers",
-              ("teacher-finetune", "graphs", "transfer"), ("teacher",), teacher_logits.run, needs_ray=True,
+              ("teacher-folds", "graphs", "transfer"), ("teacher",), teacher_logits.run, needs_ray=True,
               uses_teacher=True),
         Stage("distill", "train the GNN student on Ray Train (DDP) with the three-stage curriculum and graph sampling",
               ("graphs", "teacher-logits"), ("student", "distill"), _distill, needs_ray=True, uses_teacher=True),
@@ -89,7 +96,8 @@ def _evaluate(cfg: RunConfig, out: Path) -> dict[str, Any]:
     return evaluate.run(cfg, out, Predictor)
 
 
-STAGE_NAMES = ("ingest", "graphs", "transfer", "teacher-finetune", "teacher-logits", "distill", "evaluate")
+STAGE_NAMES = ("ingest", "graphs", "transfer", "teacher-finetune", "teacher-folds", "teacher-logits", "distill",
+               "evaluate")
 COMMANDS = (*STAGE_NAMES, "tune")  # stages with a subcommand; `tgd run` runs STAGE_NAMES
 
 
@@ -104,7 +112,8 @@ def _wanted(cfg: RunConfig, stage: Stage) -> dict[str, Any]:
         inputs[dep] = m["fingerprint"] if m else None
     if stage.source_fingerprint is not None:
         inputs["source"] = stage.source_fingerprint(cfg)
-    return {"schema_version": SCHEMA_VERSION, "config_hash": cfg.section_hash(*stage.sections), "inputs": inputs}
+    return {"schema_version": SCHEMA_VERSION, "config_hash": cfg.section_hash(*stage.sections, ignore=stage.ignores),
+            "inputs": inputs}
 
 
 def _matches(record: dict[str, Any] | None, want: dict[str, Any]) -> bool:

@@ -378,11 +378,46 @@ def _steps_per_epoch(train: pa.Table, cfg: RunConfig, base: Path) -> int:
     return max(math.ceil(per_worker * per_doc / t.batch_size), 1)
 
 
-def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> dict[str, Any]:
-    import ray.data
+def loop_config(cfg: RunConfig, base: Path, labels: list[str], train: pa.Table, val: pa.Table, horizon: int,
+                round_steps: int) -> dict[str, Any]:
+    """What every training call's workers share: one schedule ``horizon`` steps long over ``train``,
+    validated every ``round_steps``."""
+    t = cfg.teacher
+    return {"teacher": t.model_dump(mode="json"), "task": cfg.data.task, "labels": labels, "model_path": str(base),
+            "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
+            "steps_per_epoch": _steps_per_epoch(train, cfg, base),
+            "probe_texts": val.column("text").to_pylist()[:PROBE_DOCS], "horizon": horizon,
+            "round_steps": round_steps}
+
+
+def train_call(cfg: RunConfig, config: dict[str, Any], datasets: dict[str, Any], *, name: str, storage: Path,
+               lr: float, stop_at: int, patience: int | None, continue_from: str | None,
+               best_dir: Path) -> tuple[list[dict], str, dict[str, Any]]:
+    """One Ray Train run of ``worker_loop``: trains at ``lr`` from ``continue_from`` (or this run's own
+    latest checkpoint, after a killed driver) up to ``stop_at``, keeping the best round in ``best_dir``.
+    -> (validation rounds so far, the latest checkpoint, {stage, reason} of the ZeRO stage; empty
+    when the run had already reached ``stop_at``)."""
     import ray.train
 
     from trainers.raytrain import make_trainer
+
+    trainer = make_trainer(
+        cfg, worker_loop, {**config, "lr": lr, "stop_at": stop_at, "patience": patience,
+                           "continue_from": continue_from, "best_dir": str(best_dir.resolve())},
+        name=name, storage=storage, stage="teacher-finetune", max_failures=cfg.teacher.max_failures,
+        # only the latest round: what the next call continues from (the best is kept by keep_best)
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        datasets=datasets, dataset_config=split_config(equal=("train",)))
+    result = trainer.fit()
+    if result.metrics is None:  # nothing reported: the call had reached stop_at before a killed driver's re-run
+        return [], continue_from, {}
+    zero = {"stage": result.metrics["zero_stage"], "reason": result.metrics["zero_stage_reason"]}
+    return json.loads(result.metrics["history"]), result.checkpoint.path, zero
+
+
+def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> dict[str, Any]:
+    import ray.data
+
     from trainers.tasks import get_task
 
     t = cfg.teacher
@@ -396,29 +431,18 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
           + (f"learning rate searched over {', '.join(f'{lr:g}' for lr in plan.lrs)} (rungs at steps "
              f"{', '.join(map(str, plan.rungs))}; at most {plan.total_steps()} steps in all, teacher.budget "
              f"{t.budget:g})" if plan.rungs else f"learning rate {plan.lrs[0]:g}"), flush=True)
-    base_config = {"teacher": t.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
-                   "model_path": str(base), "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
-                   "steps_per_epoch": spe, "probe_texts": val.column("text").to_pylist()[:PROBE_DOCS],
-                   "horizon": plan.steps, "round_steps": plan.round_steps}
+    config = loop_config(cfg, base, labels, train, val, plan.steps, plan.round_steps)
     datasets = {"train": ray.data.from_arrow(train), "validation": ray.data.from_arrow(val)}
     search = Search(plan, out_dir / SEARCH_FILE)
     zero: dict[str, Any] = {}
 
     def train_to(i: int, stop_at: int, patience: int | None) -> tuple[list[dict], str]:
         c = search.candidates[i]
-        trainer = make_trainer(
-            cfg, worker_loop, {**base_config, "lr": c.lr, "stop_at": stop_at, "patience": patience,
-                               "continue_from": c.latest,
-                               "best_dir": str((out_dir / CANDIDATES_DIR / f"lr{i}").resolve())},
-            name=f"lr{i}-to{stop_at}", storage=out_dir / "_ray", stage="teacher-finetune", max_failures=t.max_failures,
-            # only the latest round: what the next call continues from (the best is kept by keep_best)
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            datasets=datasets, dataset_config=split_config(equal=("train",)))
-        result = trainer.fit()
-        if result.metrics is None:  # nothing reported: the call had reached stop_at before a killed driver's re-run
-            return c.rounds, c.latest
-        zero.update(stage=result.metrics["zero_stage"], reason=result.metrics["zero_stage_reason"])
-        return json.loads(result.metrics["history"]), result.checkpoint.path
+        rounds, latest, zero_stage = train_call(
+            cfg, config, datasets, name=f"lr{i}-to{stop_at}", storage=out_dir / "_ray", lr=c.lr, stop_at=stop_at,
+            patience=patience, continue_from=c.latest, best_dir=out_dir / CANDIDATES_DIR / f"lr{i}")
+        zero.update(zero_stage)
+        return rounds or c.rounds, latest
 
     t0 = time.time()
     chosen = search.run(train_to, t.patience)
@@ -437,7 +461,7 @@ def finetune(cfg: RunConfig, out_dir: Path, base: Path, labels: list[str]) -> di
             "stopped_early": chosen.step < plan.steps,
             "best_validation": {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]},
             "train_documents": train.num_rows, "validation_documents": val.num_rows,
-            "steps_per_epoch": spe, "zero_stage": zero["stage"], "zero_stage_reason": zero["reason"]}
+            "steps_per_epoch": spe, "zero_stage": zero.get("stage"), "zero_stage_reason": zero.get("reason")}
 
 
 def source_fingerprint(cfg: RunConfig) -> dict[str, Any]:

@@ -15,10 +15,15 @@ hold the teacher is ``teacher.parallel``:
   the manifest.
 
 Resuming: every finished document batch is its own part file, written atomically, named after the
-attempt (``part-aAAA-rRRR-NNNNN.parquet``). A re-run after an interruption (the stage runner keeps
-the directory when the fingerprint is unchanged) reads the ids of the part files already there,
-hands the workers only the other documents and writes under the next attempt number, so nothing
-is redone or duplicated; a part file that cannot be read is deleted and its documents redone.
+attempt, teacher and rank (``part-aAAA-tTT-rRRR-NNNNN.parquet``). A re-run after an interruption
+(the stage runner keeps the directory when the fingerprint is unchanged) reads the ids of the part
+files already there, hands the workers only the other documents and writes under the next attempt
+number, so nothing is redone or duplicated; a part file that cannot be read is deleted and its
+documents redone.
+
+Cross-fitting (``teacher.folds`` > 1, ``crossfit.py``): one launch per teacher, the full teacher for
+validation, test and unlabelled documents, each fold teacher for the training documents of its fold
+and their transfer copies; each row's ``teacher`` column names the teacher that labelled it.
 """
 from __future__ import annotations
 
@@ -38,14 +43,15 @@ from tgd.config import RunConfig, TeacherConfig
 from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
 from trainers.shard_split import split_config
+from trainers.teacher.crossfit import Labeller, assign, labellers
 from trainers.teacher.inference import DOCS_PER_BATCH, process
-from trainers.teacher.model import hidden_size, state_projection, teacher_model_dir
+from trainers.teacher.model import hidden_size, state_projection
 from trainers.teacher.windows import Windower
 
 # A part file per finished document batch: a killed run loses at most the batch in progress on each
 # worker (a whole 4096-row file took minutes; on a large teacher, hours).
 ROWS_PER_FILE = DOCS_PER_BATCH
-PART_NAME = re.compile(r"part-a(\d+)-r\d+-\d+\.parquet")
+PART_NAME = re.compile(r"part-a(\d+)-t\d+-r\d+-\d+\.parquet")  # attempt, teacher, rank, file number
 PROGRESS_SECONDS = 30  # a progress line at most this often (one Brown document batch takes minutes)
 WORKER_STATS = "_workers.json"
 ROWS_PER_BLOCK = 64  # documents per Ray Data block handed to a worker
@@ -133,8 +139,8 @@ def choose_parallel(requested: str, param_bytes: int, free_bytes: float, safety:
 
 
 def worker_loop(config: dict[str, Any]) -> None:
-    """Teacher inference on this worker's shard (replicated or ZeRO-3); writes ``part-aAAA-rRRR-NNNNN.parquet``
-    files (attempt, rank, file number), one per finished document batch."""
+    """Teacher inference on this worker's shard (replicated or ZeRO-3); writes ``part-aAAA-tTT-rRRR-NNNNN.parquet``
+    files (attempt, teacher, rank, file number), one per finished document batch."""
     import ray.train
     import torch
     import torch.distributed as dist
@@ -198,7 +204,8 @@ def worker_loop(config: dict[str, Any]) -> None:
         nonlocal buf, files
         if buf:
             write_table(pa.Table.from_pylist(buf, schema=TEACHER),
-                        out_dir / f"part-a{config['attempt']:03d}-r{rank:03d}-{files:05d}.parquet", TEACHER)
+                        out_dir / f"part-a{config['attempt']:03d}-t{config['launch']:02d}-r{rank:03d}-"
+                        f"{files:05d}.parquet", TEACHER)
             files += 1
             buf = []
 
@@ -246,37 +253,49 @@ def worker_loop(config: dict[str, Any]) -> None:
         tmp.replace(out_dir / WORKER_STATS)
 
 
-def run_workers(cfg: RunConfig, out_dir: Path, model_path: Path, labels: list[str], teacher: str) -> dict[str, Any]:
-    """Launch the TorchTrainer over the documents that no earlier attempt finished; returns {parallel,
-    reason, workers: per-worker statistics of this attempt, resumed_rows, run_rows, attempt}."""
+def run_workers(cfg: RunConfig, out_dir: Path, teachers: list[Labeller], labels: list[str]) -> dict[str, Any]:
+    """Launch a TorchTrainer per teacher over the documents it labels that no earlier attempt finished;
+    returns {parallel, reason, workers: per-worker statistics of this attempt's last launch, resumed_rows,
+    run_rows, attempt, per_teacher: documents each teacher labels}."""
     from trainers.raytrain import make_trainer
 
     done, kept, attempt = resume_state(out_dir)
     ids = [i for pair in _input_pairs(cfg)
            for i in pq.read_table(pair["docs"], columns=["id"]).column("id").to_pylist()]
+    owner = assign(cfg, ids, teachers)
     todo = sum(1 for i in ids if i not in done)
     print(f"[teacher-logits] {len(done)} documents already done ({kept} part files of earlier attempts kept), "
           f"{todo} to run" + (f" (attempt {attempt})" if todo else ""), flush=True)
     stats = out_dir / WORKER_STATS
-    resume = {"resumed_rows": len(done), "run_rows": todo, "attempt": attempt}
+    resume = {"resumed_rows": len(done), "run_rows": todo, "attempt": attempt,
+              "per_teacher": {t.name: owner.count(n) for n, t in enumerate(teachers)}}
     if not todo:  # everything was written before the interruption: no workers needed
         prev = json.loads(stats.read_text()) if stats.is_file() else {}
         stats.unlink(missing_ok=True)
         return {"parallel": prev.get("parallel", "none"),
                 "reason": prev.get("reason", "every document was done by an earlier attempt; no workers launched"),
                 "workers": prev.get("workers", []), **resume}
-    stats.unlink(missing_ok=True)
-    shutil.rmtree(out_dir / "_ray", ignore_errors=True)  # no checkpoints to resume from: the part files are the state
-    config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
-              "model_path": str(model_path), "teacher_id": teacher, "out_dir": str(out_dir.resolve()),
-              "use_gpu": cfg.ray.use_gpu, "threads": max(int(cfg.ray.cpus_per_worker), 1),
-              "hidden": hidden_size(model_path), "attempt": attempt}
-    trainer = make_trainer(cfg, worker_loop, config, name="teacher-logits", storage=out_dir / "_ray",
-                           datasets={"docs": documents_dataset(cfg, done)}, dataset_config=split_config(equal=()),
-                           stage="teacher-logits")
-    trainer.fit()
-    result = json.loads(stats.read_text())
-    stats.unlink()
+    result: dict[str, Any] = {}
+    for n, teacher in enumerate(teachers):
+        # each launch skips what is done and what another teacher labels
+        skip = done | {i for i, o in zip(ids, owner) if o != n}
+        if len(skip) == len(ids):
+            continue
+        if len(teachers) > 1:
+            print(f"[teacher-logits] teacher {teacher.name}: {len(ids) - len(skip)} documents", flush=True)
+        stats.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "_ray", ignore_errors=True)  # no checkpoints to resume: the part files are the state
+        config = {"teacher": cfg.teacher.model_dump(mode="json"), "task": cfg.data.task, "labels": labels,
+                  "model_path": str(teacher.model_path), "teacher_id": teacher.teacher_id,
+                  "out_dir": str(out_dir.resolve()), "use_gpu": cfg.ray.use_gpu,
+                  "threads": max(int(cfg.ray.cpus_per_worker), 1), "hidden": hidden_size(teacher.model_path),
+                  "attempt": attempt, "launch": n}
+        trainer = make_trainer(cfg, worker_loop, config, name="teacher-logits", storage=out_dir / "_ray",
+                               datasets={"docs": documents_dataset(cfg, skip)}, dataset_config=split_config(equal=()),
+                               stage="teacher-logits")
+        trainer.fit()
+        result = json.loads(stats.read_text())
+        stats.unlink()
     return {**result, **resume}
 
 
@@ -313,12 +332,13 @@ def _read_outputs(out_dir: Path) -> pa.Table:
 # ---------------------------------------------------------------- the stage
 def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     ft = read_manifest(cfg, "teacher-finetune")
-    model_path = teacher_model_dir(cfg)
+    teachers = labellers(cfg)
+    model_path = teachers[0].model_path
     labels, teacher = ft["labels"], ft["teacher_id"]
     input_rows = (read_manifest(cfg, "ingest")["accepted_rows"]
                   + (read_manifest(cfg, "transfer") or {}).get("output_rows", 0))
     t0 = time.time()
-    launched = run_workers(cfg, out_dir, model_path, labels, teacher)
+    launched = run_workers(cfg, out_dir, teachers, labels)
     seconds = time.time() - t0
     table = _read_outputs(out_dir)
     ids = table.column("id").to_pylist()
@@ -353,6 +373,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
         "bytes_per_document": round(total / max(len(ids), 1), 1), "total_bytes": total,
         "state_bytes_per_document": round(2 * state_values / max(len(ids), 1), 1),
         "documents_per_second": round(launched["run_rows"] / seconds, 2), "workers": launched["workers"],
+        "folds": max(len(teachers) - 1, 1), "labelled_by": launched["per_teacher"],
         "scores": teacher_scores(out_dir, cfg, labels), **extras,
     }
 
