@@ -46,9 +46,9 @@ def assess_teacher(prepared: Prepared, cfg) -> dict[str, Any]:
                "student down" if weaker else "teacher stronger than bag-of-words on validation")
     memorised = t_train - t_acc > cfg.distill.teacher_fit_gap
     fit = (f"MEMORISED TRAINING SET: the teacher scores {t_train:.4f} on its training documents against {t_acc:.4f} on "
-           "validation, so its outputs there are close to the gold labels and teach the student little; a teacher "
-           "fine-tuned for fewer steps (teacher.min_steps, teacher.epochs) may distil better (docs/RESULTS.md, "
-           "\"Teacher recipe\")"
+           "validation, so its outputs there are close to the gold labels and teach the student little; cross-fitted "
+           "outputs (teacher.folds: 2 or more) give the student targets from teachers that never saw those documents "
+           "(docs/DESIGN.md, \"Memorising teacher\")"
            if memorised else f"teacher on its training documents {t_train:.4f}")
     return {"teacher_val_accuracy": round(t_acc, 4), "bow_val_accuracy": round(b_acc, 4), "weaker": weaker,
             "teacher_train_accuracy": round(t_train, 4), "memorised": memorised,

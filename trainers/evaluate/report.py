@@ -33,6 +33,7 @@ from trainers.distill.loop import train_in_process
 from trainers.distill.teacher_gate import ensure_teacher_check
 from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
 from trainers.evaluate.latency import bow_latency, student_latency, teacher_latency
+from trainers.evaluate.pareto import COST, pareto_front, verdict
 from trainers.evaluate.peers import PEER_TASKS, fasttext_row
 from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
 from trainers.student.checkpoint import load_student
@@ -161,23 +162,29 @@ def teacher_rows(cfg, test: list, labels: list[str], texts: list[str], n_lat: in
 
 
 def plot_rows(rows: list[dict], path: Path, headline: str = "accuracy") -> None:
-    """The headline metric vs model-only latency; each row its own marker in a legend (annotations overlapped)."""
+    """The headline metric vs end-to-end latency (what a deployment pays), the Pareto front as a line;
+    each row its own marker in a legend (annotations overlapped)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    pts = [r for r in rows if r.get("latency_ms_b1") and r.get("params")]
+    pts = [r for r in rows if r.get(COST) and r.get("params")]
     markers = "osD^v<>pPX*h"
     for i, r in enumerate(pts):
-        ax.errorbar(r["latency_ms_b1"], r[headline], yerr=r.get(f"{headline}_std") or None,
+        ax.errorbar(r[COST], r[headline], yerr=r.get(f"{headline}_std") or None,
                     fmt=markers[i % len(markers)],
                     ms=4 + 10 * (r["params"] / max(p["params"] for p in pts)) ** 0.5, alpha=0.75, capsize=2,
                     label=f"{r['model']} ({r['params'] / 1e6:.1f}M params, {r[headline]:.3f})")
-    ax.set_xscale("log"); ax.set_xlabel("model-only latency per document, batch 1 (ms, log)")
+    by_name = {r["model"]: r for r in pts}
+    front = [by_name[n] for n in pareto_front(pts, headline)]
+    if front:
+        ax.step([r[COST] for r in front], [r[headline] for r in front], where="post", color="grey", lw=1,
+                ls="--", label="Pareto front")
+    ax.set_xscale("log"); ax.set_xlabel("end-to-end latency per document, batch 1 (ms, log; parse + model)")
     ax.set_ylabel(f"test {headline} (mean over seeds, bar: std)")
-    ax.set_title(f"{headline} vs latency (marker size ~ parameters)")
+    ax.set_title(f"{headline} vs end-to-end latency (marker size ~ parameters)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
 
@@ -221,8 +228,8 @@ def recipe_line(recipe: dict) -> str:
 
 def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None,
              headline: str = "accuracy", distill_check: dict | None = None, teacher_recipe: dict | None = None) -> str:
-    """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the teacher's
-    recipe, the teacher and distillation checks."""
+    """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the verdict, the
+    teacher's recipe, the teacher and distillation checks."""
     extra = [k for k in TASK_METRICS if k != headline and any(k in r for r in rows)]  # the task's own metrics
     cols = ["model", "graph", headline, "seeds", *extra, "macro_f1", "agreement", "params", "size_mb", "latency_ms_b1",
             "latency_ms_b64", "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
@@ -243,6 +250,7 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
         lines += [f"| {c['row']} - {c['baseline']}"
                   f"{' (the student it was made from)' if c.get('baseline_first_seed') else ''} "
                   f"| {c['difference']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] |" for c in comparisons]
+    lines += ["", verdict(rows, headline)]
     if teacher_recipe:
         lines += ["", recipe_line(teacher_recipe)]
     if teacher_check and teacher_check.get("weaker") is not None:
