@@ -77,13 +77,15 @@ class PredictActor:
     batches of rows. ``threads``: torch / ONNX Runtime threads, one per CPU the actor holds."""
 
     def __init__(self, model_dir: str, text_column: str, id_column: str, batch_size: int, threads: int,
-                 node_budget: int | None = -1, max_chars: int | None = -1, columns: dict[str, str] | None = None):
+                 node_budget: int | None = -1, max_chars: int | None = -1, columns: dict[str, str] | None = None,
+                 defer_below: float | None = None):
         import torch
 
         from serving.export import load_package
 
         torch.set_num_threads(threads)
-        self.predictor = load_package(Path(model_dir), node_budget=node_budget, max_chars=max_chars, threads=threads)
+        self.predictor = load_package(Path(model_dir), node_budget=node_budget, max_chars=max_chars, threads=threads,
+                                      defer_below=defer_below)
         self.text_column, self.id_column, self.batch_size = text_column, id_column, batch_size
         self.columns = dict(EXTRA_COLUMNS if columns is None else columns)
 
@@ -104,14 +106,18 @@ class PredictActor:
 def predict_ray(model_dir: Path, input_uri: str, output_uri: str, workers: int, batch_size: int,
                 text_column: str = "text", id_column: str = "id", cpus_per_worker: float = 1.0,
                 node_budget: int | None = -1, max_chars: int | None = -1, columns: dict[str, str] | None = None,
-                log=print) -> dict[str, Any]:
+                log=print, defer_below: float | None = None) -> dict[str, Any]:
     """Predict every row of the Parquet input into Parquet shards at ``output_uri``; returns counts.
-    ``columns``: task field -> its column (default ``EXTRA_COLUMNS``: ``tokens``, ``text_b``)."""
+    ``columns``: task field -> its column (default ``EXTRA_COLUMNS``: ``tokens``, ``text_b``).
+    ``defer_below``: the cascade (``serving.cascade``), in every actor."""
     import ray
 
     from serving.export import verify
 
-    verify(model_dir)  # refuse a broken package before any actor starts
+    meta = verify(model_dir)  # refuse a broken package before any actor starts
+    if defer_below is not None and not meta.get("teacher_package"):
+        raise ValueError(f"--defer-below: {model_dir} carries no teacher; export it with `tgd export CONFIG ... "
+                         "--with-teacher`")
     columns = dict(EXTRA_COLUMNS if columns is None else columns)
     fs_in, in_path = _filesystem(input_uri)
     fs_out, out_path = _filesystem(output_uri)
@@ -153,7 +159,7 @@ def predict_ray(model_dir: Path, input_uri: str, output_uri: str, workers: int, 
                         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "text_column": text_column,
                                                "id_column": id_column, "batch_size": batch_size, "threads": threads,
                                                "node_budget": node_budget, "max_chars": max_chars,
-                                               "columns": columns})
+                                               "columns": columns, "defer_below": defer_below})
     pending: dict[str, list[pa.Table]] = {}
     got = {f: 0 for f in todo}
     t0, rows, errors, written, first = time.time(), 0, 0, 0, None

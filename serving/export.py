@@ -14,6 +14,10 @@ A package directory holds:
   version, the teacher it was distilled from, evaluate's metrics, node budget and hops.
 - ``manifest.json``: sha256 and size of every other file; ``load_package`` refuses a package whose
   files do not match it, naming the file.
+- with ``--with-teacher`` (``export(..., with_teacher=True)``): ``teacher/``, the run's fine-tuned
+  teacher checkpoint (config, tokenizer, weights; every file in the manifest too), and package.json's
+  ``teacher_package`` (its labels and windows), for the cascade (``serving.cascade``:
+  ``load_package(..., defer_below=P)``, `tgd predict` / `tgd serve` ``--defer-below P``).
 
 Loading needs neither the run config nor the training code: the model comes from the exported
 file; Python only builds the graph (``pipeline.graph_builder``) and encodes it (``GraphEncoding``).
@@ -36,6 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from serving.cascade import CascadePredictor
+from serving.teacher import TeacherError, finetuned_teacher, load_packaged_teacher, package_teacher
 from tgd.errors import UserError
 
 PACKAGE_VERSION = 1
@@ -175,9 +181,11 @@ def _spacy_version(name: str) -> str | None:
         return None
 
 
-def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print) -> dict[str, Any]:
+def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print,
+           with_teacher: bool = False) -> dict[str, Any]:
     """Export the distill stage's student of run ``cfg`` as a package in ``out`` (replaced if it
-    exists); returns package.json's content plus the size of each file."""
+    exists); returns package.json's content plus the size of each file. ``with_teacher``: the run's
+    fine-tuned teacher goes into ``out/teacher/`` too (classification, encoder teachers)."""
     import spacy
 
     from pipeline.graph_builder import GraphBuilder
@@ -190,6 +198,11 @@ def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print) -> 
     if not ckpt.is_file():
         raise PackageError(f"no trained student at {ckpt}: run `tgd run CONFIG` (or `tgd distill CONFIG`) first")
     student, enc, blob = load_student(ckpt)
+    if with_teacher:
+        try:
+            finetuned_teacher(cfg, enc.labels)  # refused before anything is written
+        except TeacherError as e:
+            raise PackageError(str(e)) from None
     builder = GraphBuilder(cfg.graph)
     out = Path(out)
     if out.exists():
@@ -198,6 +211,13 @@ def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print) -> 
     t0 = time.time()
     files, head_inputs = export_model(student, enc, builder, fmt, out, quantize)
     (out / "encoding.json").write_text(json.dumps(enc.state()))
+    teacher_files, teacher_meta = [], None
+    if with_teacher:
+        try:
+            teacher_files, teacher_meta = package_teacher(cfg, out, enc.labels)
+        except TeacherError as e:
+            shutil.rmtree(out)  # no half package left behind
+            raise PackageError(str(e)) from None
     metrics_path = stage_dir(cfg, "evaluate") / "metrics.json"
     metrics = {}
     if metrics_path.is_file():
@@ -217,8 +237,10 @@ def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print) -> 
         "source": {"checkpoint_sha256": sha256_file(ckpt), "run_dir": str(cfg.run_dir)},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch_version": torch.__version__,
     }
+    if teacher_meta:
+        meta["teacher_package"] = teacher_meta
     (out / "package.json").write_text(json.dumps(meta, indent=2))
-    names = [*files, "encoding.json", "package.json"]
+    names = [*files, "encoding.json", "package.json", *teacher_files]
     manifest = {"files": {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size} for n in names}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     sizes = {n: v["bytes"] for n, v in manifest["files"].items()}
@@ -325,16 +347,21 @@ class PackagedModel:
 
 
 def load_package(pkg: Path, node_budget: int | None = -1, max_chars: int | None = -1, threads: int | None = None,
-                 log=None):
+                 log=None, defer_below: float | None = None):
     """A ``Predictor`` from an exported package (checksums verified first). ``node_budget`` /
     ``max_chars``: -1 keeps the package's values (those of the run it came from), None lifts the
-    limit. ``threads``: intra-op threads of the ONNX runtime (None: its default)."""
+    limit. ``threads``: intra-op threads of the ONNX runtime (None: its default). ``defer_below``:
+    a ``serving.cascade.CascadePredictor`` instead, deferring rows the student is less confident
+    about to the package's teacher (a package exported with ``--with-teacher``); None: the threshold
+    the package carries (chosen by `tgd evaluate` on validation), or the student alone if none."""
     from pipeline.graph_builder import GraphBuilder
     from serving.predictor import Predictor
     from tgd.config import GraphConfig
     from trainers.student.features import GraphEncoding
 
     pkg = Path(pkg)
+    if defer_below is not None and not 0.0 <= defer_below <= 1.0:
+        raise PackageError(f"--defer-below {defer_below}: a confidence threshold between 0 and 1")
     meta = verify(pkg)
     want = meta["spacy"].get("pipeline_version")
     have = _spacy_version(meta["spacy"]["pipeline"])
@@ -344,6 +371,15 @@ def load_package(pkg: Path, node_budget: int | None = -1, max_chars: int | None 
     runner = _TorchScriptRunner(pkg, meta) if meta["format"] == "torchscript" else _OnnxRunner(pkg, meta, threads)
     enc = GraphEncoding(**json.loads((pkg / "encoding.json").read_text()))
     builder = GraphBuilder(GraphConfig(**meta["graph"]))
-    return Predictor(PackagedModel(runner, meta), enc, builder, task=meta["task"],
-                     node_budget=meta["node_budget"] if node_budget == -1 else node_budget,
-                     max_chars=meta["max_chars"] if max_chars == -1 else max_chars)
+    max_chars = meta["max_chars"] if max_chars == -1 else max_chars
+    student = Predictor(PackagedModel(runner, meta), enc, builder, task=meta["task"],
+                        node_budget=meta["node_budget"] if node_budget == -1 else node_budget, max_chars=max_chars)
+    if defer_below is None:
+        defer_below = (meta.get("teacher_package") or {}).get("defer_below")  # evaluate's choice, if carried
+    if defer_below is None:
+        return student
+    try:
+        teacher = load_packaged_teacher(pkg, meta, max_chars)
+    except TeacherError as e:
+        raise PackageError(str(e)) from None
+    return CascadePredictor(student, teacher, defer_below)

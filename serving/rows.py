@@ -69,6 +69,14 @@ def _row(obj: Any, text_column: str, id_column: str, extra: dict[str, str] | Non
     return row
 
 
+def row_from_object(obj: Any, text_column: str = "text", id_column: str = "id",
+                    extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """One parsed JSON value -> the row dict a JSONL line with that value gives (`tgd serve`'s
+    ``POST /predict`` reads its list this way, so a served row is answered like the same line in a
+    JSONL file): an object's task fields and ``id``, or ``{"error": why}`` for anything else."""
+    return _row(obj, text_column, id_column, EXTRA_COLUMNS if extra is None else extra)
+
+
 class Rows:
     """The rows of one input, iterated once; ``format`` tells the predictor what kind of input it
     is (plain ``lines`` cannot carry a pair's two texts)."""

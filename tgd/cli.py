@@ -26,6 +26,7 @@ EPILOG = """examples:
   tgd data brown-genre                            fetch a built-in corpus into the cache
   tgd export configs/default.yaml --format onnx --out model/   package the trained student
   tgd predict model/ --input new.csv --output predictions.jsonl  label a file with the package
+  tgd serve model/ --port 8000                    the package over HTTP (Ray Serve): POST /predict
 
 errors:
   An expected failure (invalid config or input, a missing or incomplete teacher.model, spaCy model or
@@ -48,6 +49,9 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="model file format")
     p.add_argument("--out", required=True, help="package directory to write (replaced if it exists)")
     p.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantisation of the weights")
+    p.add_argument("--with-teacher", action="store_true",
+                   help="package the run's fine-tuned teacher beside the student (checksummed) for the cascade: "
+                        "`tgd predict|serve --defer-below P` (classification)")
 
 
 def _add_predict_args(p: argparse.ArgumentParser) -> None:
@@ -72,10 +76,69 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
                         "0: always the whole graph)")
     p.add_argument("--max-chars", type=int, default=-1,
                    help="longer texts get an error line (default: the run's data.max_chars; 0: no limit)")
+    p.add_argument("--defer-below", type=float,
+                   help="cascade (a package exported --with-teacher): rows whose student confidence is below this "
+                        "are answered by the teacher; each record says which answered (\"answered_by\"). Default: "
+                        "the threshold `tgd evaluate` chose on validation, when the package carries one; 0: the "
+                        "student answers every row")
     p.add_argument("--ray", action="store_true", help="batch prediction on Ray Data (Parquet in, Parquet shards out)")
     p.add_argument("--workers", type=int, default=2, help="--ray: predicting actors (default: 2)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
                    help="--ray: CPUs (and threads) per actor (default: 1)")
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a package written by `tgd export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    p.add_argument("--replicas", type=int, default=1, help="replicas, each holding the package (default: 1)")
+    p.add_argument("--max-replicas", type=int, help="autoscale between --replicas and this many on ongoing requests")
+    p.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs (and threads) per replica (default: 1)")
+    p.add_argument("--max-batch-size", type=int, default=64,
+                   help="rows predicted together, across requests (@serve.batch; default: 64)")
+    p.add_argument("--batch-wait-timeout-s", type=float, default=0.005,
+                   help="how long a batch waits for more rows once it has one (default: 0.005)")
+    p.add_argument("--max-rows", type=int, default=1024, help="rows per request; more get a 413 (default: 1024)")
+    p.add_argument("--max-body-bytes", type=int, default=8 << 20,
+                   help="request body limit; larger bodies get a 413 (default: 8 MiB)")
+    p.add_argument("--node-budget", type=int, default=-1,
+                   help="graphs over this many nodes are predicted from parts (default: the package's; 0: whole)")
+    p.add_argument("--max-chars", type=int, default=-1,
+                   help="longer texts get an error record (default: the package's; 0: no limit)")
+    p.add_argument("--text-column", default="text", help="row field holding the text (pairs: side A; default: text)")
+    p.add_argument("--tokens-column", default="tokens", help="token models: row field with given tokens")
+    p.add_argument("--text-b-column", default="text_b", help="pair models: row field holding side B")
+    p.add_argument("--id-column", default="id", help="row field carried into each record (default: id)")
+    p.add_argument("--defer-below", type=float,
+                   help="cascade (a package exported --with-teacher): rows whose student confidence is below this "
+                        "are answered by the teacher; each record says which answered (\"answered_by\"). Default: "
+                        "the threshold `tgd evaluate` chose on validation, when the package carries one; 0: the "
+                        "student answers every row")
+    p.add_argument("--address", help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray started here)")
+
+
+def run_serve(args) -> int:
+    """`tgd serve`: the package on Ray Serve in the foreground (serving/service.py) until SIGTERM / Ctrl-C."""
+    limit = lambda v: None if v == 0 else v  # noqa: E731 - 0 lifts the limit, -1 keeps the package's
+    try:
+        from serving.service import ServeOptions, StudentSpec, serve_forever
+
+        opts = ServeOptions(host=args.host, port=args.port, replicas=args.replicas, max_replicas=args.max_replicas,
+                            cpus_per_replica=args.cpus_per_replica, max_batch_size=args.max_batch_size,
+                            batch_wait_timeout_s=args.batch_wait_timeout_s, max_rows=args.max_rows,
+                            max_body_bytes=args.max_body_bytes, text_column=args.text_column,
+                            id_column=args.id_column,
+                            columns={"tokens": args.tokens_column, "text_b": args.text_b_column},
+                            address=args.address)
+        spec = StudentSpec(str(args.model_dir), limit(args.node_budget), limit(args.max_chars), args.defer_below)
+        return serve_forever(spec, opts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except UserError as e:  # PackageError / ServeError: one line, exit 2
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def run_predict(args) -> int:
@@ -92,13 +155,13 @@ def run_predict(args) -> int:
             result = predict_ray(args.model_dir, args.input, args.output, args.workers, args.batch_size,
                                  args.text_column, args.id_column, args.cpus_per_worker,
                                  limit(args.node_budget), limit(args.max_chars), columns,
-                                 log=lambda m: print(m, file=sys.stderr))
+                                 log=lambda m: print(m, file=sys.stderr), defer_below=args.defer_below)
         else:
             from serving.export import load_package
             from serving.rows import predict_stream, read_rows
 
             predictor = load_package(args.model_dir, limit(args.node_budget), limit(args.max_chars),
-                                     log=lambda m: print(m, file=sys.stderr))
+                                     log=lambda m: print(m, file=sys.stderr), defer_below=args.defer_below)
             rows = read_rows(args.input, args.input_format, args.text_column, args.id_column, extra=columns)
             predictor.check_format(rows.format)  # before --output is created: a refused input leaves no file
             rows.check()
@@ -178,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_args(p)
     p = add("predict", help="label raw text with an exported package: JSONL out, one line per input row")
     _add_predict_args(p)
+    p = add("serve", help="serve an exported package over HTTP on Ray Serve (POST /predict) until SIGTERM / Ctrl-C")
+    _add_serve_args(p)
     return parser
 
 
@@ -232,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(argv[1:])
         args.debug = getattr(args, "debug", False) or os.environ.get("TGD_DEBUG", "") not in ("", "0")
         return run_predict(args)
+    if argv[:1] == ["serve"]:  # the same: no stage registry, no training imports
+        p = argparse.ArgumentParser(prog="tgd serve", parents=[_debug_parent()],
+                                    description="serve an exported package over HTTP on Ray Serve")
+        _add_serve_args(p)
+        args = p.parse_args(argv[1:])
+        args.debug = getattr(args, "debug", False) or os.environ.get("TGD_DEBUG", "") not in ("", "0")
+        return run_serve(args)
     args = build_parser().parse_args(argv)
     args.debug = args.debug or os.environ.get("TGD_DEBUG", "") not in ("", "0")
     try:
@@ -271,11 +343,14 @@ def _dispatch(args) -> int:
     elif args.command == "export":
         from serving.export import export
 
-        meta = export(load_config(args.config, args.overrides), args.format, args.out, args.quantize)
+        meta = export(load_config(args.config, args.overrides), args.format, args.out, args.quantize,
+                      with_teacher=args.with_teacher)
         for name, size in meta["bytes"].items():
             print(f"  {name:<16} {size:>12,} bytes")
     elif args.command == "predict":
         return run_predict(args)
+    elif args.command == "serve":
+        return run_serve(args)
     elif args.command == "status":
         cfg = load_config(args.config, args.overrides)
         preflight(cfg, STAGE_NAMES, writable=False)  # status only reads; the teacher is fingerprinted

@@ -199,8 +199,13 @@ class StudentConfig(_Section):
     vocab_min_count: int = Field(2, ge=1, description="training-split count a word needs to get its own embedding")
     vocab_max_size: int = Field(30000, gt=0, description="most frequent words that get an embedding (the rest share "
                                 "the unknown-word one): bounds the student's size and its export")
-    init_from_teacher: bool = Field(True, description="initialise word embeddings from the teacher's input embeddings "
-                                    "(mean over sub-words, PCA to `hidden`); the GNN-without-teacher row never uses it")
+    init_from_teacher: bool = Field(True, description="initialise word embeddings from the teacher (the recipe: "
+                                    "`init_vectors`); the GNN-without-teacher row never uses it")
+    init_vectors: Literal["teacher_forward", "input_embeddings"] = Field(
+        "teacher_forward", description="how the teacher's word vectors are made: teacher_forward (the model2vec "
+        "recipe: each vocabulary word through the fine-tuned teacher alone, last-layer states mean-pooled, PCA to "
+        "`hidden`: where the teacher puts the word after every layer) or input_embeddings (its input embedding "
+        "table averaged over sub-words, PCA: no forward, but nothing the layers learned)")
     edges: Literal["hybrid", "dependency", "cooccurrence"] = Field(
         "hybrid", description="edge kinds the student sees (ablation)")
 
@@ -291,21 +296,31 @@ class TransferConfig(_Section):
 class EvaluateConfig(_Section):
     """The comparison table: which extra rows to train and how to time them."""
     ablations: list[Literal["no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only",
-                            "small_data", "teacher_init", "no_teacher_init", "fast_graph", "no_transfer"]] = Field(
+                            "small_data", "teacher_init", "no_teacher_init", "input_embedding_init", "fast_graph",
+                            "no_transfer"]] = Field(
         ["small_data", "fast_graph"],
         description="retrained rows besides the GNN without teacher (opt in to the others: each is one more student "
         "training); fast_graph: a student trained and served on graph.parser=fast graphs (no dependency parse), to "
         "show the accuracy / latency trade-off; no_transfer: distilled without the transfer set")
     small_fraction: float = Field(0.1, gt=0, le=1, description="training fraction of the small-data rows")
-    peers: list[Literal["fasttext"]] = Field(
-        ["fasttext"], description="cheap classifiers a user would deploy instead of the student, each a row trained on "
-        "the bag-of-words row's training documents, scored, timed end to end and sized on disk like the students, "
-        "with a paired interval of distilled against it, so the table says what the student buys; fasttext: "
-        "supervised fastText with word bigrams, epochs and learning rate chosen on validation. Classification only: "
-        "other tasks skip it")
+    peers: list[Literal["fasttext", "model2vec"]] = Field(
+        ["fasttext", "model2vec"], description="cheap models a user would deploy instead of the student, each a row "
+        "trained on the bag-of-words row's training documents, scored, timed end to end and sized on disk like the "
+        "students, with a paired interval of distilled against it, so the table says what the student buys; "
+        "fasttext: supervised fastText with word bigrams, epochs and learning rate chosen on validation "
+        "(classification); model2vec: static token vectors distilled from the run's teacher by the model2vec recipe, "
+        "with a logistic regression chosen on validation (classification) or their cosine (pairs). Token "
+        "labelling has no peer")
     int8: bool = Field(True, description="a distilled_int8 row: the distilled student with dynamic int8 weights "
                        "(the quantisation of `tgd export --format torchscript --quantize int8`), scored and timed, "
                        "nothing retrained")
+    cascade_within: float = Field(0.5, ge=0, description="the cascade's goal (student first, the teacher below a "
+                                  "confidence threshold; `tgd serve|predict --defer-below`): the threshold is the one "
+                                  "deferring the fewest validation units whose accuracy is within this many points of "
+                                  "the teacher's...")
+    cascade_max_deferred: float = Field(0.3, ge=0, le=1, description="... unless that defers more than this fraction "
+                                        "of them; then the most accurate threshold that defers at most this fraction. "
+                                        "The chosen threshold is what `tgd export --with-teacher` carries")
     latency_docs: int = Field(200, gt=0, description="test documents timed per row")
     e2e_docs: int = Field(50, gt=0, description="raw test texts timed end to end (parse/tokenise + model)")
     seeds: int = Field(3, ge=1, description="seeds of the distilled, gnn and bow rows: the table reports their mean "

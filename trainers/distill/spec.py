@@ -13,7 +13,8 @@ from tgd.config import DistillConfig, RunConfig, StudentConfig
 from tgd.schema import TRANSFER_SPLIT
 from trainers.distill.data import Prepared, subsample
 from trainers.distill.teacher_gate import ensure_teacher_check, gate_active
-from trainers.student.features import GraphEncoding, teacher_embedding_init
+from trainers.student.features import GraphEncoding
+from trainers.student.vocabulary import teacher_word_vectors
 from trainers.tasks import get_task
 from trainers.teacher.model import teacher_model_dir
 
@@ -67,8 +68,8 @@ def build_spec(cfg: RunConfig, prepared: Prepared, use_teacher: bool, out_dir: P
         train_tbl = pa.concat_tables([train_tbl, transfer]).sort_by("id")
     init = None
     if cfg.student.init_from_teacher:
-        init = teacher_embedding_init(prepared.enc.vocab, str(teacher_model_dir(cfg)), cfg.student.hidden,
-                                      dcfg.seed).numpy()
+        init = teacher_word_vectors(prepared.enc.vocab, str(teacher_model_dir(cfg)), cfg.student.hidden,
+                                    cfg.student.init_vectors, dcfg.seed).numpy()
     spec = FitSpec(
         task=prepared.task, distill=dcfg, student=cfg.student,
         encoding=replace(prepared.enc, edges=cfg.student.edges),  # prepared graphs carry every edge kind

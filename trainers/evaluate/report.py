@@ -14,7 +14,9 @@ side as Ray tasks on one shared copy of the encoded graphs. Latency: single thre
 per document at batch 1 and batch 64, model only (inputs prepared beforehand) and end to end from
 the raw text (student: the serving Predictor, i.e. graph construction + encoding + model; teacher:
 tokenisation + windows + model; bow: spaCy tokenizer + TF-IDF + model; fasttext: preprocessing +
-predict). Writes metrics.json, metrics.md and PNG plots.
+predict). With the table, the cascade of the distill stage's student and the teacher (``cascade.py``:
+accuracy and cost against the fraction deferred, the threshold chosen on validation) goes to
+cascade.json. Writes metrics.json, metrics.md, cascade.json and PNG plots.
 """
 from __future__ import annotations
 
@@ -32,7 +34,11 @@ from trainers.distill.data import prepare, unpack
 from trainers.distill.loop import train_in_process
 from trainers.distill.teacher_gate import ensure_teacher_check
 from trainers.evaluate.baselines import gnn_baseline_config, train_baseline
+from trainers.evaluate.cascade import cascade_report
+from trainers.evaluate.cascade import markdown as cascade_markdown
+from trainers.evaluate.cascade import plot as plot_cascade
 from trainers.evaluate.latency import bow_latency, student_latency, teacher_latency
+from trainers.evaluate.model2vec_peer import MODEL2VEC_TASKS, model2vec_row
 from trainers.evaluate.pareto import COST, pareto_front, verdict
 from trainers.evaluate.peers import PEER_TASKS, fasttext_row
 from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
@@ -41,6 +47,8 @@ from trainers.student.model import count_params
 from trainers.student.predict import metrics, predict
 from trainers.student.quantize import quantize_int8
 from trainers.tasks import get_task
+from trainers.teacher.model import load_model, load_tokenizer, teacher_model_dir
+from trainers.teacher.windows import Windower
 
 ABLATIONS = {  # name -> (section, field, value)
     "no_bridge": ("distill", "bridge", False),
@@ -50,6 +58,7 @@ ABLATIONS = {  # name -> (section, field, value)
     "cooccurrence_only": ("student", "edges", "cooccurrence"),
     "teacher_init": ("student", "init_from_teacher", True),
     "no_teacher_init": ("student", "init_from_teacher", False),
+    "input_embedding_init": ("student", "init_vectors", "input_embeddings"),
     "no_transfer": ("distill", "use_transfer", False),
 }
 
@@ -151,8 +160,6 @@ def teacher_rows(cfg, test: list, labels: list[str], texts: list[str], n_lat: in
     gold, pred = (torch.cat(x).numpy() for x in zip(*(task.gold_and_teacher(d) for d in test)))
     row = {"model": "teacher", **metrics(pred, gold, pred, labels, False, task.name, [d.num_nodes for d in test]),
            "agreement": 1.0}
-    from trainers.teacher.model import load_model, load_tokenizer, teacher_model_dir
-    from trainers.teacher.windows import Windower
 
     path, t = teacher_model_dir(cfg), cfg.teacher
     tok, model = load_tokenizer(path), load_model(path, t.kind, task.teacher_head, labels).eval()
@@ -316,8 +323,9 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                          "raise data.limit, or drop the split column so data.split_fractions assigns splits")
     labels = prepared.enc.labels
     headline = get_task(cfg.data.task).headline(labels)  # leads the table: accuracy, or spearman for pair scores
-    docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text"]).to_pylist()
+    docs = read_table(stage_dir(cfg, "ingest") / "documents", DOCUMENTS).select(["id", "text", "text_b"]).to_pylist()
     text_of = {r["id"]: r["text"] for r in docs}
+    text_b_of = {r["id"]: r["text_b"] for r in docs}
     texts = [text_of[i] for i in test_ids[: ev.e2e_docs]]
 
     rows_cfg = row_configs(cfg)
@@ -333,6 +341,8 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                                            for c in cs)
 
     test = tests[cfg.graph.parser]
+    val = [d for _, _, d in unpack(prepared.splits["validation"])]
+    cascade = None
     rows = [teacher_rows(cfg, test, labels, texts, min(ev.latency_docs, TEACHER_LATENCY_DOCS))]
     correct: dict[str, np.ndarray] = {}  # name -> (seeds x test documents) prediction is right
     val_scores: dict[str, list[float]] = {}  # name -> best validation score per seed
@@ -349,6 +359,9 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                          "size_mb": path.stat().st_size / 1e6,
                          **student_latency(model, data[: ev.latency_docs], texts, enc, builders[parser], predictor)}
                 if name == "distilled":
+                    cascade = cascade_report(model, [enc.restrict(d) for d in val], data, first.get(COST),
+                                             rows[0].get(COST), ev.cascade_within, ev.cascade_max_deferred,
+                                             ev.bootstrap_resamples, cfg.distill.seed)
                     pred_d, g, teach_d = predict(model, data, node_budget=cfg.distill.node_budget)
                     decomposed = {"model": "distilled_decomposed",
                                   **metrics(pred_d, g, teach_d, labels, True, model.task, [d.num_nodes for d in data]),
@@ -370,7 +383,6 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
 
     log(f"[evaluate] training the non-graph baseline ({ev.seeds} seeds)")
     train = [d for _, _, d in unpack(prepared.splits["train"])]
-    val = [d for _, _, d in unpack(prepared.splits["validation"])]
     task = get_task(cfg.data.task)
     gold, teach = (torch.cat(x).numpy() for x in zip(*(task.gold_and_teacher(d) for d in test)))
     per_seed, right = [], []
@@ -388,16 +400,24 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     if all(r is not None for r in right):
         correct["bow"] = np.stack(right)
     rows.append({**_seed_row("bow", per_seed, [cfg.distill.seed + k for k in range(ev.seeds)], headline), **row})
-    if "fasttext" in ev.peers and task.name in PEER_TASKS:  # the peer trains on the bow row's documents and labels
-        split_texts = {}
-        for split, datas in (("train", train), ("validation", val), ("test", test)):
-            ids = sorted(prepared.splits[split].column("id").to_pylist())  # unpack's order: by id
-            split_texts[split] = ([text_of[i] for i in ids], _gold(task, datas))
-        peer, ok = fasttext_row(task, labels, split_texts["train"], split_texts["validation"], split_texts["test"],
+    splits = {}  # the peers train on the bow row's documents and labels
+    for split, datas in (("train", train), ("validation", val), ("test", test)):
+        ids = sorted(prepared.splits[split].column("id").to_pylist())  # unpack's order: by id
+        splits[split] = {"text": [text_of[i] for i in ids], "gold": _gold(task, datas),
+                         "text_b": [text_b_of[i] or "" for i in ids] if task.name == "pair" else None}
+    if "fasttext" in ev.peers and task.name in PEER_TASKS:
+        peer, ok = fasttext_row(task, labels, *((splits[s]["text"], splits[s]["gold"]) for s in
+                                                ("train", "validation", "test")),
                                 teach, texts, ev.latency_docs, out_dir / "peers", log)
         rows.append(peer)
         if ok is not None:
             correct["fasttext"] = ok[None]
+    if "model2vec" in ev.peers and task.name in MODEL2VEC_TASKS:  # vectors from the run's (fine-tuned) teacher
+        peer, ok = model2vec_row(task, labels, str(teacher_model_dir(cfg)), splits, teach, ev.latency_docs, texts,
+                                 out_dir / "peers", cfg.distill.seed, log)
+        rows.append(peer)
+        if ok is not None:
+            correct["model2vec"] = ok[None]
     for r in rows:
         if r.get("latency_ms_b64"):
             r["docs_per_s"] = 1000.0 / r["latency_ms_b64"]
@@ -417,6 +437,10 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     if recipe:
         by_name["teacher"]["recipe"] = recipe
     table = markdown(rows, comparisons, prepared.teacher_check, headline, distill_check, recipe)
+    if cascade:
+        (out_dir / "cascade.json").write_text(json.dumps(cascade, indent=2))
+        plot_cascade(cascade, out_dir / "cascade.png", headline)
+        table += cascade_markdown(cascade) + "\n"
     (out_dir / "metrics.md").write_text(table)
     plot_rows(rows, out_dir / "accuracy_latency_params.png", headline)
     _learning_curves({name: runs[0][1] for name, runs in models.items()}, out_dir / "learning_curves.png", headline)
@@ -424,11 +448,14 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     return {"input_rows": len(test), "output_rows": len(rows),
             "rows": {r["model"]: round(r[headline], 4) for r in rows},
             "differences": {f"{c['row']} - {c['baseline']}": c["ci95"] for c in comparisons},
-            "distillation_check": distill_check}
+            "distillation_check": distill_check,
+            "cascade": {k: cascade[k] for k in ("threshold", "test")} if cascade else None}
 
 
-COMPARISONS = (("distilled", "gnn"), ("distilled", "bow"), ("distilled", "fasttext"), ("distilled_small", "gnn_small"))
-NOT_VS_DISTILLED = {"distilled", "gnn", "bow", "fasttext", "distilled_small", "gnn_small"}  # baselines, not variants
+COMPARISONS = (("distilled", "gnn"), ("distilled", "bow"), ("distilled", "fasttext"), ("distilled", "model2vec"),
+               ("distilled_small", "gnn_small"))
+NOT_VS_DISTILLED = {"distilled", "gnn", "bow", "fasttext", "model2vec", "distilled_small",
+                    "gnn_small"}  # baselines, not variants
 # Rows made from the distilled row's first-seed student (not retrained): compared with that student, not with the
 # mean over seeds, so the difference is what the change itself does (quantisation), free of seed spread.
 FROM_FIRST_SEED = ("distilled_int8",)

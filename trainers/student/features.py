@@ -19,10 +19,6 @@ import torch
 from torch_geometric.data import Data
 
 PAD, UNK = 0, 1
-# Teacher-initialised word vectors are rescaled to this standard deviation: the scale of the small
-# random embeddings the rest of the student is initialised against, so the input layer and LayerNorm
-# see the same range either way.
-INIT_STD = 0.1
 UNIVERSAL_POS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
                  "PUNCT", "SCONJ", "SYM", "VERB", "X", "SPACE")
 
@@ -102,28 +98,3 @@ class GraphEncoding:
 
     def label_index(self, label) -> int:
         return self._l.get(label, -1) if label is not None else -1
-
-
-def teacher_embedding_init(vocab: list[str], model_dir: str, dim: int, seed: int = 0) -> torch.Tensor:
-    """Word vectors from the teacher's input embeddings, averaged over each word's sub-words, then
-    reduced to ``dim`` by PCA: a cheap transfer of the teacher's lexical knowledge."""
-    from transformers import AutoModel, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    emb = AutoModel.from_pretrained(model_dir).get_input_embeddings().weight.detach()
-    rows = []
-    for w in vocab:
-        ids = tok(w, add_special_tokens=False)["input_ids"] if w not in ("<pad>", "<unk>") else []
-        rows.append(emb[ids].mean(0) if ids else torch.zeros(emb.shape[1]))
-    m = torch.stack(rows)
-    m = m - m.mean(0, keepdim=True)
-    q = min(dim, *m.shape)  # PCA rank is bounded by the vocabulary size too (tiny corpora)
-    if q < m.shape[1]:
-        torch.manual_seed(seed)
-        _, _, v = torch.pca_lowrank(m, q=q, center=False)
-        m = m @ v[:, :q]
-    if dim > m.shape[1]:
-        m = torch.cat([m, torch.zeros(m.shape[0], dim - m.shape[1])], 1)
-    m = m / (m.std() + 1e-8) * INIT_STD
-    m[PAD] = 0
-    return m

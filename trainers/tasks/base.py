@@ -147,6 +147,17 @@ class Task:
         """The student's prediction per row from its outputs (a label index, or a score)."""
         return logits.argmax(-1)
 
+    # The cascade (``trainers.evaluate.cascade``, ``serving.cascade``): what a deployment defers to the
+    # teacher as a whole, and how sure the student is of it. None: the task has no cascade.
+    cascade_unit: ClassVar[str | None] = "document"
+
+    def unit_confidence(self, logits: torch.Tensor) -> float | None:
+        """The student's confidence in one unit from its logits (one row per document, or a node row
+        per token): the least confident row's largest probability, so one unsure token defers its
+        sentence."""
+        p = torch.softmax(logits.reshape(-1, logits.shape[-1]).float(), -1)
+        return float(p.max(-1).values.min()) if len(p) else 1.0
+
     def row_correct(self, pred: np.ndarray, gold: np.ndarray) -> np.ndarray | None:
         """Per prediction row, whether it is right (paired bootstrap intervals); None where the
         metric does not split into rows (a rank correlation)."""

@@ -64,6 +64,11 @@ class Pair(Task):
     name, head, teacher_head = "pair", "pair", "embedding"
     metric = "spearman"
     soft_labels: ClassVar[bool] = False  # KD regresses a similarity: no temperature
+    # no cascade: a labelled pair has no pair-classifier teacher, a similarity score no confidence
+    cascade_unit: ClassVar[str | None] = None
+
+    def unit_confidence(self, logits):
+        return None
 
     def headline(self, labels: list[str]) -> str:
         return "accuracy" if labels else "spearman"

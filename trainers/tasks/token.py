@@ -44,6 +44,7 @@ def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, flo
 
 class Token(Task):
     name, head, teacher_head = "token", "node", "token"
+    cascade_unit = "sentence"  # a deferred sentence takes the teacher's tag for every token
 
     # ------------------------------------------------------------------ teacher
     teacher_gold = "tags"

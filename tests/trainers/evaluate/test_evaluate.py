@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from serving.predictor import Predictor
@@ -19,7 +20,7 @@ from trainers.student.quantize import quantize_int8
 
 EXPECTED = {"teacher", "distilled", "distilled_decomposed", "distilled_int8", "gnn", "bow", "no_bridge", "no_curriculum",
             "no_adaptive_t", "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph", "no_transfer",
-            "fasttext"}
+            "fasttext", "model2vec"}
 
 
 def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
@@ -91,6 +92,13 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     md = (out / "metrics.md").read_text()
     assert "| distilled | spacy | " in md and "| distilled_int8 | spacy | " in md and " ± " in md and "| distilled - bow |" in md
     assert "| size_mb |" in md and "| fasttext |  | " in md and "| distilled - fasttext |" in md
+    # the model2vec peer: vectors distilled from the run's teacher, a classifier chosen on validation
+    m2v = by["model2vec"]
+    assert m2v["size_mb"] == sum((out / "peers" / f).stat().st_size
+                                 for f in ("model2vec.npy", "model2vec_classifier.pkl")) / 1e6
+    grid = m2v["model2vec"]["val_scores"]  # C -> validation accuracy (JSON keys)
+    assert grid[str(m2v["model2vec"]["C"])] == max(grid.values())
+    assert "distilled - model2vec" in result["differences"] and m2v["e2e_latency_ms_b1"] > 0
     assert "Teacher check: teacher stronger than bag-of-words" in md and "[from distill]" in md
     # the distillation check compares the rows' own best validation scores, mean over seeds
     check = by["distilled"]["distillation_check"]
@@ -102,6 +110,18 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     assert abs(check["gnn_val"] - gnn_val) < 1e-9 and abs(check["distilled_val"] - distilled_val) < 1e-9
     assert check["behind"] == (distilled_val <= gnn_val) and "Distillation check: " in md
     assert (out / "accuracy_latency_params.png").stat().st_size > 0 and (out / "learning_curves.png").is_file()
+    # the cascade of the stage's student and the teacher: deferring nothing is that student's accuracy,
+    # deferring everything the teacher's; the threshold chosen on validation is applied to test
+    cascade = json.loads((out / "cascade.json").read_text())
+    test_curve = cascade["curve"]["test"]
+    assert test_curve[0]["deferred"] == 0 and test_curve[0]["accuracy"] == pytest.approx(float_acc, abs=1e-4)
+    assert test_curve[-1]["deferred"] == 1 and test_curve[-1]["accuracy"] == pytest.approx(by["teacher"]["accuracy"], abs=1e-4)
+    assert test_curve[-1]["cost_ms"] == pytest.approx(by["distilled"]["e2e_latency_ms_b1"]
+                                                      + by["teacher"]["e2e_latency_ms_b1"])
+    assert 0 <= cascade["threshold"] <= 1 and cascade["validation"]["deferred"] <= 0.3 + 1e-9
+    assert cascade["test"]["ci95_vs_teacher"][0] <= cascade["test"]["ci95_vs_teacher"][1]
+    assert result["cascade"]["threshold"] == cascade["threshold"] and "Cascade (student first" in md
+    assert (out / "cascade.png").stat().st_size > 0
 
 
 def test_distillation_check_warns_when_the_plain_gnn_is_level_or_ahead():

@@ -1,0 +1,105 @@
+"""The teacher's knowledge in the student's vocabulary: initial word vectors distilled from the teacher.
+
+Two recipes, ``student.init_vectors``:
+
+- ``teacher_forward`` (the model2vec recipe, Tulkens & van Dongen 2024): every vocabulary word is
+  passed through the teacher alone (``[CLS] word [SEP]``), its last-layer states mean-pooled, and the
+  matrix reduced by PCA to the student's width. The vector is where the (fine-tuned, when there is
+  one) teacher puts the word: its context-free reading after every layer, so a word the fine-tuned
+  teacher finds positive starts near the other positive words. model2vec itself is not used: its
+  ``distill`` extra pins an older transformers than the project's, and the recipe is a forward pass.
+- ``input_embeddings``: the teacher's input embedding table averaged over each word's sub-words, then
+  PCA: cheaper (no forward), but what the layers learned is not in it.
+
+Either way the vectors are rescaled to ``INIT_STD`` (the scale of the random embeddings the rest of
+the student is initialised against) and the padding row is zero.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from trainers.student.features import PAD
+
+# Teacher-initialised word vectors are rescaled to this standard deviation: the scale of the small
+# random embeddings the rest of the student is initialised against, so the input layer and LayerNorm
+# see the same range either way.
+INIT_STD = 0.1
+FORWARD_BATCH = 512  # words per teacher forward: single words are a few sub-words long
+SPECIAL = ("<pad>", "<unk>")
+
+
+def pca(m: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
+    """Rows of ``m`` centred and projected on their top ``dim`` principal axes (zero-padded if the
+    vocabulary or the teacher is narrower), rescaled to ``INIT_STD``."""
+    m = m - m.mean(0, keepdim=True)
+    q = min(dim, *m.shape)  # PCA rank is bounded by the vocabulary size too (tiny corpora)
+    if q < m.shape[1]:
+        torch.manual_seed(seed)
+        _, _, v = torch.pca_lowrank(m, q=q, center=False)
+        m = m @ v[:, :q]
+    if dim > m.shape[1]:
+        m = torch.cat([m, torch.zeros(m.shape[0], dim - m.shape[1])], 1)
+    return m / (m.std() + 1e-8) * INIT_STD
+
+
+@torch.no_grad()
+def pooled_states(model, sequences: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """(sequences, teacher width): each short id sequence through the teacher alone, its last-layer
+    states mean-pooled (the recipe's core, shared with evaluate's model2vec peer)."""
+    out = torch.zeros(len(sequences), model.config.hidden_size)
+    for k in range(0, len(sequences), FORWARD_BATCH):
+        part = sequences[k:k + FORWARD_BATCH]
+        width = max(len(s) for s in part)
+        ids = torch.full((len(part), width), pad_id, dtype=torch.long)
+        mask = torch.zeros(len(part), width, dtype=torch.long)
+        for i, s in enumerate(part):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        h = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        m = mask.unsqueeze(-1).float()
+        out[k:k + len(part)] = (h * m).sum(1) / m.sum(1).clamp(min=1)
+    return out
+
+
+def forward_vectors(vocab: Sequence[str], model, tok) -> torch.Tensor:
+    """(words, teacher width): each word through the teacher alone (with its special tokens), its
+    last-layer states averaged (``<pad>`` / ``<unk>`` rows are zero)."""
+    out = torch.zeros(len(vocab), model.config.hidden_size)
+    idx = [i for i, w in enumerate(vocab) if w not in SPECIAL]
+    seqs = [tok(vocab[i], truncation=True, max_length=16)["input_ids"] for i in idx]
+    if idx:
+        out[idx] = pooled_states(model, seqs, tok.pad_token_id)
+    return out
+
+
+def input_vectors(vocab: Sequence[str], model, tok) -> torch.Tensor:
+    """(words, teacher width): the teacher's input embeddings, averaged over each word's sub-words."""
+    emb = model.get_input_embeddings().weight.detach().float()
+    rows = []
+    for w in vocab:
+        ids = tok(w, add_special_tokens=False)["input_ids"] if w not in SPECIAL else []
+        rows.append(emb[ids].mean(0) if ids else torch.zeros(emb.shape[1]))
+    return torch.stack(rows)
+
+
+def teacher_word_vectors(vocab: Sequence[str], model_dir: str, dim: int, recipe: str = "teacher_forward",
+                         seed: int = 0) -> torch.Tensor:
+    """The student's initial word vectors (``len(vocab)`` x ``dim``) from the teacher at ``model_dir``
+    by ``recipe`` (module docstring)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    if recipe == "teacher_forward":
+        if tok.pad_token is None:  # decoder teachers: any token pads, the mask hides it
+            tok.pad_token = tok.eos_token
+        m = forward_vectors(vocab, model, tok)
+    elif recipe == "input_embeddings":
+        m = input_vectors(vocab, model, tok)
+    else:
+        raise ValueError(f"unknown word-vector recipe {recipe!r}")
+    m = pca(m, dim, seed)
+    m[PAD] = 0
+    return m
