@@ -141,3 +141,24 @@ def test_package_carries_evaluates_threshold_as_the_default(package, tmp_path_fa
     default = predict(out, rows, tmp_path)
     assert default == predict(out, rows, tmp_path, "--defer-below", str(p))
     assert {r.get("answered_by") for r in default} == {"student", "teacher", None}  # None: the bad row
+
+
+def test_ray_batch_path_cascades_like_the_single_machine_path(package, tmp_path, ray_local):
+    """`tgd predict --ray --defer-below P`: every actor defers like `tgd predict --defer-below P`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [r for r in cascade_rows() if r["text"].strip()]
+    conf = sorted(max(r["probabilities"].values()) for r in predict(package, rows, tmp_path, "--defer-below", "0"))
+    p = (conf[len(conf) // 2 - 1] + conf[len(conf) // 2]) / 2
+    single = predict(package, rows, tmp_path, "--defer-below", str(p))
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [str(r["id"]) for r in rows], "text": [r["text"] for r in rows]}), src)
+    out = tmp_path / "out"
+    assert main(["predict", str(package), "--input", str(src), "--output", str(out), "--ray", "--workers", "2",
+                 "--cpus-per-worker", "0.5", "--defer-below", str(p)]) == 0
+    table = pa.concat_tables([pq.read_table(s) for s in sorted(out.glob("part-*.parquet"))])
+    batch = [json.loads(r) for r in table.column("record").to_pylist()]
+    assert [b["answered_by"] for b in batch] == [r["answered_by"] for r in single]
+    assert {b["answered_by"] for b in batch} == {"student", "teacher"}
+    assert [b["label"] for b in batch] == [r["label"] for r in single]
