@@ -54,6 +54,14 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
                         "`tgd predict|serve --defer-below P` (classification)")
 
 
+def _add_defer_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--defer-below", type=float,
+                   help="cascade (a package exported --with-teacher): rows whose student confidence is below this "
+                        "are answered by the teacher; each record says which answered (\"answered_by\"). Default: "
+                        "the threshold `tgd evaluate` chose on validation, when the package carries one; 0: the "
+                        "student answers every row")
+
+
 def _add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a package written by `tgd export`")
     p.add_argument("--input", required=True, help="JSONL / CSV / Parquet file, or - for lines of text on stdin; "
@@ -76,11 +84,7 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
                         "0: always the whole graph)")
     p.add_argument("--max-chars", type=int, default=-1,
                    help="longer texts get an error line (default: the run's data.max_chars; 0: no limit)")
-    p.add_argument("--defer-below", type=float,
-                   help="cascade (a package exported --with-teacher): rows whose student confidence is below this "
-                        "are answered by the teacher; each record says which answered (\"answered_by\"). Default: "
-                        "the threshold `tgd evaluate` chose on validation, when the package carries one; 0: the "
-                        "student answers every row")
+    _add_defer_arg(p)
     p.add_argument("--ray", action="store_true", help="batch prediction on Ray Data (Parquet in, Parquet shards out)")
     p.add_argument("--workers", type=int, default=2, help="--ray: predicting actors (default: 2)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0,
@@ -109,11 +113,7 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens-column", default="tokens", help="token models: row field with given tokens")
     p.add_argument("--text-b-column", default="text_b", help="pair models: row field holding side B")
     p.add_argument("--id-column", default="id", help="row field carried into each record (default: id)")
-    p.add_argument("--defer-below", type=float,
-                   help="cascade (a package exported --with-teacher): rows whose student confidence is below this "
-                        "are answered by the teacher; each record says which answered (\"answered_by\"). Default: "
-                        "the threshold `tgd evaluate` chose on validation, when the package carries one; 0: the "
-                        "student answers every row")
+    _add_defer_arg(p)
     p.add_argument("--address", help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray started here)")
 
 
