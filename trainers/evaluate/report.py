@@ -58,7 +58,7 @@ ABLATIONS = {  # name -> (section, field, value)
     "cooccurrence_only": ("student", "edges", "cooccurrence"),
     "teacher_init": ("student", "init_from_teacher", True),
     "no_teacher_init": ("student", "init_from_teacher", False),
-    "input_embedding_init": ("student", "init_vectors", "input_embeddings"),
+    "teacher_forward_init": ("student", "init_vectors", "teacher_forward"),
     "no_transfer": ("distill", "use_transfer", False),
 }
 

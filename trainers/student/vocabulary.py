@@ -1,6 +1,7 @@
 """The teacher's knowledge in the student's vocabulary: initial word vectors distilled from the teacher.
 
-Two recipes, ``student.init_vectors``:
+Two recipes, ``student.init_vectors`` (the default: ``input_embeddings``; ``teacher_forward`` measured
+level with it, docs/RESULTS.md):
 
 - ``teacher_forward`` (the model2vec recipe, Tulkens & van Dongen 2024): every vocabulary word is
   passed through the teacher alone (``[CLS] word [SEP]``), its last-layer states mean-pooled, and the
@@ -84,7 +85,7 @@ def input_vectors(vocab: Sequence[str], model, tok) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def teacher_word_vectors(vocab: Sequence[str], model_dir: str, dim: int, recipe: str = "teacher_forward",
+def teacher_word_vectors(vocab: Sequence[str], model_dir: str, dim: int, recipe: str = "input_embeddings",
                          seed: int = 0) -> torch.Tensor:
     """The student's initial word vectors (``len(vocab)`` x ``dim``) from the teacher at ``model_dir``
     by ``recipe`` (module docstring)."""

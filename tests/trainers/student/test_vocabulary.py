@@ -1,0 +1,40 @@
+"""Word vectors from the teacher (trainers/student/vocabulary.py), both recipes on a tiny random BERT:
+one row per vocabulary word at the student's width and initial scale, a zero padding row, and the
+forward recipe giving what the teacher's layers make of a word, not its input embedding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fixtures.teacher_fixtures import tiny_bert
+from trainers.student.features import PAD
+from trainers.student.vocabulary import INIT_STD, teacher_word_vectors
+
+VOCAB = ["<pad>", "<unk>", "the", "film", "was", "great", "dull", "plot", "story", "actor", "movie", "good"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return str(tiny_bert(tmp_path_factory.mktemp("vocab") / "bert", seed=2))
+
+
+@pytest.mark.parametrize("recipe", ["input_embeddings", "teacher_forward"])
+def test_one_scaled_vector_per_word(teacher, recipe):
+    m = teacher_word_vectors(VOCAB, teacher, 8, recipe)
+    assert m.shape == (len(VOCAB), 8) and torch.all(m[PAD] == 0)
+    assert 0.5 * INIT_STD < float(m[2:].std()) < 1.5 * INIT_STD  # the scale of the random embeddings
+    assert len({tuple(np.round(r.numpy(), 5)) for r in m[2:]}) == len(VOCAB) - 2  # no two words alike
+
+
+def test_forward_recipe_is_not_the_input_embeddings(teacher):
+    a = teacher_word_vectors(VOCAB, teacher, 8, "input_embeddings")[2:]
+    b = teacher_word_vectors(VOCAB, teacher, 8, "teacher_forward")[2:]
+    # different geometry, not a rotation of the same: the pairwise cosine structure differs
+    cos = lambda m: torch.nn.functional.normalize(m, dim=1) @ torch.nn.functional.normalize(m, dim=1).T  # noqa: E731
+    assert (cos(a) - cos(b)).abs().max() > 0.1
+
+
+def test_unknown_recipe_is_refused(teacher):
+    with pytest.raises(ValueError, match="unknown word-vector recipe"):
+        teacher_word_vectors(VOCAB, teacher, 8, "glove")
