@@ -8,7 +8,8 @@ student predicting from sentence-window parts of at most ``distill.node_budget``
 ``evaluate.int8``, ``distilled_int8`` (the distilled student with dynamic int8 weights, as
 `tgd export --quantize int8` ships it for TorchScript; quantised, not retrained) and, for
 classification, the peers of ``evaluate.peers`` (``fasttext``: the cheap classifier a user would
-deploy instead of the student, ``peers.py``). ``size_mb``: the file a row deploys (a student's
+deploy instead of the student, ``peers.py``; ``model2vec``, for pairs too: static vectors distilled
+from the run's teacher, ``model2vec_peer.py``). ``size_mb``: the file a row deploys (a student's
 checkpoint, the fastText model). The retrained students are independent, so they train side by
 side as Ray tasks on one shared copy of the encoded graphs. Latency: single thread for every row,
 per document at batch 1 and batch 64, model only (inputs prepared beforehand) and end to end from
