@@ -46,12 +46,16 @@ class Outcomes:
     student_rows: list[np.ndarray]  # per unit, per labelled row: student right
     teacher_rows: list[np.ndarray]
 
+    def accuracies(self) -> np.ndarray:
+        """(units + 1,): accuracy when the ``k`` least confident units are answered by the teacher,
+        for every ``k`` (one sort, cumulative sums)."""
+        order = np.argsort(self.confidence, kind="stable")
+        gain = np.concatenate([[0], np.cumsum(self.teacher_right[order] - self.student_right[order])])
+        return (self.student_right.sum() + gain) / max(self.rows.sum(), 1)
+
     def accuracy_deferring(self, k: int) -> float:
         """Accuracy when the ``k`` least confident units are answered by the teacher."""
-        order = np.argsort(self.confidence, kind="stable")
-        deferred = np.zeros(len(order), bool)
-        deferred[order[:k]] = True
-        return self.accuracy(deferred)
+        return float(self.accuracies()[k])
 
     def accuracy(self, deferred: np.ndarray) -> float:
         right = np.where(deferred, self.teacher_right, self.student_right).sum()
@@ -94,12 +98,11 @@ def curve(o: Outcomes, student_ms: float | None, teacher_ms: float | None,
           points: int = CURVE_POINTS) -> list[dict[str, float]]:
     """Accuracy and mean end-to-end cost per unit at evenly spaced deferral fractions."""
     n = len(o.confidence)
-    conf_sorted = np.sort(o.confidence)
+    conf_sorted, accs = np.sort(o.confidence), o.accuracies()
     out = []
     for f in np.linspace(0, 1, points):
         k = int(round(f * n))
-        point = {"deferred": k / max(n, 1), "threshold": _threshold(conf_sorted, k),
-                 "accuracy": o.accuracy_deferring(k)}
+        point = {"deferred": k / max(n, 1), "threshold": _threshold(conf_sorted, k), "accuracy": float(accs[k])}
         if student_ms is not None and teacher_ms is not None:
             point["cost_ms"] = student_ms + point["deferred"] * teacher_ms
         out.append(point)
@@ -110,7 +113,7 @@ def choose_threshold(val: Outcomes, within_points: float, max_deferred: float) -
     """The validation-chosen threshold (module docstring) and why it was chosen."""
     n = len(val.confidence)
     teacher = float(val.teacher_right.sum() / max(val.rows.sum(), 1))
-    accs = np.array([val.accuracy_deferring(k) for k in range(n + 1)])
+    accs = val.accuracies()
     cap = int(np.floor(max_deferred * n + 1e-9))
     reach = np.flatnonzero(accs >= teacher - within_points / 100)
     if len(reach) and reach[0] <= cap:
