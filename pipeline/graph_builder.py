@@ -12,6 +12,12 @@ lower-cased word type, TextING style). Edges:
 Long texts are parsed in chunks of at most ``chunk_chars`` cut at line/sentence boundaries, so
 memory stays bounded and work is linear in the text length.
 
+Then the declared graph rules (``graph.rules`` on ``graph.terms``, ``pipeline/graph_rules.py``) run
+on every graph, in their order, as the last step: here rather than in the stage, so the graph stage
+and a deployed student's predictions get the same rules. They come after the co-occurrence edges,
+so ``merge_terms`` re-points edges built on tokens and ``link_terms`` adds to them. They need nodes
+in text order, so the config refuses them together with ``merge_repeated``.
+
 Two modes (``graph.parser``), picked by ``GraphBuilder(cfg)``:
 - ``spacy`` (default): tok2vec + tagger + parser run; nodes carry universal POS, sentences come from
   the parse, dependency arcs are edges. The universal POS is not set by running the model's
@@ -34,6 +40,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Callable, Iterable, Sequence
 
+from pipeline.graph_rules import apply_rules
 from pipeline.pos_lookup import replace_attribute_ruler
 from tgd.config import GraphConfig
 from tgd.errors import UserError
@@ -129,7 +136,7 @@ def graph_from_docs(parts: Sequence[tuple[Any, int]], cfg: GraphConfig,
         graph = _merge_word_types(graph)
     graph.update(_cooccurrence(lower, cfg) if cfg.cooccurrence_edges else {"co_src": [], "co_dst": [], "co_weight": []})
     graph["num_nodes"] = len(graph["token"])
-    return graph
+    return apply_rules(graph, cfg.rules, cfg.terms)
 
 
 def _cooccurrence(lower: list[str], cfg: GraphConfig) -> dict[str, list]:

@@ -53,7 +53,7 @@ def _files_fingerprint(source: str, key: str = "data.source") -> list:
     return [[p, i.size, i.mtime_ns] for p, i in zip(files, fs.get_file_info(files))]
 
 
-class _FieldChecks:
+class RowChecks:
     """One field value's checks (``tgd.tasks.FieldChecks``): the task spec says which fields a row has."""
 
     def __init__(self, max_chars: int, allowed: set[str] | None):
@@ -91,7 +91,7 @@ def content_id(doc: dict[str, Any]) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _raw_text(rec: dict | BadRow) -> str:
+def raw_text(rec: dict | BadRow) -> str:
     return rec.raw if isinstance(rec, BadRow) else storable(json.dumps(rec, ensure_ascii=False, default=str))
 
 
@@ -123,7 +123,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     spec = task_spec(d.task)
     source, fmt = resolve_source(d)
     allowed = set(d.labels) if d.labels else None
-    check = _FieldChecks(d.max_chars, allowed)
+    check = RowChecks(d.max_chars, allowed)
     writer = _ShardWriter(out_dir / "documents", d.shard_words)
     rejects: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
@@ -141,7 +141,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
 
         def reject(reason: str) -> None:
             rejects.append({"id": storable(user_id) if user_id is not None else str(rec.row), "row": rec.row,
-                            "source": rec.source, "reason": reason, "values": _raw_text(value)})
+                            "source": rec.source, "reason": reason, "values": raw_text(value)})
 
         if isinstance(value, BadRow):
             reject(value.reason)
@@ -196,7 +196,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def _ingest_unlabelled(d: DataConfig, check: "_FieldChecks", seen: dict[str, int], contents: dict[str, int],
+def _ingest_unlabelled(d: DataConfig, check: "RowChecks", seen: dict[str, int], contents: dict[str, int],
                        writer: "_ShardWriter", rejects: list[dict[str, Any]]) -> dict[str, Any]:
     """``data.unlabelled_source`` -> documents of split ``transfer`` without a label (after the labelled
     ones, so their shards do not change). A text that is also a labelled document is refused: it
@@ -208,7 +208,7 @@ def _ingest_unlabelled(d: DataConfig, check: "_FieldChecks", seen: dict[str, int
 
         def reject(reason: str) -> None:
             rejects.append({"id": f"unlabelled:{rec.row}", "row": rec.row, "source": rec.source,
-                            "reason": reason, "values": _raw_text(value)})
+                            "reason": reason, "values": raw_text(value)})
 
         if isinstance(value, BadRow):
             reject(value.reason)

@@ -182,10 +182,13 @@ def _spacy_version(name: str) -> str | None:
 
 
 def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print,
-           with_teacher: bool = False) -> dict[str, Any]:
+           with_teacher: bool = False, student_path: Path | None = None,
+           lineage: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the distill stage's student of run ``cfg`` as a package in ``out`` (replaced if it
     exists); returns package.json's content plus the size of each file. ``with_teacher``: the run's
-    fine-tuned teacher goes into ``out/teacher/`` too (classification, encoder teachers)."""
+    fine-tuned teacher goes into ``out/teacher/`` too (classification, encoder teachers).
+    ``student_path``: another student of the run instead (`tgd adapt`'s, with ``cfg`` its graph
+    settings), whose package carries ``lineage`` and not evaluate's metrics of the run's student."""
     import spacy
 
     from pipeline.graph_builder import GraphBuilder
@@ -194,7 +197,7 @@ def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print,
 
     if fmt not in FORMATS:
         raise PackageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    ckpt = stage_dir(cfg, "distill") / "student.pt"
+    ckpt = Path(student_path) if student_path is not None else stage_dir(cfg, "distill") / "student.pt"
     if not ckpt.is_file():
         raise PackageError(f"no trained student at {ckpt}: run `tgd run CONFIG` (or `tgd distill CONFIG`) first")
     student, enc, blob = load_student(ckpt)
@@ -220,7 +223,7 @@ def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print,
             raise PackageError(str(e)) from None
     metrics_path = stage_dir(cfg, "evaluate") / "metrics.json"
     metrics = {}
-    if metrics_path.is_file():
+    if metrics_path.is_file() and student_path is None:
         keep = ("accuracy", "macro_f1", "agreement", "params", "e2e_latency_ms_b1", "e2e_latency_ms_b64")
         metrics = {r["model"]: {k: r[k] for k in keep if k in r} for r in json.loads(metrics_path.read_text())
                    if r["model"] in ("teacher", "distilled", "distilled_decomposed")}
@@ -239,6 +242,8 @@ def export(cfg, fmt: str, out: Path, quantize: str | None = None, log=print,
     }
     if teacher_meta:
         meta["teacher_package"] = teacher_meta
+    if lineage:
+        meta["lineage"] = lineage
     (out / "package.json").write_text(json.dumps(meta, indent=2))
     names = [*files, "encoding.json", "package.json", *teacher_files]
     manifest = {"files": {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size} for n in names}}

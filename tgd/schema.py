@@ -25,6 +25,14 @@ Layout of a run directory::
     RUN_DIR/distill/ray/                          (Ray Train) epoch checkpoints a re-run resumes from
     RUN_DIR/distill/history.json, learning_curves.png, tensorboard/
     RUN_DIR/evaluate/metrics.md, metrics.json     the test-split table; models/ (each row's student), plots
+    RUN_DIR/terms/terms.parquet                   TERMS       `tgd terms --domain TEXTS`: the kept domain terms, best
+                                                              first (+ terms.json, terms.md, rejects.parquet)
+    RUN_DIR/adapt/<domain fingerprint>/teacher-<graph hash>.parquet
+                                                  TEACHER     `tgd adapt --domain TEXTS`: the teacher's outputs on
+                                                              the domain texts (per graph settings)
+    RUN_DIR/adapt/<domain fingerprint>/<settings hash>/
+                                                  one adaptation: rejects.parquet (REJECTS), student.pt (the
+                                                  adapted student), adapt.json (counts, history, lineage)
     RUN_DIR/<stage>/manifest.json                 counts, config hash, input fingerprints
     RUN_DIR/<stage>/_attempt.json                 an unfinished attempt (same fingerprint: resumed, else wiped)
 """
@@ -137,7 +145,25 @@ TEACHER = pa.schema(
     metadata={"name": "teacher", "version": str(SCHEMA_VERSION)},
 )
 
-ALL = {"documents": DOCUMENTS, "rejects": REJECTS, "graphs": GRAPHS, "vocab": VOCAB, "teacher": TEACHER}
+# Domain terms (`tgd terms`), one row per kept term, best (highest z) first. Counts are occurrences as
+# candidates: a word as a content word, a phrase as a noun-phrase run or the ending of a longer one.
+TERMS = pa.schema(
+    [
+        pa.field("term", pa.string(), nullable=False,
+                 metadata={"doc": "lower-cased words joined by single spaces (as graph.terms takes them)"}),
+        pa.field("kind", pa.string(), nullable=False, metadata={"doc": "word | phrase"}),
+        pa.field("words", pa.int32(), nullable=False, metadata={"doc": "words in the term"}),
+        pa.field("domain_count", pa.int64(), nullable=False, metadata={"doc": "occurrences in the domain texts"}),
+        pa.field("background_count", pa.int64(), nullable=False,
+                 metadata={"doc": "occurrences in the run's training split"}),
+        pa.field("log_odds", pa.float64(), nullable=False,
+                 metadata={"doc": "log-odds ratio domain vs background, informative Dirichlet prior"}),
+        pa.field("z", pa.float64(), nullable=False, metadata={"doc": "log_odds / its standard deviation"}),
+    ],
+    metadata={"name": "terms", "version": str(SCHEMA_VERSION)},
+)
+
+ALL = {"documents": DOCUMENTS, "rejects": REJECTS, "graphs": GRAPHS, "vocab": VOCAB, "teacher": TEACHER, "terms": TERMS}
 
 
 def stage_dir(cfg, name: str) -> Path:

@@ -44,6 +44,19 @@ class TaskSpec:
         """One input row -> (canonical DOCUMENTS fields, None) or (None, reason)."""
         raise NotImplementedError
 
+    def unlabelled_columns(self, d) -> list[str]:
+        """The columns every row of an unlabelled corpus of this task must have (`tgd adapt`'s domain texts)."""
+        return [d.text_column]
+
+    def validate_unlabelled(self, rec: dict[str, Any], d, check: FieldChecks
+                            ) -> tuple[dict[str, Any] | None, str | None]:
+        """One unlabelled input row (`tgd adapt`'s domain texts) -> (DOCUMENTS fields, None) or (None, reason).
+        Any label column it carries is ignored: adaptation uses no gold labels."""
+        text = rec.get(d.text_column)
+        if problem := check.text(text, "text"):
+            return None, problem
+        return {"text": text}, None
+
     def labels(self, doc: dict[str, Any]) -> list[str]:
         """The labels one accepted row adds to the ingest label counts."""
         return [doc["label"]] if doc.get("label") else []
@@ -108,6 +121,25 @@ class TokenSpec(TaskSpec):
             return None, f"text too long ({len(text)} chars > data.max_chars={d.max_chars})"
         return {"text": text, "tokens": tokens, "tags": clean_tags}, None
 
+    def unlabelled_columns(self, d):
+        return []  # tokens or text, checked per row
+
+    def validate_unlabelled(self, rec, d, check):
+        tokens = rec.get(d.tokens_column)
+        if tokens is None:  # a plain text: spaCy's tokens become the nodes
+            return super().validate_unlabelled(rec, d, check)
+        if not isinstance(tokens, list) or not tokens:
+            return None, "missing tokens" if not tokens else f"tokens is not a list (got {type(tokens).__name__})"
+        for t in tokens:
+            if problem := check.text(t, "token"):
+                return None, problem
+            if any(c.isspace() for c in t):
+                return None, f"token {t!r} contains whitespace"
+        text = " ".join(tokens)
+        if len(text) > d.max_chars:
+            return None, f"text too long ({len(text)} chars > data.max_chars={d.max_chars})"
+        return {"text": text, "tokens": tokens}, None
+
     def labels(self, doc):
         return doc["tags"]
 
@@ -118,6 +150,10 @@ class TokenSpec(TaskSpec):
         if cfg.graph.merge_repeated:
             return ("graph.merge_repeated=true merges repeated words into one node, so the gold tags of "
                     "data.task=token no longer map one to one onto nodes: set graph.merge_repeated=false")
+        if merging := [r.rule for r in cfg.graph.rules if not r.keeps_token_nodes]:
+            return (f"graph.rules has {merging[0]}, which merges each term occurrence into one node, but "
+                    f"data.task=token labels every token, so tokens merged into a term would lose their own tag: "
+                    f"use link_terms instead (it links term occurrences and keeps one node per token)")
         return None
 
 
@@ -157,6 +193,16 @@ class PairSpec(TaskSpec):
         if "score" not in out and "label" not in out:
             return None, "missing score and label"
         return out, None
+
+    def unlabelled_columns(self, d):
+        return [d.text_a_column, d.text_b_column]
+
+    def validate_unlabelled(self, rec, d, check):
+        a, b = rec.get(d.text_a_column), rec.get(d.text_b_column)
+        for value, name in ((a, "text_a"), (b, "text_b")):
+            if problem := check.text(value, name):
+                return None, problem
+        return {"text": a, "text_b": b}, None
 
     def unsupported(self, cfg):
         if cfg.teacher.kind == "causal-lm":

@@ -49,9 +49,15 @@ def teacher_view(cfg, labels: list[str], task: Task) -> tuple[dict[str, dict[str
     if m is None:
         raise StageError(f"teacher outputs missing under {stage_dir(cfg, 'teacher-logits')}: run `tgd teacher-logits` "
                            "(or set distill.use_teacher=false for the plain GNN)")
-    t_labels = list(m.get("labels") or labels)
+    rows = decode_teacher_table(read_table(stage_dir(cfg, "teacher-logits"), TEACHER), list(m.get("labels") or labels),
+                                labels, task)
+    return rows, int(m.get("state_dim") or 0)
+
+
+def decode_teacher_table(table: pa.Table, t_labels: list[str], labels: list[str], task: Task) -> dict[str, dict]:
+    """id -> each TEACHER row decoded by the task: logits from the teacher's label order ``t_labels``
+    into ``labels`` order, top-k expanded, node states as numpy."""
     order = [t_labels.index(l) for l in labels]
-    table = read_table(stage_dir(cfg, "teacher-logits"), TEACHER)
     cols = ["id", "logits", "topk_index", "topk_rest", "node_logits", "node_aligned", "node_states", "embedding_a",
             "embedding_b", "similarity"]
     states = _list_arrays(table.column("node_states"))  # the bulk of the table: numpy, not Python floats
@@ -59,7 +65,7 @@ def teacher_view(cfg, labels: list[str], task: Task) -> tuple[dict[str, dict[str
     for r, st in zip(table.select([c for c in cols if c != "node_states"]).to_pylist(), states):
         r["node_states"] = st
         rows[r["id"]] = task.decode_teacher(r, order, len(labels))
-    return rows, int(m.get("state_dim") or 0)
+    return rows
 
 
 def _list_arrays(column: pa.ChunkedArray) -> list[np.ndarray | None]:

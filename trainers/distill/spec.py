@@ -26,7 +26,8 @@ class FitSpec:
     ``batch_size`` is per worker (the distill stage's ``distill.batch_size``; a single process gets
     the stage's global batch, so it takes the same optimizer steps). ``state_dim`` 0: no teacher
     node states. ``teacher_gate``: KD only where the teacher predicts the gold label.
-    ``init_embeddings``: initial word embeddings (vocabulary x hidden) or None (random)."""
+    ``init_embeddings``: initial word embeddings (vocabulary x hidden) or None (random);
+    ``init_state``: the whole student's weights to start from instead (incremental training)."""
     task: str
     distill: DistillConfig
     student: StudentConfig
@@ -36,6 +37,7 @@ class FitSpec:
     state_dim: int
     batch_size: int
     init_embeddings: np.ndarray | None = None
+    init_state: dict | None = None  # a trained student's weights to continue from (`tgd adapt`)
     tb_dir: str | None = None  # TensorBoard logs (rank 0)
     resume_dir: str | None = None  # a checkpoint directory to continue from (an interrupted run)
     verbose: bool = True  # one log line per epoch

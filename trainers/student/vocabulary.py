@@ -104,3 +104,31 @@ def teacher_word_vectors(vocab: Sequence[str], model_dir: str, dim: int, recipe:
     m = pca(m, dim, seed)
     m[PAD] = 0
     return m
+
+
+def ridge_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) of the ridge regression y ~ x @ W + b, its penalty chosen by leave-one-out error
+    (sklearn's ``RidgeCV``, exact and cheap for a vocabulary-sized fit)."""
+    from sklearn.linear_model import RidgeCV
+
+    fit = RidgeCV(alphas=(0.1, 1.0, 10.0, 100.0, 1000.0)).fit(x.double().numpy(), y.double().numpy())
+    return torch.tensor(fit.coef_.T, dtype=torch.float32), torch.tensor(fit.intercept_, dtype=torch.float32)
+
+
+def unseen_word_vectors(vocab: Sequence[str], trained: torch.Tensor, words: Sequence[str],
+                        model_dir: str) -> torch.Tensor:
+    """Vectors (``len(words)`` x student width) for words the student never saw, in its trained space.
+
+    The teacher reads every word, the student only its training vocabulary: a ridge map from the
+    teacher's static vectors (input embeddings averaged over sub-words, ``input_vectors``) to the
+    student's trained word vectors is fitted on the words both know and applied to the new ones, so
+    a new word starts where the student puts the words the teacher reads alike, instead of sharing
+    the one ``<unk>`` vector. ``vocab``: the student's vocabulary, ``trained`` its embedding matrix."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    known = [i for i, w in enumerate(vocab) if w not in SPECIAL]
+    with torch.no_grad():
+        w, b = ridge_map(input_vectors([vocab[i] for i in known], model, tok), trained[known].float())
+        return input_vectors(list(words), model, tok) @ w + b

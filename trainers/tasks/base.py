@@ -167,6 +167,13 @@ class Task:
         """Gold targets and the teacher's predictions for one graph, aligned with ``predict``'s rows."""
         raise NotImplementedError
 
+    def teacher_as_gold(self, data) -> None:
+        """The teacher's predictions become ``data``'s gold targets (in place): how a validation set of
+        texts without gold labels (`tgd adapt`'s held-out domain texts) scores a student, by its
+        agreement with the teacher."""
+        gold, teach = self.gold_and_teacher(data)
+        gold.copy_(teach.to(gold.dtype))
+
     def scores(self, pred: np.ndarray, gold: np.ndarray, teach: np.ndarray | None, labels: list[str],
                lengths: list[int] | None = None) -> dict[str, float]:
         """Metrics of predictions against gold (-1 gold is skipped); ``agreement`` with the teacher

@@ -44,8 +44,8 @@ from tgd.errors import StageError
 from tgd.schema import DOCUMENTS, GRAPHS, TEACHER, read_manifest, stage_dir, write_table
 from trainers.shard_split import split_config
 from trainers.teacher.crossfit import Labeller, assign, labellers
-from trainers.teacher.inference import DOCS_PER_BATCH, process
-from trainers.teacher.model import hidden_size, state_projection
+from trainers.teacher.inference import DOCS_PER_BATCH, TeacherForward, process, verbalizer_ids
+from trainers.teacher.model import hidden_size, load_model, load_tokenizer, state_projection, teacher_model_dir
 from trainers.teacher.windows import Windower
 
 # A part file per finished document batch: a killed run loses at most the batch in progress on each
@@ -297,6 +297,45 @@ def run_workers(cfg: RunConfig, out_dir: Path, teachers: list[Labeller], labels:
         result = json.loads(stats.read_text())
         stats.unlink()
     return {**result, **resume}
+
+
+# ---------------------------------------------------------------- documents from outside the run
+def label_in_process(cfg: RunConfig, docs: list[dict[str, Any]], graphs: list[dict[str, Any]],
+                     log=print) -> pa.Table:
+    """TEACHER rows for documents that are not the run's (`tgd adapt`'s domain texts), in this process:
+    the run's teacher (fine-tuned, as the stage used it), its label order, windows and state projection,
+    through the stage's one inference path, so they read exactly like the stage's own rows.
+    ``docs``: DOCUMENTS fields (id, split, text, text_b); ``graphs``: each document's graph (node offsets
+    for the node-level outputs)."""
+    from trainers.tasks import get_task
+
+    m = read_manifest(cfg, "teacher-logits")
+    if m is None:
+        raise StageError(f"no teacher outputs under {stage_dir(cfg, 'teacher-logits')}: run `tgd run CONFIG` first")
+    tcfg, task = cfg.teacher, get_task(cfg.data.task)
+    path = teacher_model_dir(cfg)
+    module = load_model(path, tcfg.kind, task.teacher_head, m["labels"]).eval()
+    tok = load_tokenizer(path)
+    causal = tcfg.kind == "causal-lm"
+    windower = Windower(tok, tcfg.max_length, tcfg.stride, tcfg.max_windows, tcfg.prompt if causal else None)
+    forward = TeacherForward(module, tcfg.kind, task.name, tok.pad_token_id, "cpu",
+                             verbalizer_ids(tok, m["labels"], tcfg.verbalizer) if causal else None)
+    proj_file = stage_dir(cfg, "teacher-logits") / "state_projection.npy"
+    proj = np.load(proj_file) if tcfg.node_states and proj_file.is_file() else None
+    t0, rows = time.time(), []
+
+    def batches():
+        for k in range(0, len(docs), DOCS_PER_BATCH):
+            part, gpart = docs[k:k + DOCS_PER_BATCH], graphs[k:k + DOCS_PER_BATCH]
+            yield {"id": [d["id"] for d in part], "split": [d["split"] for d in part],
+                   "text": [d["text"] for d in part], "text_b": [d.get("text_b") for d in part],
+                   "node_start": [g["start"] for g in gpart], "node_end": [g["end"] for g in gpart]}
+
+    for done in process(batches(), forward, tcfg, task, windower, proj, m["teacher_id"]):
+        rows.extend(done)
+        log(f"[teacher] {len(rows):,} of {len(docs):,} documents labelled "
+            f"({len(rows) / (time.time() - t0):.1f} docs/s)")
+    return pa.Table.from_pylist(rows, schema=TEACHER)
 
 
 # ---------------------------------------------------------------- quality of the stored outputs
