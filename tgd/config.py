@@ -558,8 +558,8 @@ class AdaptConfig(_Section):
     (trainers/adapt/incremental.py)."""
     epochs: int = Field(4, ge=1, description="passes over the domain texts and the replay sample: the student "
                         "starts trained, so a few passes move it to the domain without a full run's schedule")
-    lr: float = Field(1e-3, gt=0, description="learning rate of the continued training (decayed by "
-                      "distill.lr_schedule): below a fresh student's, since large steps on teacher-only targets "
+    lr: float = Field(1e-3, gt=0, description="learning rate of the continued training (over the epochs as "
+                      "distill.lr_schedule says): below a fresh student's, since large steps on teacher-only targets "
                       "would overwrite what the gold labels taught")
     replay: float = Field(1.0, ge=0, description="labelled training documents of the run replayed per domain text "
                           "(gold labels + teacher), so the old domain is not forgotten; 0: none")
