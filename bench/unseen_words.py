@@ -3,7 +3,8 @@ teacher's (``trainers.student.vocabulary.unseen_word_vectors``), side by side on
 test).
 
 Three encodings of the same trained student, scored on the same graphs:
-(a) ``unk``: its training vocabulary; every other word shares ``<unk>``;
+(a) ``unk``: its training vocabulary (a student saved with ``student.unseen_words: teacher_vocabulary``
+    is cut back to it); every other word shares ``<unk>``;
 (b) ``teacher_vocabulary``: plus every whole word of the teacher's tokenizer vocabulary, each with the
     vector the ridge map from the teacher's static vectors to the student's trained word vectors gives
     it: a static table a package could carry;
@@ -35,9 +36,9 @@ from tgd.schema import GRAPHS, read_table, stage_dir  # noqa: E402
 from trainers.distill.data import GRAPH_FIELDS, encode_row  # noqa: E402
 from trainers.student.checkpoint import build_student, load_student  # noqa: E402
 from trainers.student.predict import predict  # noqa: E402
-from trainers.student.vocabulary import unseen_word_vectors  # noqa: E402
+from trainers.student.vocabulary import teacher_whole_words, unseen_word_vectors  # noqa: E402
 from trainers.tasks import get_task  # noqa: E402
-from trainers.teacher.model import load_tokenizer, teacher_model_dir  # noqa: E402
+from trainers.teacher.model import teacher_model_dir  # noqa: E402
 
 
 def per_doc(student, datas) -> tuple[np.ndarray, np.ndarray]:
@@ -75,19 +76,21 @@ def main() -> None:
         rows = [json.loads(line) for line in Path(args.extra).read_text().splitlines() if line.strip()]
         built = task.build_inputs(GraphBuilder(cfg.graph), rows)
         sets["extra"] = [(b["graph"], b.get("graph_b"), r.get("label"), r.get("tags")) for b, r in zip(built, rows)]
+    # the training vocabulary (a student saved with student.unseen_words=teacher_vocabulary carries more)
+    n = blob["extra"].get("training_vocabulary") or len(enc.vocab)
+    enc, trained = replace(enc, vocab=enc.vocab[:n]), student.word.weight.detach()[:n]
     known = set(enc.vocab)
     model_dir = str(teacher_model_dir(cfg))
-    tok_vocab = [w for w in load_tokenizer(Path(model_dir)).get_vocab()
-                 if w.isalpha() and w == w.lower() and w not in known]
+    tok_vocab = [w for w in teacher_whole_words(model_dir) if w not in known]
     input_words = sorted({w for s in sets.values() for g, gb, _, _ in s for w in g["lower"] + (gb or {}).get(
         "lower", []) if w not in known})
-    trained = student.word.weight.detach()
-    variants = {"unk": (enc, student)}
-    for name, words in (("teacher_vocabulary", tok_vocab), ("input_words", input_words)):
+    variants = {}
+    for name, words in (("unk", []), ("teacher_vocabulary", tok_vocab), ("input_words", input_words)):
         enc2 = replace(enc, vocab=[*enc.vocab, *words])
         grown = build_student(enc2, scfg, blob["task"])
         state = student.state_dict()
-        state["word.weight"] = torch.cat([trained, unseen_word_vectors(enc.vocab, trained, words, model_dir)])
+        state["word.weight"] = torch.cat([trained, unseen_word_vectors(enc.vocab, trained, words, model_dir)]
+                                         if words else trained)
         grown.load_state_dict(state)
         variants[name] = (enc2, grown.eval())
     out = {"vocab": len(enc.vocab), "teacher_words_added": len(tok_vocab), "input_words_added": len(input_words)}

@@ -29,6 +29,8 @@ from trainers.distill.data import Prepared, prepare, unpack
 from trainers.distill.fit import FitContext, fit
 from trainers.distill.spec import FitSpec, build_spec
 from trainers.student.checkpoint import save_student
+from trainers.student.vocabulary import with_teacher_vocabulary
+from trainers.teacher.model import teacher_model_dir
 
 SHARD_BATCH_ROWS = 256  # rows per Arrow batch when a worker reads its dataset shard (any size works; fewer copies)
 
@@ -88,9 +90,15 @@ def latest_checkpoint(storage: Path) -> Path | None:
 
 def _finish(cfg, out_dir: Path, spec: FitSpec, prepared: Prepared, use_teacher: bool, train_docs: int,
             history: list, best: dict) -> dict[str, Any]:
-    """Save the best epoch's student, its history and learning curves; the run's summary."""
-    save_student(out_dir / "student.pt", best["state"], spec.encoding, cfg.student, prepared.task,
-                 {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "use_teacher": use_teacher})
+    """Save the best epoch's student (a distilled one with rows for the teacher's whole words it never
+    saw, ``student.unseen_words``), its history and learning curves; the run's summary."""
+    state, enc = best["state"], spec.encoding
+    extra = {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "use_teacher": use_teacher,
+             "training_vocabulary": len(enc.vocab)}
+    if use_teacher and cfg.student.unseen_words == "teacher_vocabulary":
+        vocab, words = with_teacher_vocabulary(enc.vocab, state["word.weight"], str(teacher_model_dir(cfg)))
+        state, enc = {**state, "word.weight": words}, replace(enc, vocab=vocab)
+    save_student(out_dir / "student.pt", state, enc, cfg.student, prepared.task, extra)
     plot_history(history, out_dir / "learning_curves.png")
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))  # last: marks a finished student
     return {"train_docs": train_docs, "epochs": len(history), "best_epoch": best["epoch"],

@@ -108,11 +108,14 @@ def teacher_word_vectors(vocab: Sequence[str], model_dir: str, dim: int, recipe:
 
 def ridge_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) of the ridge regression y ~ x @ W + b, its penalty chosen by leave-one-out error
-    (sklearn's ``RidgeCV``, exact and cheap for a vocabulary-sized fit)."""
+    (sklearn's ``RidgeCV``, exact and cheap for a vocabulary-sized fit). ``x`` is scaled to unit
+    variance first, so the penalties tried mean the same for any teacher's embedding scale."""
     from sklearn.linear_model import RidgeCV
 
-    fit = RidgeCV(alphas=(0.1, 1.0, 10.0, 100.0, 1000.0)).fit(x.double().numpy(), y.double().numpy())
-    return torch.tensor(fit.coef_.T, dtype=torch.float32), torch.tensor(fit.intercept_, dtype=torch.float32)
+    scale = float(x.double().std()) or 1.0
+    fit = RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)).fit(x.double().numpy() / scale, y.double().numpy())
+    return (torch.tensor(fit.coef_.T / scale, dtype=torch.float32),
+            torch.tensor(fit.intercept_, dtype=torch.float32))
 
 
 def unseen_word_vectors(vocab: Sequence[str], trained: torch.Tensor, words: Sequence[str],
@@ -132,3 +135,26 @@ def unseen_word_vectors(vocab: Sequence[str], trained: torch.Tensor, words: Sequ
     with torch.no_grad():
         w, b = ridge_map(input_vectors([vocab[i] for i in known], model, tok), trained[known].float())
         return input_vectors(list(words), model, tok) @ w + b
+
+
+def teacher_whole_words(model_dir: str) -> list[str]:
+    """The whole words of the teacher's tokenizer vocabulary, lower-cased, sorted: entries that read as a
+    word of letters by themselves (WordPiece continuations ``##ing`` do not)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    words = (tok.convert_tokens_to_string([t]).strip().lower() for t in tok.get_vocab())
+    return sorted({w for w in words if len(w) > 1 and w.isalpha()})
+
+
+def with_teacher_vocabulary(vocab: Sequence[str], trained: torch.Tensor, model_dir: str
+                            ) -> tuple[list[str], torch.Tensor]:
+    """``vocab`` + every whole word of the teacher's vocabulary it lacks, and ``trained`` (the student's
+    word vectors) + their ``unseen_word_vectors`` rows: the static form of the unseen-word fallback a
+    package can carry."""
+    known = set(vocab)
+    words = [w for w in teacher_whole_words(model_dir) if w not in known]
+    if not words:
+        return list(vocab), trained
+    vectors = unseen_word_vectors(vocab, trained, words, model_dir).to(trained.dtype)
+    return [*vocab, *words], torch.cat([trained, vectors])

@@ -38,3 +38,33 @@ def test_forward_recipe_is_not_the_input_embeddings(teacher):
 def test_unknown_recipe_is_refused(teacher):
     with pytest.raises(ValueError, match="unknown word-vector recipe"):
         teacher_word_vectors(VOCAB, teacher, 8, "glove")
+
+
+def test_unseen_words_land_where_the_map_from_the_teacher_puts_them(teacher):
+    """When the student's trained vectors are a linear image of the teacher's static vectors, the ridge
+    map recovers it: a word the student never saw gets (nearly) the vector the same image gives it."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from trainers.student.vocabulary import input_vectors, unseen_word_vectors
+
+    tok, model = AutoTokenizer.from_pretrained(teacher), AutoModel.from_pretrained(teacher)
+    torch.manual_seed(0)
+    image = torch.randn(32, 6)
+    known = VOCAB + list("abcdefghijklmnopqrstuvwxyz")  # enough words to fit a 32 -> 6 map
+    trained = input_vectors(known, model, tok) @ image
+    new = ["review", "fresh", "rotten"]
+    got = unseen_word_vectors(known, trained, new, teacher)
+    want = input_vectors(new, model, tok) @ image
+    assert got.shape == (3, 6) and torch.allclose(got, want, atol=0.05 * float(want.abs().max()))
+
+
+def test_teacher_vocabulary_adds_whole_words_only(teacher):
+    from trainers.student.vocabulary import teacher_whole_words, with_teacher_vocabulary
+
+    words = teacher_whole_words(teacher)
+    assert "review" in words and "fresh" in words
+    assert all(w.isalpha() and w == w.lower() and len(w) > 1 for w in words)  # no ##pieces, no [CLS]
+    trained = torch.randn(len(VOCAB), 4)
+    vocab, vectors = with_teacher_vocabulary(VOCAB, trained, teacher)
+    assert vocab[:len(VOCAB)] == VOCAB and torch.equal(vectors[:len(VOCAB)], trained)  # trained rows untouched
+    assert set(vocab[len(VOCAB):]) == set(words) - set(VOCAB) and vectors.shape == (len(vocab), 4)
