@@ -89,21 +89,22 @@ def _domain_outputs(cfg: RunConfig, domain: DomainTexts, graphs: list[dict], cac
     return table
 
 
-def _grow(student, enc: GraphEncoding, graphs: list[dict], min_count: int, model_dir: Path, log
-          ) -> tuple[GraphEncoding, dict[str, torch.Tensor], list[str]]:
+def _grow(state: dict[str, torch.Tensor], enc: GraphEncoding, trained_words: int, graphs: list[dict],
+          min_count: int, model_dir: Path, log) -> tuple[GraphEncoding, dict[str, torch.Tensor], list[str]]:
     """The encoding with the domain words the student lacks (seen ``min_count`` times) appended, and
-    the student's weights with an embedding row for each."""
+    the student's weights with an embedding row for each, mapped from the teacher's vectors by a fit
+    on the student's first ``trained_words`` rows (those training shaped, not earlier mapped rows)."""
     counts = Counter(w for g in graphs for w in g["lower"])
     known = set(enc.vocab)
     new = [w for w, c in counts.most_common() if c >= min_count and w not in known]
-    state = {k: v.clone() for k, v in student.state_dict().items()}
     if not new:
         return enc, state, []
-    vectors = unseen_word_vectors(enc.vocab, state["word.weight"], new, str(model_dir))
-    state["word.weight"] = torch.cat([state["word.weight"], vectors.to(state["word.weight"].dtype)])
+    weight = state["word.weight"]
+    vectors = unseen_word_vectors(enc.vocab[:trained_words], weight[:trained_words], new, str(model_dir))
     log(f"[adapt] {len(new):,} domain words new to the student (seen >= {min_count} times) get vectors mapped "
         f"from the teacher's: {', '.join(new[:8])}{' ...' if len(new) > 8 else ''}")
-    return replace(enc, vocab=[*enc.vocab, *new]), state, new
+    grown = {**state, "word.weight": torch.cat([weight, vectors.to(weight.dtype)])}
+    return replace(enc, vocab=[*enc.vocab, *new]), grown, new
 
 
 def _run_documents(cfg: RunConfig, splits: tuple[str, ...]) -> list[dict]:
@@ -119,6 +120,30 @@ def _with_rules(row: dict, graph_cfg) -> dict:
         return row
     return {**row, **{side: apply_rules(row[side], graph_cfg.rules, graph_cfg.terms)
                       for side in ("graph", "graph_b") if row.get(side)}}
+
+
+def _replay_and_validation(cfg: RunConfig, acfg: RunConfig, n_domain: int, encode) -> tuple[list, list]:
+    """A seeded sample of ``adapt.replay`` x ``n_domain`` of the run's labelled training documents and
+    its whole validation split, encoded with their gold labels and teacher outputs, as the adapted
+    graph builder would build them (``acfg``'s rules)."""
+    task = get_task(cfg.data.task)
+    old_trows, _ = teacher_view(cfg, labels_of(cfg), task)
+    run_rows = _run_documents(cfg, ("train", "validation"))
+    train = [r for r in run_rows if r["split"] == "train"]
+    k = min(len(train), int(round(cfg.adapt.replay * n_domain)))
+    picked = np.sort(np.random.default_rng(cfg.adapt.seed).choice(len(train), k, replace=False))
+
+    def one(r):
+        return encode(_with_rules(r, acfg.graph), r["label"], r["tags"], old_trows[r["id"]])
+
+    return [one(train[i]) for i in picked], [one(r) for r in run_rows if r["split"] == "validation"]
+
+
+def _scores(student, old_val: list, dom_val: list, enc: GraphEncoding, task: str) -> dict[str, float | None]:
+    """The headline metric on the run's validation split and the agreement with the teacher on the
+    held-out domain texts."""
+    return {"old_validation": _score(student, old_val, enc, task),
+            "domain_agreement": _score(student, dom_val, enc, task) if dom_val else None}
 
 
 def _score(student, datas: list, enc: GraphEncoding, task: str) -> float:
@@ -159,66 +184,56 @@ def adapt(cfg: RunConfig, domain: DomainTexts, terms: Sequence[str] = (), log=pr
 
     held = [hash_split(d["id"], (1 - a.holdout, a.holdout, 0.0), f"adapt{a.seed}") == "validation"
             for d in domain.docs]
-    enc2, state, new_words = _grow(student, enc, [b["graph"] for b, h in zip(built, held) if not h],
-                                   a.new_word_min_count, teacher_model_dir(cfg), log)
+    trained_words = blob["extra"].get("training_vocabulary") or len(enc.vocab)
+    enc2, state, new_words = _grow(student.state_dict(), enc, trained_words,
+                                   [b["graph"] for b, h in zip(built, held) if not h], a.new_word_min_count,
+                                   teacher_model_dir(cfg), log)
 
     def encode(grow: dict, label, tags, trow):
-        grow = {"graph": {k: grow["graph"][k] for k in GRAPH_FIELDS},
-                "graph_b": grow.get("graph_b") and {k: grow["graph_b"][k] for k in GRAPH_FIELDS}}
-        return encode_row(enc2, grow, label, tags, trow, state_dim, task)
+        return encode_row(enc2, {side: grow.get(side) and {k: grow[side][k] for k in GRAPH_FIELDS}
+                                 for side in ("graph", "graph_b")}, label, tags, trow, state_dim, task)
 
     dom_train, dom_val = [], []
     for doc, grow, h in zip(domain.docs, built, held):
         d = encode(grow, None, None, trows[doc["id"]])
         if h:
             task.teacher_as_gold(d)
-            dom_val.append(d)
-        else:
-            dom_train.append(d)
-    old_trows, _ = teacher_view(cfg, labels, task)
-    run_rows = _run_documents(cfg, ("train", "validation"))
-    old_train = [r for r in run_rows if r["split"] == "train"]
-    rng = np.random.default_rng(a.seed)
-    k = min(len(old_train), int(round(a.replay * len(dom_train))))
-    replay = [old_train[i] for i in np.sort(rng.choice(len(old_train), k, replace=False))]
-    replay_d = [encode(_with_rules(r, acfg.graph), r["label"], r["tags"], old_trows[r["id"]]) for r in replay]
-    old_val = [encode(_with_rules(r, acfg.graph), r["label"], r["tags"], old_trows[r["id"]])
-               for r in run_rows if r["split"] == "validation"]
+        (dom_val if h else dom_train).append(d)
+    replay, old_val = _replay_and_validation(cfg, acfg, len(dom_train), encode)
 
     scfg = StudentConfig(**blob["student"])
     start = build_student(enc2, scfg, task.name)
     start.load_state_dict(state)
-    before = {"old_validation": _score(start.eval(), old_val, enc2, task.name),
-              "domain_agreement": _score(start, dom_val, enc2, task.name) if dom_val else None}
+    before = _scores(start.eval(), old_val, dom_val, enc2, task.name)
     dcfg = cfg.distill.model_copy(update={"epochs_align": 0, "epochs_fusion": a.epochs, "epochs_adaptive": 0,
                                           "lr": a.lr, "curriculum": False, "seed": a.seed})
     spec = FitSpec(task=task.name, distill=dcfg, student=scfg, encoding=replace(enc2, edges=scfg.edges),
                    has_teacher=True, teacher_gate=False, state_dim=state_dim,
                    batch_size=dcfg.batch_size * cfg.ray.num_workers, init_state=state)
-    train = dom_train + replay_d
-    log(f"[adapt] training from the run's student: {len(dom_train):,} domain texts (teacher only) + {len(replay_d):,} "
+    train = dom_train + replay
+    log(f"[adapt] training from the run's student: {len(dom_train):,} domain texts (teacher only) + {len(replay):,} "
         f"replayed training documents, {a.epochs} epochs; validation: {len(old_val):,} run documents + "
         f"{len(dom_val):,} held-out domain texts")
     t = time.time()
     result = fit(spec, train, np.zeros(len(train)), old_val + dom_val, FitContext(log=log))
     fit_s = time.time() - t
     best = result["best"]
-    after = build_student(enc2, scfg, task.name)
-    after.load_state_dict(best["state"])
-    after = {"old_validation": _score(after.eval(), old_val, enc2, task.name),
-             "domain_agreement": _score(after, dom_val, enc2, task.name) if dom_val else None}
+    adapted = build_student(enc2, scfg, task.name)
+    adapted.load_state_dict(best["state"])
+    after = _scores(adapted.eval(), old_val, dom_val, enc2, task.name)
     log(f"[adapt] validation before -> after: run documents {before['old_validation']:.4f} -> "
         f"{after['old_validation']:.4f}" + (f", agreement with the teacher on held-out domain texts "
                                             f"{before['domain_agreement']:.4f} -> {after['domain_agreement']:.4f}"
                                             if dom_val else ""))
     out = work / "student.pt"
     save_student(out, best["state"], spec.encoding, scfg, task.name,
-                 {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "adapted": True})
+                 {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "adapted": True,
+                  "training_vocabulary": trained_words})
     report = {
         "domain": domain.summary(), "terms": len(acfg.graph.terms),
         "rules": [r.model_dump(mode="json") for r in acfg.graph.rules],
         "new_words": len(new_words), "domain_train": len(dom_train), "domain_holdout": len(dom_val),
-        "replay": len(replay_d), "epochs": a.epochs, "best_epoch": best["epoch"], "val": best["accuracy"],
+        "replay": len(replay), "epochs": a.epochs, "best_epoch": best["epoch"], "val": best["accuracy"],
         "validation_before": before, "validation_after": after,
         "history": result["history"],
         "seconds": {"parse": round(parse_s, 1), "teacher": round(teacher_s, 1), "train": round(fit_s, 1),
