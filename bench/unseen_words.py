@@ -89,8 +89,8 @@ def main() -> None:
         enc2 = replace(enc, vocab=[*enc.vocab, *words])
         grown = build_student(enc2, scfg, blob["task"])
         state = student.state_dict()
-        state["word.weight"] = torch.cat([trained, unseen_word_vectors(enc.vocab, trained, words, model_dir)]
-                                         if words else trained)
+        state["word.weight"] = (torch.cat([trained, unseen_word_vectors(enc.vocab, trained, words, model_dir)])
+                                if words else trained)
         grown.load_state_dict(state)
         variants[name] = (enc2, grown.eval())
     out = {"vocab": len(enc.vocab), "teacher_words_added": len(tok_vocab), "input_words_added": len(input_words)}
