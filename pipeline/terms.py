@@ -56,7 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.domain_texts import read_domain
-from pipeline.readers import resolve_files
+from pipeline.graph_builder import GraphBuilder
+from pipeline.readers import InputError, resolve_files
 from tgd.config import RunConfig, TermsConfig
 from tgd.errors import StageError
 from tgd.schema import GRAPHS, SCHEMA_VERSION, TERMS, read_manifest, read_table, stage_dir, write_table
@@ -210,8 +211,6 @@ def domain_counts(cfg: RunConfig, docs: list[dict[str, Any]], max_words: int,
                   log: Callable[[str], None] = print) -> Counter:
     """Candidates of the accepted domain documents, parsed with the run's graph settings (no graph
     rules, no edges: counting reads nodes, POS and sentences only)."""
-    from pipeline.graph_builder import GraphBuilder  # loads spaCy: only once the inputs are known good
-
     builder = GraphBuilder(cfg.graph.model_copy(update={"rules": [], "cooccurrence_edges": False,
                                                         "dependency_edges": False}))
     counts: Counter = Counter()
@@ -319,7 +318,14 @@ def read_terms(path: str | Path) -> list[str]:
     """The kept terms of a `tgd terms` output (``terms.parquet`` or its folder), best first: the
     strings ``graph.terms`` takes."""
     path = Path(path)
-    table = read_table(path / "terms.parquet" if path.is_dir() else path, TERMS)
+    path = path / "terms.parquet" if path.is_dir() else path
+    if not path.is_file():
+        raise InputError(f"--terms {path}: no such terms table; `tgd terms CONFIG --domain TEXTS` writes one "
+                         "(RUN_DIR/terms/terms.parquet)")
+    try:
+        table = read_table(path, TERMS)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"--terms {path}: not a terms table written by `tgd terms` ({e})") from None
     z = table.column("z").to_numpy()
     order = np.argsort(-z, kind="stable")
     terms = table.column("term").to_pylist()

@@ -90,3 +90,13 @@ def test_adapt_refuses_a_run_without_a_student(tmp_path, capsys):
     assert main(["adapt", str(cfg), "--domain", str(domain), "--out", str(tmp_path / "pkg")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "tgd run" in err[0]
+
+
+def test_adapt_refuses_a_missing_terms_table(finished_run, tmp_path, capsys):
+    root, cfg = finished_run
+    domain = tmp_path / "d.txt"
+    domain.write_text("The battery was great.\n")
+    assert main(["adapt", str(cfg), "--domain", str(domain), "--terms", str(tmp_path / "nope.parquet"),
+                 "--out", str(tmp_path / "pkg")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --terms") and "tgd terms" in err[0]
