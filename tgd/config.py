@@ -282,14 +282,15 @@ class StudentConfig(_Section):
         "puts the word after every layer). teacher_forward costs one forward over the vocabulary and measured level "
         "with input_embeddings on the classification and pair corpora tried (docs/RESULTS.md), so it is not the "
         "default; the teacher_forward_init ablation row measures it on a new corpus")
-    unseen_words: Literal["teacher_vocabulary", "unk"] = Field(
-        "teacher_vocabulary", description="words outside the training vocabulary at prediction time. "
-        "teacher_vocabulary: a distilled student is saved with a row for every whole word of the teacher's "
-        "tokenizer vocabulary it lacks, the vector a ridge map from the teacher's static vectors to the student's "
-        "trained word vectors gives it, so a word the training split never showed (or showed once) is read like "
-        "the words the teacher reads alike (docs/RESULTS.md, \"Words the student never saw\"); it costs "
-        "vocabulary x hidden floats in the package. unk: they all share the <unk> vector. The GNN-without-teacher "
-        "row never uses it")
+    unseen_words: Literal["auto", "teacher_vocabulary", "unk"] = Field(
+        "auto", description="words outside the training vocabulary at prediction time. teacher_vocabulary: a "
+        "distilled student is saved with a row for every whole word of the teacher's tokenizer vocabulary it lacks, "
+        "the vector a ridge map from the teacher's static vectors to the student's trained word vectors gives it, so "
+        "a word the training split never showed (or showed once) is read like the words the teacher reads alike; it "
+        "costs vocabulary x hidden floats in the package. unk: they all share the <unk> vector. auto: whichever "
+        "scores better on the validation split (the teacher's rows help where a word's vector says what the task "
+        "needs, e.g. its POS, and can hurt where a rare word carries the label: docs/RESULTS.md, \"Words the student "
+        "never saw\"). The GNN-without-teacher row never uses them")
     edges: Literal["hybrid", "dependency", "cooccurrence"] = Field(
         "hybrid", description="edge kinds the student sees (ablation)")
 

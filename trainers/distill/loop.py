@@ -23,14 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.distill import curriculum
+from trainers.distill import curriculum, unseen_words
 from trainers.distill.curves import plot_history
 from trainers.distill.data import Prepared, prepare, unpack
 from trainers.distill.fit import FitContext, fit
 from trainers.distill.spec import FitSpec, build_spec
 from trainers.student.checkpoint import save_student
-from trainers.student.vocabulary import with_teacher_vocabulary
-from trainers.teacher.model import teacher_model_dir
 
 SHARD_BATCH_ROWS = 256  # rows per Arrow batch when a worker reads its dataset shard (any size works; fewer copies)
 
@@ -89,21 +87,20 @@ def latest_checkpoint(storage: Path) -> Path | None:
 
 
 def _finish(cfg, out_dir: Path, spec: FitSpec, prepared: Prepared, use_teacher: bool, train_docs: int,
-            history: list, best: dict) -> dict[str, Any]:
+            history: list, best: dict, log=print) -> dict[str, Any]:
     """Save the best epoch's student (a distilled one with rows for the teacher's whole words it never
-    saw, ``student.unseen_words``), its history and learning curves; the run's summary."""
+    saw where ``student.unseen_words`` says so), its history and learning curves; the run's summary."""
     state, enc = best["state"], spec.encoding
     extra = {"best_epoch": best["epoch"], "val_accuracy": best["accuracy"], "use_teacher": use_teacher,
              "training_vocabulary": len(enc.vocab)}
-    if use_teacher and cfg.student.unseen_words == "teacher_vocabulary":
-        vocab, words = with_teacher_vocabulary(enc.vocab, state["word.weight"], str(teacher_model_dir(cfg)))
-        state, enc = {**state, "word.weight": words}, replace(enc, vocab=vocab)
+    if use_teacher:
+        enc, state, extra["unseen_words"] = unseen_words.choose(cfg, enc, state, log)
     save_student(out_dir / "student.pt", state, enc, cfg.student, prepared.task, extra)
     plot_history(history, out_dir / "learning_curves.png")
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))  # last: marks a finished student
     return {"train_docs": train_docs, "epochs": len(history), "best_epoch": best["epoch"],
             "val_accuracy": best["accuracy"], "history": history, "teacher_check": prepared.teacher_check,
-            "teacher_gate": spec.teacher_gate}
+            "teacher_gate": spec.teacher_gate, "unseen_words": (extra.get("unseen_words") or {})}
 
 
 def _announce_teacher(spec: FitSpec, prepared: Prepared, log) -> None:
@@ -150,7 +147,8 @@ def train_on_ray(cfg, out_dir: Path, prepared: Prepared | None = None, use_teach
     else:
         with trainer.fit().checkpoint.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
-    return _finish(cfg, out_dir, spec, prepared, use_teacher, train_tbl.num_rows, state["history"], state["best"])
+    return _finish(cfg, out_dir, spec, prepared, use_teacher, train_tbl.num_rows, state["history"], state["best"],
+                   log)
 
 
 def train_in_process(cfg, out_dir: Path, prepared: Prepared, use_teacher: bool | None = None,
@@ -179,4 +177,5 @@ def run(cfg, out_dir: Path) -> dict[str, Any]:
     return {"input_rows": summary["train_docs"], "output_rows": 1, "epochs": summary["epochs"],
             "best_epoch": summary["best_epoch"], "val_accuracy": summary["val_accuracy"],
             "teacher_check": summary["teacher_check"], "teacher_gate": summary["teacher_gate"],
+            "unseen_words": summary["unseen_words"],
             "final": dict(summary["history"][-1])}
