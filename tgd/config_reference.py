@@ -92,7 +92,7 @@ def _default(field) -> str:
     value = field.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return ""
-    return f"`{json.dumps(value, default=str)}`"
+    return f"`{json.dumps(value, default=lambda v: v.model_dump(mode='json') if isinstance(v, BaseModel) else str(v))}`"
 
 
 def _cell(text: str | None) -> str:
