@@ -190,8 +190,8 @@ def adapt(cfg: RunConfig, domain: DomainTexts, terms: Sequence[str] = (), log=pr
                                    teacher_model_dir(cfg), log)
 
     def encode(grow: dict, label, tags, trow):
-        return encode_row(enc2, {side: grow.get(side) and {k: grow[side][k] for k in GRAPH_FIELDS}
-                                 for side in ("graph", "graph_b")}, label, tags, trow, state_dim, task)
+        row = {side: grow.get(side) and {k: grow[side][k] for k in GRAPH_FIELDS} for side in ("graph", "graph_b")}
+        return encode_row(enc2, {**row, "score": grow.get("score")}, label, tags, trow, state_dim, task)
 
     dom_train, dom_val = [], []
     for doc, grow, h in zip(domain.docs, built, held):

@@ -30,7 +30,8 @@ def _validation_score(cfg, enc: GraphEncoding, state: dict[str, torch.Tensor], r
     task = get_task(cfg.data.task)
     student = build_student(enc, cfg.student, task.name)
     student.load_state_dict(state)
-    datas = [encode_row(enc, {side: r[side] and {k: r[side][k] for k in GRAPH_FIELDS} for side in ("graph", "graph_b")},
+    datas = [encode_row(enc, {"score": r["score"], **{side: r[side] and {k: r[side][k] for k in GRAPH_FIELDS}
+                                                       for side in ("graph", "graph_b")}},
                         r["label"], r["tags"], None, 0, task) for r in rows]
     pred, gold, teach = predict(student.eval(), datas)
     return metrics(pred, gold, teach, enc.labels, False, task.name, [d.num_nodes for d in datas])[
