@@ -105,11 +105,8 @@ class TokenSpec(TaskSpec):
             return None, "missing tokens" if not tokens else f"tokens is not a list (got {type(tokens).__name__})"
         if not isinstance(tags, list) or len(tags) != len(tokens):
             return None, f"tags must be a list as long as tokens ({len(tokens)})"
-        for t in tokens:
-            if problem := check.text(t, "token"):
-                return None, problem
-            if any(c.isspace() for c in t):
-                return None, f"token {t!r} contains whitespace"
+        if problem := self._tokens_problem(tokens, check):
+            return None, problem
         clean_tags = []
         for t in tags:
             tag, problem = check.label(t, "tag")
@@ -121,6 +118,15 @@ class TokenSpec(TaskSpec):
             return None, f"text too long ({len(text)} chars > data.max_chars={d.max_chars})"
         return {"text": text, "tokens": tokens, "tags": clean_tags}, None
 
+    @staticmethod
+    def _tokens_problem(tokens: list, check: FieldChecks) -> str | None:
+        for t in tokens:
+            if problem := check.text(t, "token"):
+                return problem
+            if any(c.isspace() for c in t):
+                return f"token {t!r} contains whitespace"
+        return None
+
     def unlabelled_columns(self, d):
         return []  # tokens or text, checked per row
 
@@ -130,11 +136,8 @@ class TokenSpec(TaskSpec):
             return super().validate_unlabelled(rec, d, check)
         if not isinstance(tokens, list) or not tokens:
             return None, "missing tokens" if not tokens else f"tokens is not a list (got {type(tokens).__name__})"
-        for t in tokens:
-            if problem := check.text(t, "token"):
-                return None, problem
-            if any(c.isspace() for c in t):
-                return None, f"token {t!r} contains whitespace"
+        if problem := self._tokens_problem(tokens, check):
+            return None, problem
         text = " ".join(tokens)
         if len(text) > d.max_chars:
             return None, f"text too long ({len(text)} chars > data.max_chars={d.max_chars})"
@@ -173,12 +176,10 @@ class PairSpec(TaskSpec):
         return [d.text_a_column, d.text_b_column]
 
     def validate(self, rec, d, check):
-        a, b = rec.get(d.text_a_column), rec.get(d.text_b_column)
-        for value, name in ((a, "text_a"), (b, "text_b")):
-            if problem := check.text(value, name):
-                return None, problem
+        out, problem = self.validate_unlabelled(rec, d, check)
+        if problem:
+            return None, problem
         score, label = rec.get(d.score_column), rec.get(d.label_column)
-        out: dict[str, Any] = {"text": a, "text_b": b}
         if score is not None and score != "":
             try:
                 out["score"] = float(score)
@@ -195,7 +196,7 @@ class PairSpec(TaskSpec):
         return out, None
 
     def unlabelled_columns(self, d):
-        return [d.text_a_column, d.text_b_column]
+        return self.required_columns(d)
 
     def validate_unlabelled(self, rec, d, check):
         a, b = rec.get(d.text_a_column), rec.get(d.text_b_column)
