@@ -265,8 +265,9 @@ class StudentConfig(_Section):
     conv: Literal["transformer", "gine", "rgcn"] = Field(
         "transformer", description="transformer: attention with edge-type embeddings; gine: GINEConv with the same "
         "edge embeddings, no attention (cheaper per edge); rgcn: RGCNConv with basis decomposition")
-    dropout: float = Field(0.3, ge=0, lt=1, description="dropout on node states: regularises a small student trained "
-                           "on a small labelled set; higher trades fit for robustness")
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout on node states: regularises a small student "
+                                  "trained on a small labelled set; higher trades fit for robustness; null: the task's "
+                                  "default (tgd/tasks.py `task_defaults`)")
     readout: Literal["attention", "meanmax"] = Field(
         "attention", description="graph -> document vector: attention pooling (learns which nodes matter) or the "
         "concatenated mean and max of the node states (no parameters)")
@@ -321,14 +322,18 @@ class DistillConfig(_Section):
     bridge: bool = Field(True, description="attention-bridge alignment loss (needs teacher node_states; else skipped)")
     adaptive_temperature: bool = Field(True, description="stage 3 per-sample temperature from teacher entropy; "
                                        "off: fixed T")
-    temperature: float = Field(2.0, gt=0, description="KL temperature of stage 2 (and stage 3 when not adaptive)")
+    temperature: float | None = Field(None, gt=0, description="KL temperature of stage 2 (and stage 3 when not "
+                                      "adaptive); null: the task's default (tgd/tasks.py `task_defaults`)")
     t_min: float = Field(1.0, gt=0, description="adaptive rule: temperature for a maximally uncertain teacher")
     t_max: float = Field(4.0, gt=0, description="adaptive rule: temperature for a fully confident teacher")
-    alpha_kl: float = Field(0.7, ge=0, le=1, description="weight of KL vs. CE (CE gets 1 - alpha)")
+    alpha_kl: float | None = Field(None, ge=0, le=1, description="weight of KL vs. CE (CE gets 1 - alpha); null: the "
+                                   "task's default (tgd/tasks.py `task_defaults`)")
     beta_bridge: float | None = Field(None, ge=0, description="weight of the bridge loss in stages 2-3; null: the "
-                                      "task's default (tgd/tasks.py: the pair task's only teacher signal is the "
-                                      "sentence embedding the bridge aligns with, so it weighs far more there)")
-    curriculum: bool = Field(True, description="easy-to-hard ordering (off: all documents every epoch, shuffled)")
+                                      "task's default (tgd/tasks.py `task_defaults`: the pair task's only teacher "
+                                      "signal is the sentence embedding the bridge aligns with, so it weighs far more "
+                                      "there)")
+    curriculum: bool | None = Field(None, description="easy-to-hard ordering (off: all documents every epoch, "
+                                    "shuffled); null: the task's default (tgd/tasks.py `task_defaults`)")
     pace_start: float = Field(0.3, gt=0, le=1, description="fraction of the easiest training documents in epoch 0")
     pace_epochs: int = Field(4, ge=1, description="epochs until the whole training set is used (root pacing)")
     node_budget: int = Field(512, ge=8, description="max nodes per training graph; longer documents are sampled")
@@ -336,12 +341,13 @@ class DistillConfig(_Section):
     sampler_backend: Literal["auto", "torch", "pyg"] = Field("auto", description="pyg needs pyg-lib/torch-sparse")
     batch_size: int = Field(64, gt=0, description="graphs per worker per optimizer step: larger batches mean fewer, "
                             "steadier steps per epoch and more memory")
-    lr: float = Field(3e-3, gt=0, description="AdamW learning rate of the student (`tgd tune` searches it)")
+    lr: float | None = Field(None, gt=0, description="AdamW learning rate of the student (`tgd tune` searches it);"
+                             " null: the task's default (tgd/tasks.py `task_defaults`)")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay: a light regulariser for the embeddings "
                                 "and layers of a small student")
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="learning rate over the epochs: constant, or cosine decay from `lr` towards 0 at the "
-        "end of the last epoch")
+    lr_schedule: Literal["constant", "cosine"] | None = Field(
+        None, description="learning rate over the epochs: constant, or cosine decay from `lr` towards 0 at the end of "
+        "the last epoch; null: the task's default (tgd/tasks.py `task_defaults`)")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="validate, keep and export an exponential moving "
                                     "average of the student's weights (decay per optimizer step; e.g. 0.99 averages "
                                     "over ~100 steps); null: the raw weights")
@@ -353,6 +359,10 @@ class DistillConfig(_Section):
     threads_per_worker: int = Field(1, ge=1, description="torch threads per training worker: one avoids "
                                     "oversubscribing the CPUs that several workers on a node share")
 
+
+# keys whose null default means "the task's default" (``TaskSpec.task_defaults`` names every one of them)
+TASK_DEFAULTED = ("distill.lr", "distill.lr_schedule", "distill.alpha_kl", "distill.temperature", "distill.beta_bridge",
+                  "distill.curriculum", "student.dropout")
 
 # transfer.copies when null: one copy gives the student the teacher's soft labels on new inputs while
 # adding the least teacher-logits and training work per document (more copies: see transfer.copies)
@@ -648,11 +658,13 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _task_defaults(self) -> "RunConfig":
-        """Fill each distill key left null with the task's default (``TaskSpec.distill_defaults``), so
-        every later reader sees the value the run uses."""
-        for key, value in task_spec(self.data.task).distill_defaults.items():
-            if getattr(self.distill, key) is None:
-                setattr(self.distill, key, value)
+        """Fill each key left null with the task's default (``TaskSpec.task_defaults``), so every later
+        reader (and the stage hashes) sees the value the run uses."""
+        defaults = task_spec(self.data.task).task_defaults
+        for key in TASK_DEFAULTED:
+            section, name = key.split(".")
+            if getattr(getattr(self, section), name) is None:
+                setattr(getattr(self, section), name, defaults[key])
         return self
 
     def transfer_copies(self) -> int:

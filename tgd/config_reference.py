@@ -9,7 +9,8 @@ import typing
 
 from pydantic import BaseModel
 
-from tgd.config import RunConfig
+from tgd.config import TASK_DEFAULTED, RunConfig
+from tgd.tasks import SPECS
 
 HEADER = """# Configuration reference
 
@@ -95,6 +96,13 @@ def _default(field) -> str:
     return f"`{json.dumps(value, default=lambda v: v.model_dump(mode='json') if isinstance(v, BaseModel) else str(v))}`"
 
 
+def _task_default(key: str) -> str | None:
+    """A task-defaulted key's default cell: null, then each task's value."""
+    if key not in TASK_DEFAULTED:
+        return None
+    return "`null`: " + ", ".join(f"{name} `{json.dumps(spec.task_defaults[key])}`" for name, spec in SPECS.items())
+
+
 def _cell(text: str | None) -> str:
     """One table cell: on one line, ``|`` escaped (a column break otherwise) and, outside code spans,
     ``<`` (GitHub would read ``<stage>`` as an HTML tag and drop it)."""
@@ -127,7 +135,8 @@ def render() -> str:
                 desc = f"section: see `{name}.{key}` below. {_cell(field.description)}".strip()
                 lines.append(f"| `{name}.{key}` | section | | {desc} |")
             else:
-                lines.append(f"| `{name}.{key}` | {_type(field.annotation, field.metadata)} | {_default(field)} | "
+                default = _task_default(f"{name}.{key}") or _default(field)
+                lines.append(f"| `{name}.{key}` | {_type(field.annotation, field.metadata)} | {default} | "
                              f"{_cell(field.description)} |")
         for key, field in model.model_fields.items():
             if _entry_models(field.annotation):

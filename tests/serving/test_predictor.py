@@ -28,7 +28,7 @@ def test_predict_logits_shape_and_consistency(mode, graph_builder, fast_builder)
     rels = sorted({r for g in graph_builder.build(TEXTS) for r in g["dep_rel"]})
     enc = GraphEncoding(["<pad>", "<unk>", *words], rels + ["<other>"], ["neg", "pos"])
     torch.manual_seed(0)
-    model = build_student(enc, StudentConfig(hidden=16, pos_dim=8, heads=2), "classification")
+    model = build_student(enc, StudentConfig(hidden=16, pos_dim=8, heads=2, dropout=0.3), "classification")
     predictor = Predictor(model, enc, builder)
     logits = predictor.predict_logits(TEXTS, batch_size=2)  # two chunks: rows must stay in order
     assert logits.shape == (3, 2) and not model.training

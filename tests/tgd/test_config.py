@@ -147,6 +147,27 @@ def test_tune_space_defaults_to_the_tasks_own_and_each_validates():
     assert RunConfig.model_validate({"data": {"task": "pair"}, "tune": {"space": given}}).tune_space() == given
 
 
+def test_task_defaults_fill_every_null_setting_and_a_given_value_wins(tmp_path):
+    """Each task names a value for every task-defaulted key; the loaded config (and so every stage and
+    its hash) carries the task's value, and a config's own value overrides it."""
+    from tgd.config import TASK_DEFAULTED
+    from tgd.tasks import SPECS
+
+    for name, spec in SPECS.items():
+        assert set(spec.task_defaults) == set(TASK_DEFAULTED), name
+        cfg = load_config(write(tmp_path, f"data:\n  task: {name}\n"))
+        for key in TASK_DEFAULTED:
+            section, field = key.split(".")
+            assert getattr(getattr(cfg, section), field) == spec.task_defaults[key], (name, key)
+    token = load_config(write(tmp_path, "data:\n  task: token\n"))
+    classification = load_config(write(tmp_path, "data:\n  task: classification\n"))
+    assert token.distill.alpha_kl < classification.distill.alpha_kl and not token.distill.curriculum
+    explicit = {k: v for k, v in SPECS["classification"].task_defaults.items() if k.startswith("distill.")}
+    same = load_config(write(tmp_path, "distill:\n" + "".join(f"  {k.split('.')[1]}: {v}\n" for k, v in explicit.items())))
+    assert same.section_hash("distill") == classification.section_hash("distill")  # runs that set them stay cached
+    assert load_config(None, ["data.task=token", "distill.alpha_kl=0.9"]).distill.alpha_kl == 0.9
+
+
 # ------------------------------------------------------------------ per-stage resources (ray.stages)
 TRAINING = ("teacher-finetune", "teacher-logits", "distill", "evaluate", "tune")
 

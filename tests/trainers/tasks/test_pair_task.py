@@ -58,7 +58,7 @@ def test_siamese_student_shares_weights_across_sides(tmp_path):
     assert ab.side.tolist() == [0, 0, 1, 1, 1] and ab.sent.tolist() == [0, 0, 1, 1, 1]
     assert set(ab.edge_index[:, 4:].flatten().tolist()) == {2, 3}  # side B's edges shifted past side A's nodes
     torch.manual_seed(0)
-    model = Student(len(enc.vocab), len(enc.pos), enc.num_edge_types, 0, StudentConfig(hidden=16, heads=2, pos_dim=4),
+    model = Student(len(enc.vocab), len(enc.pos), enc.num_edge_types, 0, StudentConfig(hidden=16, heads=2, pos_dim=4, dropout=0.3),
                     "pair").eval()
     out = model(Batch.from_data_list([ab, ba]))[0]
     assert out.shape == (2, 1) and out[0, 0].item() == pytest.approx(out[1, 0].item(), abs=1e-6)
