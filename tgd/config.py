@@ -351,8 +351,10 @@ class DistillConfig(_Section):
     ema_decay: float | None = Field(None, gt=0, lt=1, description="validate, keep and export an exponential moving "
                                     "average of the student's weights (decay per optimizer step; e.g. 0.99 averages "
                                     "over ~100 steps); null: the raw weights")
-    train_fraction: float = Field(1.0, gt=0, le=1, description="use this fraction of the training split "
-                                  "(small-data runs)")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="keep the gold labels of this seeded fraction of the "
+                                  "training split (small-data runs); a distilled student still learns the rest from "
+                                  "the teacher alone, as it learns the transfer set, a student without teacher never "
+                                  "sees it")
     seed: int = Field(0, description="seeds the student's initialisation, shuffling and sampling, so a run can be "
                       "repeated; evaluate.seeds varies it to measure the spread")
     max_failures: int = Field(1, ge=0, description="Ray Train restarts from the latest checkpoint after a worker dies")
@@ -397,7 +399,9 @@ class EvaluateConfig(_Section):
         description="retrained rows besides the GNN without teacher (opt in to the others: each is one more student "
         "training); fast_graph: a student trained and served on graph.parser=fast graphs (no dependency parse), to "
         "show the accuracy / latency trade-off; no_transfer: distilled without the transfer set")
-    small_fraction: float = Field(0.1, gt=0, le=1, description="training fraction of the small-data rows")
+    small_fraction: float = Field(0.1, gt=0, le=1, description="fraction of the training labels the small-data rows "
+                                  "get (`distill.train_fraction`): the few-labels case, where a teacher's outputs on "
+                                  "the unlabelled rest are what distillation adds")
     peers: list[Literal["fasttext", "model2vec"]] = Field(
         ["fasttext", "model2vec"], description="cheap models a user would deploy instead of the student, each a row "
         "trained on the bag-of-words row's training documents, scored, timed end to end and sized on disk like the "

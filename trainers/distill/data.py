@@ -153,13 +153,28 @@ def load(payload: bytes):
                    for k, v in pickle.loads(payload).items()})
 
 
-def subsample(table: pa.Table, fraction: float, seed: int) -> pa.Table:
-    """A seeded random fraction of the rows (small-data runs)."""
+def subsample(table: pa.Table, fraction: float, seed: int) -> tuple[pa.Table, pa.Table]:
+    """(a seeded random fraction of the rows, the rest): the labelled part of a small-data run and
+    the documents whose labels it does not get."""
     if fraction >= 1:
-        return table
+        return table, table.slice(0, 0)
     rng = np.random.default_rng(seed)
     k = max(1, int(round(fraction * table.num_rows)))
-    return table.take(np.sort(rng.choice(table.num_rows, k, replace=False)))
+    kept = np.zeros(table.num_rows, dtype=bool)
+    kept[rng.choice(table.num_rows, k, replace=False)] = True
+    return table.filter(pa.array(kept)), table.filter(pa.array(~kept))
+
+
+def without_gold(table: pa.Table, task: Task) -> pa.Table:
+    """``table``'s examples with their gold targets hidden (``Task.hide_gold``) and their curriculum
+    difficulty ranked again from the teacher alone (a pair's uses its gold score while it has one)."""
+    data = [load(p) for p in table.column("payload").to_pylist()]
+    for d in data:
+        task.hide_gold(d)
+    diff = curriculum.difficulty(np.array([d.num_nodes for d in data]),
+                                 np.array([task.teacher_uncertainty(d) for d in data]))
+    return table.set_column(table.schema.get_field_index("difficulty"), "difficulty", pa.array(diff.tolist())) \
+        .set_column(table.schema.get_field_index("payload"), "payload", pa.array([pack(d) for d in data], pa.binary()))
 
 
 def unpack(table_or_batch) -> list[tuple[str, float, Any]]:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from tgd.config import DistillConfig, RunConfig, StudentConfig
 from tgd.schema import TRANSFER_SPLIT
-from trainers.distill.data import Prepared, subsample
+from trainers.distill.data import Prepared, subsample, without_gold
 from trainers.distill.teacher_gate import ensure_teacher_check, gate_active
 from trainers.student.features import GraphEncoding
 from trainers.student.vocabulary import teacher_word_vectors
@@ -58,16 +58,22 @@ def build_spec(cfg: RunConfig, prepared: Prepared, use_teacher: bool, out_dir: P
     ``workers``: the DDP workers it trains on; fewer than the stage's ``ray.num_workers`` (a single
     process) scales the batch up to the stage's global batch."""
     dcfg = cfg.distill
-    train_tbl = subsample(prepared.splits["train"], dcfg.train_fraction, dcfg.seed)
+    train_tbl, unlabelled = subsample(prepared.splits["train"], dcfg.train_fraction, dcfg.seed)
     transfer = prepared.splits.get(TRANSFER_SPLIT)
     has_teacher = use_teacher and prepared.has_teacher
     if has_teacher:
         ensure_teacher_check(prepared, cfg)
     gate = has_teacher and gate_active(dcfg.teacher_gate, prepared.teacher_check)
-    if has_teacher and not gate and dcfg.use_transfer and transfer is not None and transfer.num_rows:
-        # KD + bridge only (gold label -1). Sorted by id, each copy follows its original, so every
-        # worker's contiguous Ray Data shard mixes labelled documents and copies.
-        train_tbl = pa.concat_tables([train_tbl, transfer]).sort_by("id")
+    if has_teacher and not gate:
+        # KD + bridge only (gold -1): the transfer set, and in a small-data run the training documents
+        # beyond its labelled fraction, which the teacher labels as it labels the copies. Sorted by id,
+        # each copy follows its original, so every worker's contiguous Ray Data shard mixes labelled
+        # documents and teacher-only ones.
+        extra = [without_gold(unlabelled, get_task(prepared.task))] if unlabelled.num_rows else []
+        if dcfg.use_transfer and transfer is not None and transfer.num_rows:
+            extra.append(transfer)
+        if extra:
+            train_tbl = pa.concat_tables([train_tbl, *extra]).sort_by("id")
     init = None
     if cfg.student.init_from_teacher:
         init = teacher_word_vectors(prepared.enc.vocab, str(teacher_model_dir(cfg)), cfg.student.hidden,

@@ -167,6 +167,12 @@ class Task:
         """Gold targets and the teacher's predictions for one graph, aligned with ``predict``'s rows."""
         raise NotImplementedError
 
+    def hide_gold(self, data) -> None:
+        """Hide ``data``'s gold targets (in place: -1, as a transfer copy has): a training example the
+        student may learn from the teacher alone (the small-data rows' documents beyond their labelled
+        fraction)."""
+        data.y.fill_(-1)
+
     def teacher_as_gold(self, data) -> None:
         """The teacher's predictions become ``data``'s gold targets (in place): how a validation set of
         texts without gold labels (`tgd adapt`'s held-out domain texts) scores a student, by its

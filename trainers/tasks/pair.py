@@ -170,6 +170,10 @@ class Pair(Task):
     def predictions(self, logits):
         return logits[:, 1:].argmax(-1) if logits.shape[1] > 1 else logits[:, 0]
 
+    def hide_gold(self, data):
+        super().hide_gold(data)
+        data.score.fill_(math.nan)
+
     def gold_and_teacher(self, data):
         if data.t_logits.shape[1]:  # labels: no pair-classifier teacher (yet)
             return data.y, torch.full_like(data.y, -1)

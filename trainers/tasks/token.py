@@ -112,6 +112,10 @@ class Token(Task):
         y = batch.node_y[batch.t_mask]
         return ((t_kd.argmax(-1) == y) | (y < 0)).float()
 
+    def hide_gold(self, data):
+        super().hide_gold(data)
+        data.node_y.fill_(-1)
+
     def gold_and_teacher(self, data):
         return data.node_y, data.t_node_logits.argmax(-1)
 
