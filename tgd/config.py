@@ -332,8 +332,12 @@ class DistillConfig(_Section):
                                       "task's default (tgd/tasks.py `task_defaults`: the pair task's only teacher "
                                       "signal is the sentence embedding the bridge aligns with, so it weighs far more "
                                       "there)")
-    curriculum: bool | None = Field(None, description="easy-to-hard ordering (off: all documents every epoch, "
-                                    "shuffled); null: the task's default (tgd/tasks.py `task_defaults`)")
+    curriculum: bool = Field(False, description="easy-to-hard pacing within the three stages: the first epochs see "
+                             "only the documents the teacher is surest of (and the shortest), the rest join by "
+                             "pace_epochs; off: every document every epoch, shuffled. Off by default: it measured no "
+                             "gain on any task and on a small corpus its easy subset can hold mostly one label, "
+                             "which kept a student at the majority class (docs/RESULTS.md, \"Distillation settings "
+                             "per task\")")
     pace_start: float = Field(0.3, gt=0, le=1, description="fraction of the easiest training documents in epoch 0")
     pace_epochs: int = Field(4, ge=1, description="epochs until the whole training set is used (root pacing)")
     node_budget: int = Field(512, ge=8, description="max nodes per training graph; longer documents are sampled")
@@ -364,7 +368,7 @@ class DistillConfig(_Section):
 
 # keys whose null default means "the task's default" (``TaskSpec.task_defaults`` names every one of them)
 TASK_DEFAULTED = ("distill.lr", "distill.lr_schedule", "distill.alpha_kl", "distill.temperature", "distill.beta_bridge",
-                  "distill.curriculum", "student.dropout")
+                  "student.dropout")
 
 # transfer.copies when null: one copy gives the student the teacher's soft labels on new inputs while
 # adding the least teacher-logits and training work per document (more copies: see transfer.copies)
@@ -392,7 +396,7 @@ class TransferConfig(_Section):
 
 class EvaluateConfig(_Section):
     """The comparison table: which extra rows to train and how to time them."""
-    ablations: list[Literal["no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only",
+    ablations: list[Literal["no_bridge", "curriculum", "no_adaptive_t", "dependency_only", "cooccurrence_only",
                             "small_data", "teacher_init", "no_teacher_init", "teacher_forward_init", "fast_graph",
                             "no_transfer"]] = Field(
         ["small_data", "fast_graph"],
@@ -435,6 +439,11 @@ class EvaluateConfig(_Section):
                                  "distill.lr). Apart from distill.lr because that one is tuned with the KD losses on: "
                                  "trained on the labels alone, the GNN learns best at its own rate, and a baseline "
                                  "held back by the distilled student's rate would flatter distillation")
+    gnn_lr_schedule: Literal["constant", "cosine"] | None = Field(
+        "constant", description="learning-rate schedule of the GNN-without-teacher rows (null: distill.lr_schedule). "
+        "Constant: on a small corpus a decaying rate leaves the label-only GNN under-fitted within the epochs it "
+        "gets, and on a large one the decay measured no better for it (docs/RESULTS.md), so the baseline keeps the "
+        "schedule it learns best with")
 
 
 class TuneConfig(_Section):

@@ -18,9 +18,12 @@ from trainers.tasks import get_task
 
 def gnn_baseline_config(cfg):
     """The student architecture, CE only, no teacher signal (no curriculum, no teacher embeddings), at
-    its own learning rate (``evaluate.gnn_lr``): ``distill.lr`` is tuned with the KD losses on."""
+    its own learning rate and schedule (``evaluate.gnn_lr``, ``gnn_lr_schedule``): ``distill``'s are
+    chosen with the KD losses on."""
+    ev = cfg.evaluate
     return cfg.with_changes({"student.init_from_teacher": False, "distill.use_teacher": False,
-                             "distill.lr": cfg.evaluate.gnn_lr or cfg.distill.lr})
+                             "distill.lr": ev.gnn_lr or cfg.distill.lr,
+                             "distill.lr_schedule": ev.gnn_lr_schedule or cfg.distill.lr_schedule})
 
 
 # TF-IDF features are wide and sparse: a strong dropout on the hidden layer is the classic regulariser

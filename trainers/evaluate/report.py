@@ -53,7 +53,7 @@ from trainers.teacher.windows import Windower
 
 ABLATIONS = {  # name -> (section, field, value)
     "no_bridge": ("distill", "bridge", False),
-    "no_curriculum": ("distill", "curriculum", False),
+    "curriculum": ("distill", "curriculum", True),
     "no_adaptive_t": ("distill", "adaptive_temperature", False),
     "dependency_only": ("student", "edges", "dependency"),
     "cooccurrence_only": ("student", "edges", "cooccurrence"),

@@ -18,7 +18,7 @@ from trainers.evaluate import report as evaluate
 from trainers.student.checkpoint import load_student
 from trainers.student.quantize import quantize_int8
 
-EXPECTED = {"teacher", "distilled", "distilled_decomposed", "distilled_int8", "gnn", "bow", "no_bridge", "no_curriculum",
+EXPECTED = {"teacher", "distilled", "distilled_decomposed", "distilled_int8", "gnn", "bow", "no_bridge", "curriculum",
             "no_adaptive_t", "dependency_only", "cooccurrence_only", "distilled_small", "gnn_small", "fast_graph", "no_transfer",
             "fasttext", "model2vec"}
 
@@ -27,7 +27,7 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     cfg = make_config(tmp_path, student={"hidden": 16, "heads": 2, "pos_dim": 4, "vocab_min_count": 1},
                       distill={"epochs_align": 1, "epochs_fusion": 1, "epochs_adaptive": 1, "batch_size": 32,
                                "node_budget": 12, "pace_epochs": 1},
-                      evaluate={"ablations": ["no_bridge", "no_curriculum", "no_adaptive_t", "dependency_only",
+                      evaluate={"ablations": ["no_bridge", "curriculum", "no_adaptive_t", "dependency_only",
                                               "cooccurrence_only", "small_data", "fast_graph", "no_transfer"],
                                 "latency_docs": 8, "e2e_docs": 3, "bow_epochs": 2, "small_fraction": 0.3, "seeds": 2,
                                 "bootstrap_resamples": 200},
