@@ -17,7 +17,7 @@ SMALL = {"hidden": 32, "heads": 2, "pos_dim": 8, "vocab_min_count": 1}
 
 def _cfg(tmp_path, workers=2, **distill):
     d = {"epochs_align": 1, "epochs_fusion": 1, "epochs_adaptive": 1, "batch_size": 16, "node_budget": 16,
-         "pace_epochs": 2, **distill}
+         "curriculum": True, "pace_epochs": 2, **distill}
     return make_config(tmp_path, student=SMALL, distill=d, ray={"num_workers": workers})
 
 
