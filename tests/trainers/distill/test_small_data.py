@@ -16,8 +16,9 @@ def test_small_data_rows_keep_a_fraction_of_the_labels_and_the_teacher_on_the_re
     cfg = make_config(tmp_path, student={"hidden": 16, "heads": 2, "pos_dim": 4, "vocab_min_count": 1},
                       distill={"train_fraction": 0.25}, evaluate={"bow_epochs": 4}, ray={"num_workers": 1})
     make_run(cfg, n_docs=120, teacher_right=1.0)
-    train = prepare(cfg, use_teacher=True).splits["train"]
-    _, distilled = build_spec(cfg, prepare(cfg, use_teacher=True), True, tmp_path / "fit")
+    prepared = prepare(cfg, use_teacher=True)
+    train = prepared.splits["train"]
+    _, distilled = build_spec(cfg, prepared, True, tmp_path / "fit")
     _, plain = build_spec(cfg, prepare(cfg, use_teacher=False), False, tmp_path / "fit")
     gold = {i: int(load(p).y[0]) for i, p in zip(distilled.column("id").to_pylist(),
                                                  distilled.column("payload").to_pylist())}
