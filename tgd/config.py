@@ -347,6 +347,11 @@ class DistillConfig(_Section):
                             "steadier steps per epoch and more memory")
     lr: float | None = Field(None, gt=0, description="AdamW learning rate of the student (`tgd tune` searches it);"
                              " null: the task's default (tgd/tasks.py `task_defaults`)")
+    lr_factors: list[float] = Field(
+        [0.5, 1.0], min_length=1, description="the distill stage trains one student per factor, at `lr` times the "
+        "factor, and keeps the one with the best validation score (evaluate's retrained rows then use its rate); "
+        "[1.0]: one student. The best rate moves with the optimizer steps an epoch holds, so with the corpus size: "
+        "validation chooses it instead of a corpus YAML, at one more training per factor")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay: a light regulariser for the embeddings "
                                 "and layers of a small student")
     lr_schedule: Literal["constant", "cosine"] | None = Field(
@@ -364,6 +369,13 @@ class DistillConfig(_Section):
     max_failures: int = Field(1, ge=0, description="Ray Train restarts from the latest checkpoint after a worker dies")
     threads_per_worker: int = Field(1, ge=1, description="torch threads per training worker: one avoids "
                                     "oversubscribing the CPUs that several workers on a node share")
+
+    @field_validator("lr_factors")
+    @classmethod
+    def _factors_positive(cls, v: list[float]) -> list[float]:
+        if any(f <= 0 for f in v):
+            raise ValueError("distill.lr_factors: every factor must be > 0 (1.0 trains at distill.lr itself)")
+        return v
 
 
 # keys whose null default means "the task's default" (``TaskSpec.task_defaults`` names every one of them)

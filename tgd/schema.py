@@ -21,9 +21,12 @@ Layout of a run directory::
                                                               included); attempt AAA, worker rank RRR: a re-run
                                                               keeps finished files and runs only the rest
     RUN_DIR/teacher-logits/state_projection.npy   (numpy)     projection of teacher states to teacher.state_dim
-    RUN_DIR/distill/student.pt                    (torch)     best epoch's student + encoding (weights_only load)
-    RUN_DIR/distill/ray/                          (Ray Train) epoch checkpoints a re-run resumes from
-    RUN_DIR/distill/history.json, learning_curves.png, tensorboard/
+    RUN_DIR/distill/student.pt                    (torch)     best epoch's student + encoding (weights_only load),
+                                                              of the learning rate best on validation
+    RUN_DIR/distill/history.json, learning_curves.png         that student's epochs
+    RUN_DIR/distill/lr-<rate>/                    one student per rate (distill.lr_factors): the same
+                                                  files, tensorboard/ and ray/ (Ray Train epoch
+                                                  checkpoints a re-run resumes from)
     RUN_DIR/evaluate/metrics.md, metrics.json     the test-split table; models/ (each row's student), plots
     RUN_DIR/terms/terms.parquet                   TERMS       `tgd terms --domain TEXTS`: the kept domain terms, best
                                                               first (+ terms.json, terms.md, rejects.parquet)

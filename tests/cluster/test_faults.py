@@ -164,7 +164,8 @@ def test_killed_driver_resumes_teacher_finetune_and_distill_from_their_checkpoin
                     "lr": 0.003, "patience": None,
                     "max_length": 24, "stride": 4, "max_windows": 4, "state_dim": 8},
         "student": {"hidden": 32, "heads": 2, "pos_dim": 8},
-        "distill": {"epochs_align": 2, "epochs_fusion": 2, "epochs_adaptive": 2, "batch_size": 16},
+        "distill": {"epochs_align": 2, "epochs_fusion": 2, "epochs_adaptive": 2, "batch_size": 16,
+                    "lr_factors": [1.0]},  # one student: the resume is the same for each rate's
     }))
     logs = [tmp_path / f"tgd-{i}.log" for i in range(3)]
 
@@ -182,7 +183,7 @@ def test_killed_driver_resumes_teacher_finetune_and_distill_from_their_checkpoin
 
     # 2. Re-run: teacher-finetune resumes; kill again once distill has checkpointed an epoch.
     proc = start_tgd(["distill", str(cfg)], logs[1])
-    distill_epochs = lambda: [json.loads(f.read_text())["epoch"] for f in (run / "distill" / "ray").glob("*/checkpoint_*/epoch.json")
+    distill_epochs = lambda: [json.loads(f.read_text())["epoch"] for f in (run / "distill").glob("lr-*/ray/*/checkpoint_*/epoch.json")
                               if (f.parent / "state.pt").is_file()]
     try:
         wait_for(lambda: distill_epochs() or proc.poll() is not None, "the first distill checkpoint")

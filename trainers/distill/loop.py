@@ -14,6 +14,7 @@ Both save the best epoch's student, its history and learning curves the same way
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -171,11 +172,46 @@ def train_in_process(cfg, out_dir: Path, prepared: Prepared, use_teacher: bool |
     return _finish(cfg, out_dir, spec, prepared, use_teacher, train_tbl.num_rows, result["history"], result["best"])
 
 
+def learning_rates(cfg) -> list[float]:
+    """The rates the distill stage tries: ``distill.lr`` times each of ``distill.lr_factors``."""
+    return sorted({float(f"{cfg.distill.lr * f:.6g}") for f in cfg.distill.lr_factors})
+
+
+CHOSEN_FILES = ("student.pt", "history.json", "learning_curves.png")  # what the stage's readers take from its dir
+
+
+def choose_learning_rate(cfg, out_dir: Path, log=print) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One student per rate (``learning_rates``) into ``out_dir/lr-<rate>/``, each resumable on its
+    own; the one with the best validation score is copied to ``out_dir``. The best rate moves with the
+    optimizer steps an epoch holds (the corpus size), so validation picks it rather than a corpus YAML.
+    Returns the chosen student's summary and one record per rate."""
+    prepared = prepare(cfg, cfg.distill.use_teacher, cfg.student.edges)
+    tried, summaries = [], {}
+    for lr in learning_rates(cfg):
+        t0 = time.time()
+        log(f"[distill] learning rate {lr:g}: training a student (distill.lr_factors)")
+        summaries[lr] = train_on_ray(cfg.with_changes({"distill.lr": lr}), out_dir / f"lr-{lr:g}", prepared, log=log)
+        tried.append({"lr": lr, "val_score": summaries[lr]["val_accuracy"], "best_epoch": summaries[lr]["best_epoch"],
+                      "seconds": round(time.time() - t0, 1)})
+        log(f"[distill] learning rate {lr:g}: best validation score {tried[-1]['val_score']:.4f} "
+            f"(epoch {tried[-1]['best_epoch']}, {tried[-1]['seconds']:.0f}s)")
+    chosen = max(tried, key=lambda t: (t["val_score"], -t["lr"]))["lr"]  # a tie: the gentler rate
+    for t in tried:
+        t["chosen"] = t["lr"] == chosen
+    for name in CHOSEN_FILES:
+        shutil.copy2(out_dir / f"lr-{chosen:g}" / name, out_dir / name)
+    log(f"[distill] chosen learning rate {chosen:g} (" + ", ".join(f"{t['lr']:g}: {t['val_score']:.4f}"
+                                                                  for t in tried) + ")")
+    return {**summaries[chosen], "lr": chosen}, tried
+
+
 def run(cfg, out_dir: Path) -> dict[str, Any]:
-    """Stage entry point."""
-    summary = train_on_ray(cfg, out_dir)
+    """Stage entry point: one student per learning rate, the best on validation kept."""
+    out_dir = Path(out_dir).resolve()
+    summary, tried = choose_learning_rate(cfg, out_dir)
     return {"input_rows": summary["train_docs"], "output_rows": 1, "epochs": summary["epochs"],
             "best_epoch": summary["best_epoch"], "val_accuracy": summary["val_accuracy"],
+            "lr": summary["lr"], "lr_search": tried,
             "teacher_check": summary["teacher_check"], "teacher_gate": summary["teacher_gate"],
             "unseen_words": summary["unseen_words"],
             "final": dict(summary["history"][-1])}

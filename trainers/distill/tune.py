@@ -82,7 +82,9 @@ def run(cfg, out_dir: Path, log=print) -> dict[str, Any]:
     if not done:
         raise RuntimeError(f"every tune trial failed; first error: {trials[0].get('error')}")
     best = max(done, key=lambda t: t["val_accuracy"])
-    (out_dir / BEST_CONFIG).write_text(dump_yaml(cfg.with_changes(best["settings"])))
+    # a rate the search chose is the rate to run: the distill stage then trains that one student only
+    pinned = {"distill.lr_factors": [1.0]} if "distill.lr" in best["settings"] else {}
+    (out_dir / BEST_CONFIG).write_text(dump_yaml(cfg.with_changes({**best["settings"], **pinned})))
     (out_dir / "trials.json").write_text(json.dumps(trials, indent=2))
     (out_dir / "trials.md").write_text(_markdown(trials, list(space)))
     log("\n" + (out_dir / "trials.md").read_text())

@@ -234,10 +234,20 @@ def recipe_line(recipe: dict) -> str:
     return text + "."
 
 
+def student_rate_line(lr_search: list[dict]) -> str:
+    """The student's learning rate and the validation scores that chose it, in one line."""
+    best = next(t for t in lr_search if t["chosen"])
+    tried = ", ".join(f"{t['lr']:g}: {t['val_score']:.4f} (best epoch {t['best_epoch']}, {t['seconds']:.0f} s)"
+                      for t in lr_search)
+    return (f"Student learning rate: {best['lr']:g}"
+            + (f", chosen on validation (distill.lr_factors): {tried}." if len(lr_search) > 1 else "."))
+
+
 def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None,
-             headline: str = "accuracy", distill_check: dict | None = None, teacher_recipe: dict | None = None) -> str:
+             headline: str = "accuracy", distill_check: dict | None = None, teacher_recipe: dict | None = None,
+             lr_search: list[dict] | None = None) -> str:
     """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the verdict, the
-    teacher's recipe, the teacher and distillation checks."""
+    teacher's recipe and the student's learning-rate choice, the teacher and distillation checks."""
     extra = [k for k in TASK_METRICS if k != headline and any(k in r for r in rows)]  # the task's own metrics
     cols = ["model", "graph", headline, "seeds", *extra, "macro_f1", "agreement", "params", "size_mb", "latency_ms_b1",
             "latency_ms_b64", "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
@@ -261,6 +271,8 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
     lines += ["", verdict(rows, headline)]
     if teacher_recipe:
         lines += ["", recipe_line(teacher_recipe)]
+    if lr_search:
+        lines += ["", student_rate_line(lr_search)]
     if teacher_check and teacher_check.get("weaker") is not None:
         warn = teacher_check["weaker"] or teacher_check.get("memorised")
         lines += ["", ("**WARNING** " if warn else "") + f"Teacher check: {teacher_check['message']}."]
@@ -311,10 +323,14 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     ev = cfg.evaluate
+    distilled = read_manifest(cfg, "distill") or {}
+    if distilled.get("lr", cfg.distill.lr) != cfg.distill.lr:  # the rate the distill stage chose on validation
+        log(f"[evaluate] retrained rows use the distill stage's learning rate {distilled['lr']:g}")
+        cfg = cfg.with_changes({"distill.lr": distilled["lr"]})
     prepared = prepare(cfg, use_teacher=True, edges="hybrid")  # every row's edges are a subset of these
     # The distill stage's verdict on the teacher, when it made one: its student was trained under it, so every
     # retrained row is too, and the baseline behind it is not trained again (minutes on a large corpus).
-    prepared.teacher_check = (read_manifest(cfg, "distill") or {}).get("teacher_check")
+    prepared.teacher_check = distilled.get("teacher_check")
     ensure_teacher_check(prepared, cfg)  # once, shared by every row
     test_ids = sorted(prepared.splits["test"].column("id").to_pylist())
     if not test_ids:
@@ -437,7 +453,8 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     recipe = (read_manifest(cfg, "teacher-finetune") or {}).get("recipe")
     if recipe:
         by_name["teacher"]["recipe"] = recipe
-    table = markdown(rows, comparisons, prepared.teacher_check, headline, distill_check, recipe)
+    table = markdown(rows, comparisons, prepared.teacher_check, headline, distill_check, recipe,
+                     distilled.get("lr_search"))
     if cascade:
         (out_dir / "cascade.json").write_text(json.dumps(cascade, indent=2))
         plot_cascade(cascade, out_dir / "cascade.png", headline)

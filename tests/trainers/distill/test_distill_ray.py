@@ -1,5 +1,6 @@
 """Distillation on a real local Ray Train: 2 workers complete and checkpoint, a re-run resumes at
-the next epoch, and 1 worker with the same seed reproduces itself."""
+the next epoch, 1 worker with the same seed reproduces itself, and the stage keeps the student of
+the learning rate best on validation."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import torch
 
 from tests.conftest import make_config
 from tests.fixtures.student_data import make_run
+from trainers.distill import loop
 from trainers.distill.loop import latest_checkpoint, train_on_ray
 from trainers.student.checkpoint import load_student
 
@@ -58,3 +60,22 @@ def test_one_worker_same_seed_is_deterministic(ray_local, tmp_path):
     wa = load_student(tmp_path / "a" / "student.pt")[0].state_dict()
     wb = load_student(tmp_path / "b" / "student.pt")[0].state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_stage_trains_one_student_per_rate_and_keeps_the_best_on_validation(ray_local, tmp_path):
+    cfg = _cfg(tmp_path, workers=1, epochs_align=0, epochs_adaptive=0, epochs_fusion=2, curriculum=False,
+               lr=2e-3, lr_factors=[1.0, 1e-3])  # 2e-6: a rate too small to learn anything in two epochs
+    make_run(cfg)
+    out = tmp_path / "run" / "distill"
+    manifest = loop.run(cfg, out)
+    search = manifest["lr_search"]
+    assert [t["lr"] for t in search] == [2e-6, 2e-3]  # sorted, each trained into its own directory
+    assert all((out / f"lr-{t['lr']:g}" / "student.pt").is_file() for t in search)
+    best = max(search, key=lambda t: t["val_score"])
+    assert [t["lr"] for t in search if t["chosen"]] == [best["lr"]] == [manifest["lr"]] and best["lr"] != 2e-6
+    assert manifest["val_accuracy"] == best["val_score"]
+    kept = load_student(out / "student.pt")[0].state_dict()
+    chosen = load_student(out / f"lr-{best['lr']:g}" / "student.pt")[0].state_dict()
+    assert all(torch.equal(kept[k], chosen[k]) for k in kept)
+    assert json.loads((out / "history.json").read_text()) == json.loads(
+        (out / f"lr-{best['lr']:g}" / "history.json").read_text())

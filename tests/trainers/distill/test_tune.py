@@ -50,5 +50,6 @@ def test_tune_through_the_cli_writes_trials_and_a_runnable_best_config(ray_local
     best = load_config(out / "best.yaml")
     top = max(trials, key=lambda t: t["val_accuracy"])
     assert best.distill.lr == top["settings"]["distill.lr"] and best.student.dropout == top["settings"]["student.dropout"]
+    assert best.distill.lr_factors == [1.0] and cfg.distill.lr_factors != [1.0]  # tune's rate: no second search
     assert best.run_dir == cfg.run_dir and best.teacher == cfg.teacher  # the earlier stages stay up to date
     assert "| val_accuracy | epochs | distill.lr | student.dropout |" in (out / "trials.md").read_text()

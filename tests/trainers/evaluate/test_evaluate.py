@@ -26,7 +26,7 @@ EXPECTED = {"teacher", "distilled", "distilled_decomposed", "distilled_int8", "g
 def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     cfg = make_config(tmp_path, student={"hidden": 16, "heads": 2, "pos_dim": 4, "vocab_min_count": 1},
                       distill={"epochs_align": 1, "epochs_fusion": 1, "epochs_adaptive": 1, "batch_size": 32,
-                               "node_budget": 12, "pace_epochs": 1},
+                               "node_budget": 12, "pace_epochs": 1, "lr_schedule": "constant"},
                       evaluate={"ablations": ["no_bridge", "curriculum", "no_adaptive_t", "dependency_only",
                                               "cooccurrence_only", "small_data", "fast_graph", "no_transfer"],
                                 "latency_docs": 8, "e2e_docs": 3, "bow_epochs": 2, "small_fraction": 0.3, "seeds": 2,
@@ -35,9 +35,14 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     make_run(cfg, n_docs=60, transfer_copies=1)
     summary = train_on_ray(cfg, tmp_path / "run" / "distill")
     # the distill stage's manifest carries its verdict on the teacher: evaluate reuses it (marked here) rather
-    # than training the baseline behind it again
+    # than training the baseline behind it again; and the learning rate it chose on validation (here half the
+    # configured one), which the retrained rows take
     check = {**summary["teacher_check"], "message": summary["teacher_check"]["message"] + " [from distill]"}
-    (tmp_path / "run" / "distill" / "manifest.json").write_text(json.dumps({"teacher_check": check}))
+    chosen = cfg.distill.lr / 2
+    search = [{"lr": chosen, "val_score": 0.75, "best_epoch": 2, "seconds": 3.0, "chosen": True},
+              {"lr": cfg.distill.lr, "val_score": 0.7, "best_epoch": 1, "seconds": 3.0, "chosen": False}]
+    (tmp_path / "run" / "distill" / "manifest.json").write_text(json.dumps({"teacher_check": check, "lr": chosen,
+                                                                             "lr_search": search}))
     out = tmp_path / "run" / "evaluate"
     out.mkdir(parents=True)
     result = evaluate.run(cfg, out, Predictor)
@@ -76,6 +81,8 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     seen = {name: max(h["train_docs"] for h in json.loads((out / "models" / f"{name}-seed{s}" / "history.json").read_text()))
             for name, s in (("distilled", 1), ("no_transfer", 0), ("gnn", 0))}
     assert seen["distilled"] > seen["no_transfer"] == seen["gnn"]  # the transfer copies, for the distilled rows only
+    rates = lambda name, s: {h["lr"] for h in json.loads((out / "models" / f"{name}-seed{s}" / "history.json").read_text())}
+    assert rates("distilled", 1) == rates("no_bridge", 0) == {chosen} and rates("gnn", 0) == {cfg.evaluate.gnn_lr}
     for key in ("ci95_vs_gnn", "ci95_vs_bow"):
         low, high = by["distilled"][key]
         assert -1 <= low <= high <= 1
@@ -100,6 +107,7 @@ def test_evaluate_writes_table_with_all_rows(ray_local, tmp_path):
     assert grid[str(m2v["model2vec"]["C"])] == max(grid.values())
     assert "distilled - model2vec" in result["differences"] and m2v["e2e_latency_ms_b1"] > 0
     assert "Teacher check: teacher stronger than bag-of-words" in md and "[from distill]" in md
+    assert f"Student learning rate: {chosen:g}, chosen on validation (distill.lr_factors): {chosen:g}: 0.7500" in md
     # the distillation check compares the rows' own best validation scores, mean over seeds
     check = by["distilled"]["distillation_check"]
     val = lambda name, seeds: [load_student(out / "models" / f"{name}-seed{s}" / "student.pt")[2]["extra"]["val_accuracy"]
