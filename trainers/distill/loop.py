@@ -177,6 +177,12 @@ def learning_rates(cfg) -> list[float]:
     return sorted({float(f"{cfg.distill.lr * f:.6g}") for f in cfg.distill.lr_factors})
 
 
+def saved_val_score(summary: dict[str, Any]) -> float:
+    """The validation score of the student as saved: with the teacher's words for unseen ones where
+    ``student.unseen_words`` chose them on validation (they can move it more than the rate does)."""
+    return max((summary["unseen_words"].get("validation") or {}).values(), default=summary["val_accuracy"])
+
+
 CHOSEN_FILES = ("student.pt", "history.json", "learning_curves.png")  # what the stage's readers take from its dir
 
 
@@ -191,7 +197,7 @@ def choose_learning_rate(cfg, out_dir: Path, log=print) -> tuple[dict[str, Any],
         t0 = time.time()
         log(f"[distill] learning rate {lr:g}: training a student (distill.lr_factors)")
         summaries[lr] = train_on_ray(cfg.with_changes({"distill.lr": lr}), out_dir / f"lr-{lr:g}", prepared, log=log)
-        tried.append({"lr": lr, "val_score": summaries[lr]["val_accuracy"], "best_epoch": summaries[lr]["best_epoch"],
+        tried.append({"lr": lr, "val_score": saved_val_score(summaries[lr]), "best_epoch": summaries[lr]["best_epoch"],
                       "seconds": round(time.time() - t0, 1)})
         log(f"[distill] learning rate {lr:g}: best validation score {tried[-1]['val_score']:.4f} "
             f"(epoch {tried[-1]['best_epoch']}, {tried[-1]['seconds']:.0f}s)")
