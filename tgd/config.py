@@ -348,10 +348,12 @@ class DistillConfig(_Section):
     lr: float | None = Field(None, gt=0, description="AdamW learning rate of the student (`tgd tune` searches it);"
                              " null: the task's default (tgd/tasks.py `task_defaults`)")
     lr_factors: list[float] = Field(
-        [0.5, 1.0], min_length=1, description="the distill stage trains one student per factor, at `lr` times the "
-        "factor, and keeps the one with the best validation score (evaluate's retrained rows then use its rate); "
-        "[1.0]: one student. The best rate moves with the optimizer steps an epoch holds, so with the corpus size: "
-        "validation chooses it instead of a corpus YAML, at one more training per factor")
+        [1.0], min_length=1, description="the distill stage trains one student per factor, at `lr` times the factor, "
+        "and keeps the one with the best validation score (evaluate's retrained rows then use its rate), e.g. "
+        "[0.5, 1.0] for a corpus far larger than the ones the task's rate was chosen on (more optimizer steps per "
+        "epoch). One by default: each factor costs one more distill training, and on the corpora tried a validation "
+        "split of a few hundred documents did not pick the better of two nearby rates reliably (docs/RESULTS.md, "
+        "\"The student's learning rate chosen on validation\")")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay: a light regulariser for the embeddings "
                                 "and layers of a small student")
     lr_schedule: Literal["constant", "cosine"] | None = Field(

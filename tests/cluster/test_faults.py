@@ -164,8 +164,7 @@ def test_killed_driver_resumes_teacher_finetune_and_distill_from_their_checkpoin
                     "lr": 0.003, "patience": None,
                     "max_length": 24, "stride": 4, "max_windows": 4, "state_dim": 8},
         "student": {"hidden": 32, "heads": 2, "pos_dim": 8},
-        "distill": {"epochs_align": 2, "epochs_fusion": 2, "epochs_adaptive": 2, "batch_size": 16,
-                    "lr_factors": [1.0]},  # one student: the resume is the same for each rate's
+        "distill": {"epochs_align": 2, "epochs_fusion": 2, "epochs_adaptive": 2, "batch_size": 16},
     }))
     logs = [tmp_path / f"tgd-{i}.log" for i in range(3)]
 

@@ -26,7 +26,7 @@ def test_tune_through_the_cli_writes_trials_and_a_runnable_best_config(ray_local
                              "eval_batch_size": 5, "state_dim": 8},
                     student={"hidden": 16, "heads": 2, "pos_dim": 4, "vocab_min_count": 1},
                     distill={"epochs_align": 1, "epochs_fusion": 2, "epochs_adaptive": 1, "batch_size": 8,
-                             "pace_epochs": 1},
+                             "pace_epochs": 1, "lr_factors": [0.5, 1.0]},
                     evaluate={"bow_epochs": 2},
                     tune={"num_samples": 4, "grace_epochs": 1, "reduction_factor": 2,
                           "space": {"distill.lr": [0.001, 0.01], "student.dropout": [0.0, 0.5]}})
