@@ -62,12 +62,13 @@ class _ExportEncoder(nn.Module):
     def __init__(self, student):
         super().__init__()
         self.word, self.pos, self.inp, self.layers = student.word, student.pos, student.inp, student.encoder.layers
+        self.static = student.static
 
     def forward(self, x_tok, x_pos, edge_index, edge_type, edge_weight):
         h = self.inp(torch.cat([self.word(x_tok), self.pos(x_pos)], -1))
         for layer in self.layers:
             h = layer(h, edge_index, edge_type, edge_weight)
-        return h
+        return h if self.static is None else torch.cat([h, self.static(x_tok)], -1)  # as Student.node_states
 
 
 HEAD_AXES = {"h": {0: "nodes"}, "batch": {0: "nodes"}, "graphs": {0: "graphs"}, "side": {0: "nodes"}}

@@ -41,16 +41,16 @@ from pipeline.domain_texts import DomainTexts
 from pipeline.graph_builder import GraphBuilder
 from pipeline.graph_rules import apply_rules
 from pipeline.splits import hash_split
-from tgd.config import RunConfig, StudentConfig
+from tgd.config import RunConfig
 from tgd.errors import StageError
 from tgd.schema import GRAPHS, TEACHER, read_manifest, read_table, stage_dir, write_table
 from trainers.distill.data import GRAPH_FIELDS, decode_teacher_table, encode_row, labels_of, teacher_view
 from trainers.distill.fit import FitContext, fit
 from trainers.distill.spec import FitSpec
-from trainers.student.checkpoint import build_student, load_student, save_student
+from trainers.student.checkpoint import build_student, load_student, save_student, student_config
 from trainers.student.features import GraphEncoding
 from trainers.student.predict import metrics, predict
-from trainers.student.vocabulary import unseen_word_vectors
+from trainers.student.vocabulary import grow_state
 from trainers.tasks import get_task
 from trainers.teacher.model import teacher_model_dir
 from trainers.teacher.outputs import label_in_process
@@ -99,11 +99,9 @@ def _grow(state: dict[str, torch.Tensor], enc: GraphEncoding, trained_words: int
     new = [w for w, c in counts.most_common() if c >= min_count and w not in known]
     if not new:
         return enc, state, []
-    weight = state["word.weight"]
-    vectors = unseen_word_vectors(enc.vocab[:trained_words], weight[:trained_words], new, str(model_dir))
+    grown = grow_state(state, enc.vocab, new, str(model_dir), fit_rows=trained_words)
     log(f"[adapt] {len(new):,} domain words new to the student (seen >= {min_count} times) get vectors mapped "
         f"from the teacher's: {', '.join(new[:8])}{' ...' if len(new) > 8 else ''}")
-    grown = {**state, "word.weight": torch.cat([weight, vectors.to(weight.dtype)])}
     return replace(enc, vocab=[*enc.vocab, *new]), grown, new
 
 
@@ -201,7 +199,7 @@ def adapt(cfg: RunConfig, domain: DomainTexts, terms: Sequence[str] = (), log=pr
         (dom_val if h else dom_train).append(d)
     replay, old_val = _replay_and_validation(cfg, acfg, len(dom_train), encode)
 
-    scfg = StudentConfig(**blob["student"])
+    scfg = student_config(blob)
     start = build_student(enc2, scfg, task.name)
     start.load_state_dict(state)
     before = _scores(start.eval(), old_val, dom_val, enc2, task.name)

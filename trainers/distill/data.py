@@ -33,6 +33,7 @@ class Prepared:
     state_dim: int  # 0: the teacher stored no node states
     has_teacher: bool
     teacher_check: dict[str, Any] | None = None  # trainers.distill.teacher_gate.assess_teacher, once per prepared set
+    word_counts: list[int] | None = None  # training-split count of each vocabulary entry (0: <pad>, <unk>)
 
 
 def labels_of(cfg) -> list[str]:
@@ -136,7 +137,9 @@ def prepare(cfg, use_teacher: bool, edges: str | None = None, graphs_dir: Path |
         out[split] = pa.table({"id": ids_a[sel].tolist(), "split": split_a[sel].tolist(), "difficulty": diff.tolist(),
                                "num_nodes": nodes_a[sel].tolist(),
                                "payload": pa.array([payload[i] for i in sel], pa.binary())})
-    return Prepared(enc, task.name, out, state_dim, use_teacher)
+    counts = dict(zip(vocab.column("token").to_pylist(), vocab.column("count").to_pylist()))
+    return Prepared(enc, task.name, out, state_dim, use_teacher,
+                    word_counts=[0, 0, *(counts.get(w, 0) for w in enc.vocab[2:])])
 
 
 def pack(data) -> bytes:

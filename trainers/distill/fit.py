@@ -110,6 +110,8 @@ def fit(spec: FitSpec, train: list, diff: np.ndarray, val: list, ctx: FitContext
     student = build_student(enc, spec.student, spec.task)
     if spec.init_embeddings is not None:
         student.word.weight.data.copy_(torch.tensor(spec.init_embeddings))  # a copy: the array arrives read-only
+    if student.static is not None and spec.static_vectors is not None:
+        student.static.weight.data.copy_(torch.tensor(spec.static_vectors))
     if spec.init_state is not None:
         student.load_state_dict(spec.init_state)
     bridge = (task.make_bridge(student, spec.state_dim, train[0] if train else None)

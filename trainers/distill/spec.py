@@ -14,7 +14,8 @@ from tgd.schema import TRANSFER_SPLIT
 from trainers.distill.data import Prepared, subsample, without_gold
 from trainers.distill.teacher_gate import ensure_teacher_check, gate_active
 from trainers.student.features import GraphEncoding
-from trainers.student.vocabulary import teacher_word_vectors
+from trainers.student.heads import HEADS
+from trainers.student.vocabulary import static_word_vectors, teacher_word_vectors
 from trainers.tasks import get_task
 from trainers.teacher.model import teacher_model_dir
 
@@ -27,6 +28,7 @@ class FitSpec:
     the stage's global batch, so it takes the same optimizer steps). ``state_dim`` 0: no teacher
     node states. ``teacher_gate``: KD only where the teacher predicts the gold label.
     ``init_embeddings``: initial word embeddings (vocabulary x hidden) or None (random);
+    ``static_vectors``: the static path's frozen table (vocabulary x hidden) where the student has one;
     ``init_state``: the whole student's weights to start from instead (incremental training)."""
     task: str
     distill: DistillConfig
@@ -37,6 +39,7 @@ class FitSpec:
     state_dim: int
     batch_size: int
     init_embeddings: np.ndarray | None = None
+    static_vectors: np.ndarray | None = None
     init_state: dict | None = None  # a trained student's weights to continue from (`tgd adapt`)
     tb_dir: str | None = None  # TensorBoard logs (rank 0)
     resume_dir: str | None = None  # a checkpoint directory to continue from (an interrupted run)
@@ -78,10 +81,14 @@ def build_spec(cfg: RunConfig, prepared: Prepared, use_teacher: bool, out_dir: P
     if cfg.student.init_from_teacher:
         init = teacher_word_vectors(prepared.enc.vocab, str(teacher_model_dir(cfg)), cfg.student.hidden,
                                     cfg.student.init_vectors, dcfg.seed).numpy()
+    static = None
+    if cfg.student.static_path and HEADS[get_task(prepared.task).head].static_path:
+        static = static_word_vectors(prepared.enc.vocab, prepared.word_counts, str(teacher_model_dir(cfg)),
+                                     cfg.student.hidden, dcfg.seed).numpy()
     spec = FitSpec(
         task=prepared.task, distill=dcfg, student=cfg.student,
         encoding=replace(prepared.enc, edges=cfg.student.edges),  # prepared graphs carry every edge kind
         has_teacher=has_teacher, teacher_gate=gate, state_dim=prepared.state_dim if use_teacher else 0,
-        batch_size=dcfg.batch_size * cfg.ray.num_workers // workers, init_embeddings=init,
+        batch_size=dcfg.batch_size * cfg.ray.num_workers // workers, init_embeddings=init, static_vectors=static,
         tb_dir=str(out_dir / "tensorboard"))
     return spec, train_tbl

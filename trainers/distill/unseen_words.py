@@ -45,8 +45,8 @@ def choose(cfg, enc: GraphEncoding, state: dict[str, torch.Tensor], log=print
     mode = cfg.student.unseen_words
     if mode == "unk":
         return enc, state, {"unseen_words": "unk"}
-    vocab, words = with_teacher_vocabulary(enc.vocab, state["word.weight"], str(teacher_model_dir(cfg)))
-    grown_enc, grown = replace(enc, vocab=vocab), {**state, "word.weight": words}
+    vocab, grown = with_teacher_vocabulary(enc.vocab, state, str(teacher_model_dir(cfg)))
+    grown_enc = replace(enc, vocab=vocab)
     info: dict[str, Any] = {"unseen_words": "teacher_vocabulary", "teacher_words": len(vocab) - len(enc.vocab)}
     if mode == "teacher_vocabulary":
         return grown_enc, grown, info

@@ -17,11 +17,12 @@ from trainers.tasks import get_task
 
 
 def gnn_baseline_config(cfg):
-    """The student architecture, CE only, no teacher signal (no curriculum, no teacher embeddings), at
-    its own learning rate and schedule (``evaluate.gnn_lr``, ``gnn_lr_schedule``): ``distill``'s are
-    chosen with the KD losses on."""
+    """The student architecture, CE only, no teacher signal (no curriculum, no teacher embeddings, no
+    static path of the teacher's vectors), at its own learning rate and schedule (``evaluate.gnn_lr``,
+    ``gnn_lr_schedule``): ``distill``'s are chosen with the KD losses on."""
     ev = cfg.evaluate
-    return cfg.with_changes({"student.init_from_teacher": False, "distill.use_teacher": False,
+    return cfg.with_changes({"student.init_from_teacher": False, "student.static_path": False,
+                             "distill.use_teacher": False,
                              "distill.lr": ev.gnn_lr or cfg.distill.lr,
                              "distill.lr_schedule": ev.gnn_lr_schedule or cfg.distill.lr_schedule})
 

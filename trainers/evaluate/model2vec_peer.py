@@ -28,10 +28,9 @@ import numpy as np
 import torch
 
 from trainers.evaluate.latency import BATCH, _timed
-from trainers.student.vocabulary import pca, pooled_states
+from trainers.student.vocabulary import pca, pooled_states, sif_weights
 
 DIM = 256  # model2vec's default width
-SIF_A = 1e-3  # SIF's smoothing constant (Arora et al.): tokens rarer than this keep nearly full weight
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # logistic-regression strengths on standardised features, chosen on validation
 MODEL2VEC_TASKS = ("classification", "pair")  # tokens: a static vector per token is no tagger
 
@@ -81,8 +80,7 @@ def distill_vectors(model_dir: str, train_texts: list[str], seed: int = 0) -> St
     vectors[sorted(special)] = 0
     counts = np.bincount(np.concatenate([np.asarray(r, np.int64) for r in tok(train_texts, add_special_tokens=False)
                                          ["input_ids"]] or [np.zeros(0, np.int64)]), minlength=len(tok))
-    p = counts / max(counts.sum(), 1)
-    return StaticVectors(tok, (vectors * (SIF_A / (SIF_A + p))[:, None]).astype(np.float32))
+    return StaticVectors(tok, (vectors * sif_weights(counts).numpy()[:, None]).astype(np.float32))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -20,12 +20,17 @@ def save_student(path: Path, state_dict, enc: GraphEncoding, student_cfg, task: 
     tmp.replace(path)
 
 
-def load_student(path: Path):
+def student_config(blob: dict):
+    """The ``StudentConfig`` a saved student was built with (one saved before the static path existed
+    has none)."""
     from tgd.config import StudentConfig
 
+    return StudentConfig(**{"static_path": False, **blob["student"]})
+
+
+def load_student(path: Path):
     blob = torch.load(path, map_location="cpu", weights_only=True)
     enc = GraphEncoding(**blob["encoding"])
-    scfg = StudentConfig(**blob["student"])
-    model = build_student(enc, scfg, blob["task"])
+    model = build_student(enc, student_config(blob), blob["task"])
     model.load_state_dict(blob["state_dict"])
     return model.eval(), enc, blob

@@ -30,6 +30,7 @@ from torch import nn
 class Head:
     kind: ClassVar[str]
     export_inputs: ClassVar[tuple[str, ...]]  # the export form's inputs, ``h`` first
+    static_path: ClassVar[bool] = False  # reads the student's static word vectors too (``student.static_path``)
 
     def in_dim(self, hidden: int, readout_dim: int) -> int:
         """The width of the MLP's input."""
@@ -84,38 +85,62 @@ class NodeHead(Head):
 
 class PairHead(Head):
     """A pair is one graph whose nodes carry ``side`` (0: A, 1: B; no edge between the sides): one
-    readout per (pair, side), then per pair [cosine(u, v), the MLP over [u, v, |u-v|, u*v]] (the
-    MLP's logits are empty without labels)."""
+    readout per (pair, side), then per pair [similarity, the MLP over [u, v, |u-v|, u*v]] (the
+    MLP's logits are empty without labels). The similarity is cosine(u, v), or with the static path
+    (node states wider than ``student.hidden``: the static rows follow the GNN's states) the mix
+    ``g cosine(u, v) + (1 - g) cosine(s_A, s_B)``, ``s`` a side's sum of static rows (SIF-weighted
+    by construction), ``g = sigmoid(student.static_mix)`` learned."""
     kind = "pair"
     export_inputs = ("h", "batch", "graphs", "side")
+    static_path = True
 
     def in_dim(self, hidden, readout_dim):
         return 4 * readout_dim
 
     def vectors(self, student, h, batch, side, num_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(u, v): side A's and side B's readout vector of each pair."""
-        z = student.readout(h, batch * 2 + side, 2 * num_pairs).view(num_pairs, 2, -1)
+        """(u, v): side A's and side B's readout vector of each pair (of the GNN's states)."""
+        z = student.readout(h[:, :student.hidden], batch * 2 + side, 2 * num_pairs).view(num_pairs, 2, -1)
         return z[:, 0], z[:, 1]
 
-    def data_vectors(self, student, h, data) -> tuple[torch.Tensor, torch.Tensor]:
-        """``vectors`` of a (batched) pair graph, for the head and the sentence bridge."""
+    @staticmethod
+    def static_similarity(h, seg, num_pairs: int, hidden: int) -> torch.Tensor:
+        """cosine(s_A, s_B) per pair from the static rows of ``h`` (its columns after ``hidden``)."""
+        s = h[:, hidden:]
+        z = s.new_zeros(2 * num_pairs, s.shape[1]).scatter_add(0, seg.unsqueeze(-1).expand_as(s), s)
+        z = z.view(num_pairs, 2, -1)
+        return torch.cosine_similarity(z[:, 0], z[:, 1], dim=-1)
+
+    def scores(self, student, h, batch, side, num_pairs: int) -> torch.Tensor:
+        u, v = self.vectors(student, h, batch, side, num_pairs)
+        static = (None if student.static is None
+                  else self.static_similarity(h, batch * 2 + side, num_pairs, student.hidden))
+        return self.output(student.head, u, v, static, student.static_mix)
+
+    @staticmethod
+    def _batch_side(h, data):
         zeros = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
         batch = data.batch if getattr(data, "batch", None) is not None else zeros
         side = data.side if getattr(data, "side", None) is not None else zeros
-        return self.vectors(student, h, batch, side, int(getattr(data, "num_graphs", None) or 1))
+        return batch, side, int(getattr(data, "num_graphs", None) or 1)
+
+    def data_vectors(self, student, h, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """``vectors`` of a (batched) pair graph, for the sentence bridge."""
+        return self.vectors(student, h, *self._batch_side(h, data))
 
     @staticmethod
-    def output(mlp, u, v) -> torch.Tensor:
-        sim = torch.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
-        return torch.cat([sim, mlp(torch.cat([u, v, (u - v).abs(), u * v], -1))], -1)
+    def output(mlp, u, v, static=None, mix=None) -> torch.Tensor:
+        sim = torch.cosine_similarity(u, v, dim=-1)
+        if static is not None:
+            g = torch.sigmoid(mix)
+            sim = g * sim + (1 - g) * static
+        return torch.cat([sim.unsqueeze(-1), mlp(torch.cat([u, v, (u - v).abs(), u * v], -1))], -1)
 
     def whole(self, student, h, data):
-        return self.output(student.head, *self.data_vectors(student, h, data))
+        return self.scores(student, h, *self._batch_side(h, data))
 
     def parts(self, student, h, parts):
         side = torch.cat([p.side[p.core] if "core" in p else p.side for p in parts])  # core nodes keep their side
-        zeros = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
-        return self.output(student.head, *self.vectors(student, h, zeros, side, 1))
+        return self.scores(student, h, torch.zeros(h.shape[0], dtype=torch.long, device=h.device), side, 1)
 
     def export(self, student):
         return _ExportPairHead(student)
@@ -173,8 +198,10 @@ class _ExportPairHead(nn.Module):
     def __init__(self, student):
         super().__init__()
         self.gate, self.head = _gate(student), student.head
-        self.width = student.readout.out_dim
+        self.width, self.hidden, self.mix = student.readout.out_dim, student.hidden, student.static_mix
 
     def forward(self, h, batch, graphs, side):
-        z = export_pool(h, batch * 2 + side, graphs.size(0) * 2, self.gate).view(-1, 2, self.width)
-        return PairHead.output(self.head, z[:, 0], z[:, 1])
+        seg, n = batch * 2 + side, graphs.size(0)
+        z = export_pool(h[:, :self.hidden], seg, n * 2, self.gate).view(-1, 2, self.width)
+        static = PairHead.static_similarity(h, seg, n, self.hidden) if self.mix is not None else None
+        return PairHead.output(self.head, z[:, 0], z[:, 1], static, self.mix)

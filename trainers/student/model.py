@@ -1,6 +1,9 @@
 """The student: word + POS embeddings -> typed message passing -> readout -> task head.
 
-It needs only the text graph at inference (never the teacher). The task adapter names the head
+It needs only the text graph at inference (never the teacher). A head kind with a static path (pairs,
+``student.static_path``) also gets a frozen table of the teacher's static word vectors
+(``trainers.student.vocabulary.static_word_vectors``): each node's row is appended to its state, so
+the head can read both and every form (whole, parts, export) carries it the same way. The task adapter names the head
 kind (``trainers.student.heads``: ``graph``, ``node`` or ``pair``), which reads the readout and the
 MLP below. ``forward_parts`` encodes a long document as several subgraphs and lets the head read out
 over all their core nodes at once (decomposed prediction with bounded memory).
@@ -32,6 +35,11 @@ class Student(nn.Module):
         self.readout = Readout(h, cfg.readout)
         d = HEADS[self.kind].in_dim(h, self.readout.out_dim)
         self.head = nn.Sequential(nn.Linear(d, h), nn.ReLU(), Dropout(cfg.dropout), nn.Linear(h, num_labels))
+        self.static = self.static_mix = None
+        if cfg.static_path and HEADS[self.kind].static_path:
+            self.static = nn.Embedding(vocab_size, h, padding_idx=0)
+            self.static.weight.requires_grad_(False)  # the teacher's vectors as they are: only the mix is learned
+            self.static_mix = nn.Parameter(torch.zeros(1))  # sigmoid(0) = an even mix to start from
 
     @property
     def task_head(self):
@@ -39,8 +47,11 @@ class Student(nn.Module):
         return HEADS[self.kind]
 
     def node_states(self, data) -> torch.Tensor:
+        """(nodes, hidden), or (nodes, 2 x hidden) with the static path: the GNN's states, then each
+        node's static row."""
         x = self.inp(torch.cat([self.word(data.x_tok), self.pos(data.x_pos)], -1))
-        return self.encoder(self.drop(x), data.edge_index, data.edge_type, data.edge_weight)
+        h = self.encoder(self.drop(x), data.edge_index, data.edge_type, data.edge_weight)
+        return h if self.static is None else torch.cat([h, self.static(data.x_tok)], -1)
 
     def forward(self, data):
         """-> (logits, node states). Logits are per graph (classification), per node (token) or per

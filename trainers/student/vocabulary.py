@@ -14,6 +14,13 @@ level with it, docs/RESULTS.md):
 
 Either way the vectors are rescaled to ``INIT_STD`` (the scale of the random embeddings the rest of
 the student is initialised against) and the padding row is zero.
+
+``static_word_vectors`` is the frozen table of the student's static path (``student.static_path``):
+the ``input_embeddings`` vectors weighted by the word's training-split frequency (SIF, Arora et al.
+2017), so a side's sum of them is the frequency-weighted mean model2vec computes.
+
+A trained student's vocabulary-indexed tables (``VOCAB_TABLES``) grow together (``grow_state``): a
+word it never saw gets a row in each, mapped from the teacher's static vectors.
 """
 from __future__ import annotations
 
@@ -27,6 +34,11 @@ from trainers.student.features import PAD
 # random embeddings the rest of the student is initialised against, so the input layer and LayerNorm
 # see the same range either way.
 INIT_STD = 0.1
+# SIF's smoothing constant (Arora et al. 2017): a word rarer than this keeps nearly its full weight in a
+# weighted mean, a frequent one counts less (model2vec uses the same weighting)
+SIF_A = 1e-3
+# the student's weights with one row per vocabulary entry: grown together when words are added
+VOCAB_TABLES = ("word.weight", "static.weight")
 FORWARD_BATCH = 512  # words per teacher forward: single words are a few sub-words long
 SPECIAL = ("<pad>", "<unk>")
 
@@ -106,6 +118,22 @@ def teacher_word_vectors(vocab: Sequence[str], model_dir: str, dim: int, recipe:
     return m
 
 
+def sif_weights(counts) -> torch.Tensor:
+    """SIF weights ``a / (a + p(word))`` of words with these training-split ``counts``."""
+    c = torch.as_tensor(counts, dtype=torch.float64)
+    return (SIF_A / (SIF_A + c / c.sum().clamp(min=1.0))).float()
+
+
+def static_word_vectors(vocab: Sequence[str], counts, model_dir: str, dim: int, seed: int = 0) -> torch.Tensor:
+    """The static path's frozen table (``len(vocab)`` x ``dim``): the teacher's ``input_embeddings``
+    vectors (PCA to ``dim``), each row times its word's SIF weight (``counts``: training-split counts,
+    aligned with ``vocab``). ``<pad>`` and ``<unk>`` rows are zero: an unknown word adds nothing to a
+    side's sum."""
+    m = teacher_word_vectors(vocab, model_dir, dim, "input_embeddings", seed) * sif_weights(counts)[:, None]
+    m[[i for i, w in enumerate(vocab) if w in SPECIAL]] = 0
+    return m
+
+
 def ridge_map(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) of the ridge regression y ~ x @ W + b, its penalty chosen by leave-one-out error
     (sklearn's ``RidgeCV``, exact and cheap for a vocabulary-sized fit). ``x`` is scaled to unit
@@ -147,14 +175,25 @@ def teacher_whole_words(model_dir: str) -> list[str]:
     return sorted({w for w in words if len(w) > 1 and w.isalpha()})
 
 
-def with_teacher_vocabulary(vocab: Sequence[str], trained: torch.Tensor, model_dir: str
-                            ) -> tuple[list[str], torch.Tensor]:
-    """``vocab`` + every whole word of the teacher's vocabulary it lacks, and ``trained`` (the student's
-    word vectors) + their ``unseen_word_vectors`` rows: the static form of the unseen-word fallback a
+def grow_state(state: dict[str, torch.Tensor], vocab: Sequence[str], words: Sequence[str], model_dir: str,
+               fit_rows: int | None = None) -> dict[str, torch.Tensor]:
+    """A student's weights (``state``, vocabulary ``vocab``) with a row for each of ``words`` appended to
+    every vocabulary-indexed table it has (``VOCAB_TABLES``), each mapped by ``unseen_word_vectors``
+    fitted on the first ``fit_rows`` entries (default: all)."""
+    n = len(vocab) if fit_rows is None else fit_rows
+    out = dict(state)
+    for name in VOCAB_TABLES:
+        if name in state and words:
+            t = state[name]
+            out[name] = torch.cat([t, unseen_word_vectors(vocab[:n], t[:n], words, model_dir).to(t.dtype)])
+    return out
+
+
+def with_teacher_vocabulary(vocab: Sequence[str], state: dict[str, torch.Tensor], model_dir: str
+                            ) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """``vocab`` + every whole word of the teacher's vocabulary it lacks, and the student's weights
+    ``state`` grown by their rows (``grow_state``): the static form of the unseen-word fallback a
     package can carry."""
     known = set(vocab)
     words = [w for w in teacher_whole_words(model_dir) if w not in known]
-    if not words:
-        return list(vocab), trained
-    vectors = unseen_word_vectors(vocab, trained, words, model_dir).to(trained.dtype)
-    return [*vocab, *words], torch.cat([trained, vectors])
+    return [*vocab, *words], grow_state(state, vocab, words, model_dir)

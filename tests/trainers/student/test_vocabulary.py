@@ -64,7 +64,24 @@ def test_teacher_vocabulary_adds_whole_words_only(teacher):
     words = teacher_whole_words(teacher)
     assert "review" in words and "fresh" in words
     assert all(w.isalpha() and w == w.lower() and len(w) > 1 for w in words)  # no ##pieces, no [CLS]
-    trained = torch.randn(len(VOCAB), 4)
-    vocab, vectors = with_teacher_vocabulary(VOCAB, trained, teacher)
-    assert vocab[:len(VOCAB)] == VOCAB and torch.equal(vectors[:len(VOCAB)], trained)  # trained rows untouched
-    assert set(vocab[len(VOCAB):]) == set(words) - set(VOCAB) and vectors.shape == (len(vocab), 4)
+    state = {"word.weight": torch.randn(len(VOCAB), 4), "static.weight": torch.randn(len(VOCAB), 4),
+             "head.0.weight": torch.randn(4, 4)}
+    vocab, grown = with_teacher_vocabulary(VOCAB, state, teacher)
+    assert set(vocab[len(VOCAB):]) == set(words) - set(VOCAB) and vocab[:len(VOCAB)] == VOCAB
+    for name in ("word.weight", "static.weight"):  # every vocabulary table grows; trained rows untouched
+        assert grown[name].shape == (len(vocab), 4) and torch.equal(grown[name][:len(VOCAB)], state[name])
+    assert not torch.equal(grown["word.weight"][len(VOCAB):], grown["static.weight"][len(VOCAB):])  # own maps
+    assert grown["head.0.weight"] is state["head.0.weight"]
+
+
+def test_static_vectors_weight_frequent_words_down(teacher):
+    """The static path's table: the input-embedding vectors times SIF weights, so a word 100 times as
+    frequent gets a much shorter row; <pad> and <unk> add nothing."""
+    from trainers.student.vocabulary import sif_weights, static_word_vectors, teacher_word_vectors
+
+    counts = [0, 0] + [1000] + [10] * (len(VOCAB) - 3)
+    m = static_word_vectors(VOCAB, counts, teacher, 8)
+    base = teacher_word_vectors(VOCAB, teacher, 8, "input_embeddings")
+    w = sif_weights(counts)
+    assert float(w[2]) < 0.1 * float(w[3])
+    assert torch.allclose(m[2:], base[2:] * w[2:, None]) and not m[:2].any()
