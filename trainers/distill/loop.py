@@ -96,12 +96,15 @@ def _finish(cfg, out_dir: Path, spec: FitSpec, prepared: Prepared, use_teacher: 
              "training_vocabulary": len(enc.vocab)}
     if use_teacher:
         enc, state, extra["unseen_words"] = unseen_words.choose(cfg, enc, state, log)
+    if "static_mix" in state:  # the GNN's share of the pair similarity, learned (student.static_path)
+        extra["static_mix"] = round(float(torch.sigmoid(state["static_mix"])), 4)
     save_student(out_dir / "student.pt", state, enc, cfg.student, prepared.task, extra)
     plot_history(history, out_dir / "learning_curves.png")
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))  # last: marks a finished student
     return {"train_docs": train_docs, "epochs": len(history), "best_epoch": best["epoch"],
             "val_accuracy": best["accuracy"], "history": history, "teacher_check": prepared.teacher_check,
-            "teacher_gate": spec.teacher_gate, "unseen_words": (extra.get("unseen_words") or {})}
+            "teacher_gate": spec.teacher_gate, "unseen_words": (extra.get("unseen_words") or {}),
+            "static_mix": extra.get("static_mix")}
 
 
 def _announce_teacher(spec: FitSpec, prepared: Prepared, log) -> None:
@@ -219,5 +222,5 @@ def run(cfg, out_dir: Path) -> dict[str, Any]:
             "best_epoch": summary["best_epoch"], "val_accuracy": summary["val_accuracy"],
             "lr": summary["lr"], "lr_search": tried,
             "teacher_check": summary["teacher_check"], "teacher_gate": summary["teacher_gate"],
-            "unseen_words": summary["unseen_words"],
+            "unseen_words": summary["unseen_words"], "static_mix": summary["static_mix"],
             "final": dict(summary["history"][-1])}

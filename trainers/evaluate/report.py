@@ -243,11 +243,18 @@ def student_rate_line(lr_search: list[dict]) -> str:
             + (f", chosen on validation (distill.lr_factors): {tried}." if len(lr_search) > 1 else "."))
 
 
+def static_path_line(gnn_share: float) -> str:
+    """The distilled pair student's learned mix of its two similarities, in one line."""
+    return (f"Static path (student.static_path): the distilled student's similarity is {gnn_share:.2f} x the GNN's "
+            f"cosine + {1 - gnn_share:.2f} x the cosine of its static teacher vectors, a mix learned in training.")
+
+
 def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict | None = None,
              headline: str = "accuracy", distill_check: dict | None = None, teacher_recipe: dict | None = None,
-             lr_search: list[dict] | None = None) -> str:
+             lr_search: list[dict] | None = None, static_mix: float | None = None) -> str:
     """The table (accuracy: mean over seeds ± std), the paired bootstrap intervals, the verdict, the
-    teacher's recipe and the student's learning-rate choice, the teacher and distillation checks."""
+    teacher's recipe, the student's learning-rate choice and static-path mix, the teacher and
+    distillation checks."""
     extra = [k for k in TASK_METRICS if k != headline and any(k in r for r in rows)]  # the task's own metrics
     cols = ["model", "graph", headline, "seeds", *extra, "macro_f1", "agreement", "params", "size_mb", "latency_ms_b1",
             "latency_ms_b64", "e2e_latency_ms_b1", "e2e_latency_ms_b64", "docs_per_s"]
@@ -273,6 +280,8 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
         lines += ["", recipe_line(teacher_recipe)]
     if lr_search:
         lines += ["", student_rate_line(lr_search)]
+    if static_mix is not None:
+        lines += ["", static_path_line(static_mix)]
     if teacher_check and teacher_check.get("weaker") is not None:
         warn = teacher_check["weaker"] or teacher_check.get("memorised")
         lines += ["", ("**WARNING** " if warn else "") + f"Teacher check: {teacher_check['message']}."]
@@ -454,7 +463,7 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     if recipe:
         by_name["teacher"]["recipe"] = recipe
     table = markdown(rows, comparisons, prepared.teacher_check, headline, distill_check, recipe,
-                     distilled.get("lr_search"))
+                     distilled.get("lr_search"), distilled.get("static_mix"))
     if cascade:
         (out_dir / "cascade.json").write_text(json.dumps(cascade, indent=2))
         plot_cascade(cascade, out_dir / "cascade.png", headline)

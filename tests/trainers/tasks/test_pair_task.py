@@ -128,6 +128,8 @@ def test_pair_task_runs_every_stage_through_the_cli(ray_local, tmp_path):
     assert rows["bow"]["spearman"] > 0.5  # word overlap is the score here: TF-IDF cosine must see it
     table = (tmp_path / "run" / "evaluate" / "metrics.md").read_text()
     assert table.splitlines()[0].startswith("| model | graph | spearman |")
+    mix = json.loads((tmp_path / "run" / "distill" / "manifest.json").read_text())["static_mix"]
+    assert 0 < mix < 1 and f"similarity is {mix:.2f} x the GNN's cosine" in table  # the learned static-path mix
     history = json.loads((tmp_path / "run" / "distill" / "history.json").read_text())
     assert [h["stage"] for h in history] == ["align", "fusion", "fusion", "adaptive"]
     assert "loss_bridge" in history[0]  # the sentence-level bridge trains in the align stage

@@ -1,0 +1,81 @@
+"""The pair student's static path (``student.static_path``): a frozen table of the teacher's static
+word vectors next to the GNN, the similarity a learned mix of the GNN's cosine and the static one."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from tgd.config import RunConfig, StudentConfig
+from trainers.evaluate.baselines import gnn_baseline_config
+from trainers.student.checkpoint import load_student, save_student
+from trainers.student.features import GraphEncoding
+from trainers.student.model import Student
+from trainers.tasks import get_task
+
+ENC = GraphEncoding(["<pad>", "<unk>", "good", "film", "dull", "plot"], ["nsubj", "<other>"], [])
+CFG = StudentConfig(hidden=16, heads=2, pos_dim=4, dropout=0.0)
+
+
+def _graph(words):
+    n = len(words)
+    return {"num_nodes": n, "lower": words, "pos": ["NOUN"] * n, "sent": [0] * n, "dep_src": [0], "dep_dst": [1],
+            "dep_rel": ["nsubj"], "co_src": [0], "co_dst": [1], "co_weight": [1.0]}
+
+
+def _pairs():
+    task = get_task("pair")
+    rows = [(["good", "film"], ["dull", "film", "plot"]), (["dull", "plot"], ["good", "plot", "film"])]
+    return Batch.from_data_list([task.encode(ENC, {"graph": _graph(a), "graph_b": _graph(b), "score": 0.5})
+                                 for a, b in rows])
+
+
+def _student(cfg=CFG) -> Student:
+    torch.manual_seed(0)
+    return Student(len(ENC.vocab), len(ENC.pos), ENC.num_edge_types, 0, cfg, "pair").eval()
+
+
+def test_similarity_is_the_learned_mix_of_the_gnn_and_static_cosines():
+    model, batch = _student(), _pairs()
+    h = model.node_states(batch)
+    assert h.shape == (batch.num_nodes, 2 * CFG.hidden)  # the GNN's states, then each node's static row
+    assert torch.equal(h[:, CFG.hidden:], model.static.weight[batch.x_tok])
+    u, v = model.task_head.vectors(model, h, batch.batch, batch.side, 2)
+    seg = batch.batch * 2 + batch.side
+    sums = torch.zeros(4, CFG.hidden).index_add_(0, seg, model.static.weight[batch.x_tok]).view(2, 2, -1)
+    gnn, static = torch.cosine_similarity(u, v, dim=-1), torch.cosine_similarity(sums[:, 0], sums[:, 1], dim=-1)
+    assert not torch.allclose(gnn, static)
+    for mix, want in ((0.0, 0.5 * gnn + 0.5 * static), (40.0, gnn), (-40.0, static)):
+        model.static_mix.data.fill_(mix)
+        got = model(batch)[0][:, 0]
+        assert torch.allclose(got, want, atol=1e-5), mix
+
+
+def test_only_the_mix_learns_the_static_table_stays_frozen():
+    model, batch = _student(), _pairs()
+    before = model.static.weight.detach().clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model.train()
+    loss = (model(batch)[0][:, 0] - torch.tensor([1.0, 0.0])).pow(2).sum()
+    loss.backward()
+    assert model.static.weight.grad is None and model.static_mix.grad is not None
+    opt.step()
+    assert torch.equal(model.static.weight, before)
+
+
+def test_only_the_pair_head_has_a_static_path_and_the_gnn_row_never_does(tmp_path):
+    assert Student(6, 18, 5, 2, CFG, "classification").static is None
+    assert _student(CFG.model_copy(update={"static_path": False})).static is None
+    cfg = RunConfig(run_dir=str(tmp_path), data={"source": "brown-pairs", "task": "pair"})
+    assert cfg.student.static_path and not gnn_baseline_config(cfg).student.static_path
+
+
+def test_student_saved_before_the_static_path_loads_without_one(tmp_path):
+    old = _student(CFG.model_copy(update={"static_path": False}))
+    save_student(tmp_path / "s.pt", old.state_dict(), ENC, CFG, "pair")
+    blob = torch.load(tmp_path / "s.pt", weights_only=True)
+    del blob["student"]["static_path"]  # as a checkpoint written before the field existed
+    torch.save(blob, tmp_path / "s.pt")
+    model, _, _ = load_student(tmp_path / "s.pt")
+    assert model.static is None
+    assert model(_pairs())[0][:, 0].tolist() == pytest.approx(old(_pairs())[0][:, 0].tolist(), abs=1e-6)
