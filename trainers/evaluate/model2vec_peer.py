@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from trainers.evaluate.latency import BATCH, _timed
+from trainers.evaluate.statistics import outcome
 from trainers.student.vocabulary import pca, pooled_states, sif_weights
 
 DIM = 256  # model2vec's default width
@@ -138,8 +139,8 @@ def model2vec_row(task, labels: list[str], teacher_dir: str, splits: dict[str, d
                   latency_docs: int, e2e_texts: list[str], out_dir: Path, seed: int = 0,
                   log=print) -> tuple[dict[str, Any], np.ndarray | None]:
     """The ``model2vec`` row. ``splits``: per split ``{"text": [...], "text_b": [...] or None, "gold":
-    array}``; ``teach``: the teacher's test predictions (agreement). -> (row, per test row whether it
-    is right, or None for a rank correlation)."""
+    array}``; ``teach``: the teacher's test predictions (agreement). -> (row, per test row its
+    ``outcome``: whether it is right, or its score for a rank correlation)."""
     headline = task.headline(labels)
     t0 = time.time()
     vectors = distill_vectors(teacher_dir, splits["train"]["text"] + (splits["train"]["text_b"] or []), seed)
@@ -176,4 +177,4 @@ def model2vec_row(task, labels: list[str], teacher_dir: str, splits: dict[str, d
     log(f"[evaluate] model2vec peer: {row['model2vec']['tokens']:,} token vectors from {teacher_dir} in {t_vec:.0f}s"
         + (f", C {classifier[-1].C:g} chosen on validation" if classifier is not None else "")
         + f": test {headline} {row[headline]:.4f}")
-    return row, task.row_correct(pred, gold)
+    return row, outcome(task, pred, gold)

@@ -42,7 +42,13 @@ from trainers.evaluate.latency import bow_latency, student_latency, teacher_late
 from trainers.evaluate.model2vec_peer import MODEL2VEC_TASKS, model2vec_row
 from trainers.evaluate.pareto import COST, pareto_front, verdict
 from trainers.evaluate.peers import PEER_TASKS, fasttext_row
-from trainers.evaluate.statistics import paired_bootstrap_ci, seed_summary
+from trainers.evaluate.statistics import (
+    outcome,
+    paired_bootstrap_ci,
+    paired_bootstrap_rank_ci,
+    seed_summary,
+    spearman_rows,
+)
 from trainers.student.checkpoint import load_student
 from trainers.student.model import count_params
 from trainers.student.predict import metrics, predict
@@ -269,7 +275,8 @@ def markdown(rows: list[dict], comparisons: list[dict] = (), teacher_check: dict
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
     if comparisons:
-        lines += ["", "Accuracy differences on the test split, paired bootstrap 95% interval over test documents "
+        metric = "Spearman" if comparisons[0].get("metric") == "spearman" else "Accuracy"
+        lines += ["", f"{metric} differences on the test split, paired bootstrap 95% interval over test documents "
                   "(each row averaged over its seeds; an interval above 0: better beyond test-set noise):", "",
                   "| comparison | difference | 95% interval |", "|---|---|---|"]
         lines += [f"| {c['row']} - {c['baseline']}"
@@ -297,16 +304,16 @@ def _gold(task, datas) -> np.ndarray:
 
 
 def _score(model, data, labels) -> tuple[dict[str, float], np.ndarray]:
-    """Test metrics of one student and, per prediction row (document or token), whether it is right."""
+    """Test metrics of one student and its per-row outcome (``outcome``)."""
     pred, gold, teach = predict(model, data)
     return (metrics(pred, gold, teach, labels, True, model.task, [d.num_nodes for d in data]),
-            get_task(model.task).row_correct(pred, gold))
+            outcome(get_task(model.task), pred, gold))
 
 
 def int8_row(model, data, labels, texts, enc, builder, predictor: Callable, latency_docs: int):
     """The ``distilled_int8`` row: ``model`` dynamically quantised to int8 (``quantize_int8``, the
     export's own), scored on the test graphs and timed like the float rows; -> (row, per-row
-    correctness or None)."""
+    outcome)."""
     q = quantize_int8(model)
     m, ok = _score(q, data, labels)
     row = {"model": "distilled_int8", **m, "seeds": 1, "quantize": "int8",
@@ -370,7 +377,7 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
     val = [d for _, _, d in unpack(prepared.splits["validation"])]
     cascade = None
     rows = [teacher_rows(cfg, test, labels, texts, min(ev.latency_docs, TEACHER_LATENCY_DOCS))]
-    correct: dict[str, np.ndarray] = {}  # name -> (seeds x test documents) prediction is right
+    outcomes: dict[str, np.ndarray] = {}  # name -> (seeds x test rows) ``outcome``: right, or the predicted score
     val_scores: dict[str, list[float]] = {}  # name -> best validation score per seed
     for name, runs in models.items():
         per_seed, right = [], []
@@ -394,18 +401,16 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                                   "params": first["params"], "parts_budget": cfg.distill.node_budget, "seeds": 1,
                                   "docs_over_budget": int(sum(d.num_nodes > cfg.distill.node_budget for d in data))}
                     if ev.int8:
-                        int8, correct_int8 = int8_row(model, data, labels, texts, enc, builders[parser], predictor,
+                        int8, outcome_int8 = int8_row(model, data, labels, texts, enc, builders[parser], predictor,
                                                       ev.latency_docs)
                         int8.update(params=first["params"], graph=parser)  # quantised Linear weights are no Parameters
-        if all(r is not None for r in right):  # None: the metric has no per-row correctness (no intervals)
-            correct[name] = np.stack(right)
+        outcomes[name] = np.stack(right)
         rows.append({**_seed_row(name, per_seed, [r[0] for r in runs], headline), **first})
         if name == "distilled":
             rows.append(decomposed)
             if ev.int8:
                 rows.append(int8)
-                if correct_int8 is not None:  # paired interval vs distilled, like every other student row
-                    correct["distilled_int8"] = correct_int8[None]
+                outcomes["distilled_int8"] = outcome_int8[None]  # paired interval vs distilled, like every row
 
     log(f"[evaluate] training the non-graph baseline ({ev.seeds} seeds)")
     train = [d for _, _, d in unpack(prepared.splits["train"])]
@@ -418,13 +423,12 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
         with torch.no_grad():
             pred = task.predictions(bow(bow.featurize([task.words(d) for d in test]))).numpy()
         per_seed.append(metrics(pred, gold, teach, labels, True, task.name, [d.num_nodes for d in test]))
-        right.append(task.row_correct(pred, gold))
+        right.append(outcome(task, pred, gold))
         if k == 0:
             row = {"params": count_params(bow),
                    **bow_latency(bow, [task.words(d) for d in test[: ev.latency_docs]], texts,
                                  prepared.enc.vocab, builders[cfg.graph.parser].nlp.tokenizer)}
-    if all(r is not None for r in right):
-        correct["bow"] = np.stack(right)
+    outcomes["bow"] = np.stack(right)
     rows.append({**_seed_row("bow", per_seed, [cfg.distill.seed + k for k in range(ev.seeds)], headline), **row})
     splits = {}  # the peers train on the bow row's documents and labels
     for split, datas in (("train", train), ("validation", val), ("test", test)):
@@ -436,18 +440,17 @@ def run(cfg, out_dir: Path, predictor: Callable, log=print) -> dict[str, Any]:
                                                 ("train", "validation", "test")),
                                 teach, texts, ev.latency_docs, out_dir / "peers", log)
         rows.append(peer)
-        if ok is not None:
-            correct["fasttext"] = ok[None]
+        outcomes["fasttext"] = ok[None]
     if "model2vec" in ev.peers and task.name in MODEL2VEC_TASKS:  # vectors from the run's (fine-tuned) teacher
         peer, ok = model2vec_row(task, labels, str(teacher_model_dir(cfg)), splits, teach, ev.latency_docs, texts,
                                  out_dir / "peers", cfg.distill.seed, log)
         rows.append(peer)
-        if ok is not None:
-            correct["model2vec"] = ok[None]
+        outcomes["model2vec"] = ok[None]
     for r in rows:
         if r.get("latency_ms_b64"):
             r["docs_per_s"] = 1000.0 / r["latency_ms_b64"]
-    comparisons = differences(correct, ev.bootstrap_resamples, cfg.distill.seed)
+    comparisons = differences(outcomes, ev.bootstrap_resamples, cfg.distill.seed,
+                              gold if headline == "spearman" else None)
     by_name = {r["model"]: r for r in rows}
     for c in comparisons:
         by_name[c["row"]][f"ci95_vs_{c['baseline']}"] = c["ci95"]
@@ -488,17 +491,27 @@ NOT_VS_DISTILLED = {"distilled", "gnn", "bow", "fasttext", "model2vec", "distill
 FROM_FIRST_SEED = ("distilled_int8",)
 
 
-def differences(correct: dict[str, np.ndarray], resamples: int, seed: int) -> list[dict[str, Any]]:
-    """Paired bootstrap 95% intervals of accuracy differences: distilled vs gnn, bow and the fasttext
-    peer, small data, and every other student row (ablations, fast graph) vs distilled."""
-    pairs = [p for p in COMPARISONS if p[0] in correct and p[1] in correct]
-    pairs += [(name, "distilled") for name in correct if name not in NOT_VS_DISTILLED]
+def differences(outcomes: dict[str, np.ndarray], resamples: int, seed: int,
+                rank_gold: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Paired bootstrap 95% intervals of headline differences: distilled vs gnn, bow and the peers,
+    small data, and every other student row (ablations, fast graph) vs distilled. ``outcomes``: per
+    row (seeds x test rows) ``outcome``; accuracy differences, or with ``rank_gold`` (the test gold
+    scores) Spearman differences."""
+    pairs = [p for p in COMPARISONS if p[0] in outcomes and p[1] in outcomes]
+    pairs += [(name, "distilled") for name in outcomes if name not in NOT_VS_DISTILLED]
     out = []
     for a, b in pairs:
-        base = correct[b][:1] if a in FROM_FIRST_SEED else correct[b]
-        diff = float(correct[a].mean() - base.mean())
+        base = outcomes[b][:1] if a in FROM_FIRST_SEED else outcomes[b]
+        if rank_gold is None:
+            diff, ci = (float(outcomes[a].mean() - base.mean()),
+                        paired_bootstrap_ci(outcomes[a], base, resamples, seed))
+        else:
+            keep = np.isfinite(rank_gold)
+            diff = float(spearman_rows(outcomes[a][:, keep], rank_gold[keep]).mean()
+                         - spearman_rows(base[:, keep], rank_gold[keep]).mean())
+            ci = paired_bootstrap_rank_ci(outcomes[a], base, rank_gold, resamples, seed)
         out.append({"row": a, "baseline": b, "difference": diff, "baseline_first_seed": a in FROM_FIRST_SEED,
-                    "ci95": paired_bootstrap_ci(correct[a], base, resamples, seed)})
+                    "metric": "accuracy" if rank_gold is None else "spearman", "ci95": ci})
     return out
 
 

@@ -166,3 +166,25 @@ def test_int8_row_is_compared_with_the_student_it_was_made_from():
     assert by["distilled_int8"]["difference"] == 0 and by["distilled_int8"]["ci95"] == [0, 0]
     assert by["no_bridge"]["difference"] > 0.2  # a retrained row is compared with the mean over seeds
     assert "(the student it was made from)" in evaluate.markdown([], list(by.values()))
+
+
+def test_pair_scores_get_paired_spearman_intervals():
+    """Similarity scores have no per-pair correctness: the interval resamples the test pairs and
+    recomputes each row's Spearman (mean over its seeds), checked against scipy on the full set."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    gold = rng.random(300)
+    good = np.stack([gold + rng.normal(0, 0.2, 300) for _ in range(3)])  # three seeds of a good model
+    weak = (gold + rng.normal(0, 1.0, 300))[None]
+    scores = {"distilled": good, "model2vec": weak, "bow": weak + rng.normal(0, 1e-3, 300)}
+    by = {c["baseline"]: c for c in evaluate.differences(scores, 300, 0, rank_gold=gold)
+          if c["row"] == "distilled"}
+    want = np.mean([spearmanr(g, gold).statistic for g in good]) - spearmanr(weak[0], gold).statistic
+    assert abs(by["model2vec"]["difference"] - want) < 1e-9 and by["model2vec"]["metric"] == "spearman"
+    low, high = by["model2vec"]["ci95"]
+    assert 0 < low < want < high  # clearly better: the interval excludes 0
+    same = evaluate.differences({"distilled": weak, "bow": weak}, 100, 0, rank_gold=gold)[0]
+    assert same["difference"] == 0 and same["ci95"] == [0, 0]
+    assert "Spearman differences on the test split" in evaluate.markdown([], list(by.values()), headline="spearman")
