@@ -26,17 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.graph_builder import GraphBuilder  # noqa: E402
-from tgd.config import StudentConfig, load_config  # noqa: E402
+from tgd.config import load_config  # noqa: E402
 from tgd.schema import GRAPHS, read_table, stage_dir  # noqa: E402
 from trainers.distill.data import GRAPH_FIELDS, encode_row  # noqa: E402
-from trainers.student.checkpoint import build_student, load_student  # noqa: E402
+from trainers.student.checkpoint import build_student, load_student, student_config  # noqa: E402
 from trainers.student.predict import predict  # noqa: E402
-from trainers.student.vocabulary import teacher_whole_words, unseen_word_vectors  # noqa: E402
+from trainers.student.vocabulary import VOCAB_TABLES, grow_state, teacher_whole_words  # noqa: E402
 from trainers.tasks import get_task  # noqa: E402
 from trainers.teacher.model import teacher_model_dir  # noqa: E402
 
@@ -68,7 +67,7 @@ def main() -> None:
     if task.name == "pair":
         sys.exit("error: scored by accuracy per document: classification or token runs only")
     student, enc, blob = load_student(stage_dir(cfg, "distill") / "student.pt")
-    scfg = StudentConfig(**blob["student"])
+    scfg = student_config(blob)
     table = read_table(stage_dir(cfg, "graphs"), GRAPHS)
     test = table.filter(pc.equal(table.column("split"), "test")).to_pylist()
     sets = {"test": [(r["graph"], r["graph_b"], r["label"], r["tags"]) for r in test]}
@@ -78,7 +77,8 @@ def main() -> None:
         sets["extra"] = [(b["graph"], b.get("graph_b"), r.get("label"), r.get("tags")) for b, r in zip(built, rows)]
     # the training vocabulary (a student saved with student.unseen_words=teacher_vocabulary carries more)
     n = blob["extra"].get("training_vocabulary") or len(enc.vocab)
-    enc, trained = replace(enc, vocab=enc.vocab[:n]), student.word.weight.detach()[:n]
+    enc = replace(enc, vocab=enc.vocab[:n])
+    trained = {k: v[:n] if k in VOCAB_TABLES else v for k, v in student.state_dict().items()}
     known = set(enc.vocab)
     model_dir = str(teacher_model_dir(cfg))
     tok_vocab = [w for w in teacher_whole_words(model_dir) if w not in known]
@@ -88,10 +88,7 @@ def main() -> None:
     for name, words in (("unk", []), ("teacher_vocabulary", tok_vocab), ("input_words", input_words)):
         enc2 = replace(enc, vocab=[*enc.vocab, *words])
         grown = build_student(enc2, scfg, blob["task"])
-        state = student.state_dict()
-        state["word.weight"] = (torch.cat([trained, unseen_word_vectors(enc.vocab, trained, words, model_dir)])
-                                if words else trained)
-        grown.load_state_dict(state)
+        grown.load_state_dict(grow_state(trained, enc.vocab, words, model_dir))
         variants[name] = (enc2, grown.eval())
     out = {"vocab": len(enc.vocab), "teacher_words_added": len(tok_vocab), "input_words_added": len(input_words)}
     for sname, items in sets.items():
