@@ -295,9 +295,9 @@ class StudentConfig(_Section):
     static_path: bool = Field(True, description="pairs: a second, frozen path next to the GNN. Each side is also "
                               "the sum of static word vectors from the teacher (its input embeddings, PCA, each "
                               "word weighted by its training-split rarity: the model2vec / SIF recipe), and the "
-                              "similarity is a learned mix of the GNN's cosine and this path's. The mix is trained "
-                              "with the rest, so a corpus where the static path does not help drives its weight "
-                              "down; it costs one frozen vocabulary x hidden table in the package. Other tasks have "
+                              "similarity is a learned mix of the GNN's cosine and this path's (trained with the "
+                              "rest, not set by hand). It costs one frozen vocabulary x hidden table in the "
+                              "package. Other tasks have "
                               "no static path; the GNN-without-teacher row never uses it")
     edges: Literal["hybrid", "dependency", "cooccurrence"] = Field(
         "hybrid", description="edge kinds the student sees (ablation)")
