@@ -32,8 +32,8 @@ class Head:
     export_inputs: ClassVar[tuple[str, ...]]  # the export form's inputs, ``h`` first
     static_path: ClassVar[bool] = False  # reads the student's static word vectors too (``student.static_path``)
 
-    def in_dim(self, hidden: int, readout_dim: int) -> int:
-        """The width of the MLP's input."""
+    def in_dim(self, hidden: int, readout_dim: int, static: bool = False) -> int:
+        """The width of the MLP's input (``static``: the student has a static path)."""
         raise NotImplementedError
 
     def whole(self, student, h: torch.Tensor, data) -> torch.Tensor:
@@ -47,19 +47,41 @@ class Head:
         raise NotImplementedError
 
 
+def static_sums(h, seg, num_segments: int, hidden: int) -> torch.Tensor:
+    """Per segment (document or pair side) the sum of its nodes' static rows (the columns of ``h``
+    after ``hidden``): the SIF-weighted mean's direction, the weights being in the rows."""
+    s = h[:, hidden:]
+    return s.new_zeros(num_segments, s.shape[1]).scatter_add(0, seg.unsqueeze(-1).expand_as(s), s)
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to length 1 (a zero row stays zero), in export-friendly ops."""
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+
+
 class GraphHead(Head):
-    """One readout vector per graph -> the MLP -> (graphs, labels)."""
+    """One readout vector per graph -> the MLP -> (graphs, labels). With the static path the MLP also
+    reads the unit-length sum of the document's static rows (the teacher's SIF-weighted word vectors,
+    a model2vec-style document vector) next to the readout of the GNN's states."""
     kind = "graph"
     export_inputs = ("h", "batch", "graphs")
+    static_path = True
 
-    def in_dim(self, hidden, readout_dim):
-        return readout_dim
+    def in_dim(self, hidden, readout_dim, static=False):
+        return readout_dim + (hidden if static else 0)
+
+    def pooled(self, student, h, batch, num_graphs):
+        z = student.readout(h[:, :student.hidden], batch, num_graphs)
+        if student.static is None:
+            return z
+        n = z.shape[0]
+        return torch.cat([z, unit(static_sums(h, batch, n, student.hidden))], -1)
 
     def whole(self, student, h, data):
-        return student.head(student.readout(h, data.batch, getattr(data, "num_graphs", None)))
+        return student.head(self.pooled(student, h, data.batch, getattr(data, "num_graphs", None)))
 
     def parts(self, student, h, parts):
-        return student.head(student.readout(h, torch.zeros(h.shape[0], dtype=torch.long, device=h.device), 1))
+        return student.head(self.pooled(student, h, torch.zeros(h.shape[0], dtype=torch.long, device=h.device), 1))
 
     def export(self, student):
         return _ExportGraphHead(student)
@@ -70,7 +92,7 @@ class NodeHead(Head):
     kind = "node"
     export_inputs = ("h",)
 
-    def in_dim(self, hidden, readout_dim):
+    def in_dim(self, hidden, readout_dim, static=False):
         return hidden
 
     def whole(self, student, h, data):
@@ -94,8 +116,8 @@ class PairHead(Head):
     export_inputs = ("h", "batch", "graphs", "side")
     static_path = True
 
-    def in_dim(self, hidden, readout_dim):
-        return 4 * readout_dim
+    def in_dim(self, hidden, readout_dim, static=False):
+        return 4 * readout_dim  # the label head reads the GNN's side vectors only
 
     def vectors(self, student, h, batch, side, num_pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(u, v): side A's and side B's readout vector of each pair (of the GNN's states)."""
@@ -105,9 +127,7 @@ class PairHead(Head):
     @staticmethod
     def static_similarity(h, seg, num_pairs: int, hidden: int) -> torch.Tensor:
         """cosine(s_A, s_B) per pair from the static rows of ``h`` (its columns after ``hidden``)."""
-        s = h[:, hidden:]
-        z = s.new_zeros(2 * num_pairs, s.shape[1]).scatter_add(0, seg.unsqueeze(-1).expand_as(s), s)
-        z = z.view(num_pairs, 2, -1)
+        z = static_sums(h, seg, 2 * num_pairs, hidden).view(num_pairs, 2, -1)
         return torch.cosine_similarity(z[:, 0], z[:, 1], dim=-1)
 
     def scores(self, student, h, batch, side, num_pairs: int) -> torch.Tensor:
@@ -180,9 +200,13 @@ class _ExportGraphHead(nn.Module):
     def __init__(self, student):
         super().__init__()
         self.gate, self.head = _gate(student), student.head
+        self.hidden, self.static = student.hidden, student.static is not None
 
     def forward(self, h, batch, graphs):
-        return self.head(export_pool(h, batch, graphs.size(0), self.gate))
+        z = export_pool(h[:, :self.hidden], batch, graphs.size(0), self.gate)
+        if self.static:
+            z = torch.cat([z, unit(static_sums(h, batch, graphs.size(0), self.hidden))], -1)
+        return self.head(z)
 
 
 class _ExportNodeHead(nn.Module):

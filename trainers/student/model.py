@@ -1,12 +1,13 @@
 """The student: word + POS embeddings -> typed message passing -> readout -> task head.
 
-It needs only the text graph at inference (never the teacher). A head kind with a static path (pairs,
-``student.static_path``) also gets a frozen table of the teacher's static word vectors
-(``trainers.student.vocabulary.static_word_vectors``): each node's row is appended to its state, so
-the head can read both and every form (whole, parts, export) carries it the same way. The task adapter names the head
-kind (``trainers.student.heads``: ``graph``, ``node`` or ``pair``), which reads the readout and the
-MLP below. ``forward_parts`` encodes a long document as several subgraphs and lets the head read out
-over all their core nodes at once (decomposed prediction with bounded memory).
+It needs only the text graph at inference (never the teacher). A head kind with a static path
+(documents and pairs, ``student.static_path``) also gets a frozen table of the teacher's static
+word vectors (``trainers.student.vocabulary.static_word_vectors``): each node's row is appended to
+its state, so the head can read both and every form (whole, parts, export) carries it the same way.
+The task adapter names the head kind (``trainers.student.heads``: ``graph``, ``node`` or
+``pair``), which reads the readout and the MLP below. ``forward_parts`` encodes a long document as
+several subgraphs and lets the head read out over all their core nodes at once (decomposed
+prediction with bounded memory).
 """
 from __future__ import annotations
 
@@ -33,13 +34,15 @@ class Student(nn.Module):
         self.drop = Dropout(cfg.dropout)
         self.encoder = Encoder(h, num_edge_types, cfg.layers, cfg.heads, cfg.conv, cfg.dropout)
         self.readout = Readout(h, cfg.readout)
-        d = HEADS[self.kind].in_dim(h, self.readout.out_dim)
+        static = cfg.static_path and HEADS[self.kind].static_path
+        d = HEADS[self.kind].in_dim(h, self.readout.out_dim, static)
         self.head = nn.Sequential(nn.Linear(d, h), nn.ReLU(), Dropout(cfg.dropout), nn.Linear(h, num_labels))
         self.static = self.static_mix = None
-        if cfg.static_path and HEADS[self.kind].static_path:
+        if static:
             self.static = nn.Embedding(vocab_size, h, padding_idx=0)
-            self.static.weight.requires_grad_(False)  # the teacher's vectors as they are: only the mix is learned
-            self.static_mix = nn.Parameter(torch.zeros(1))  # sigmoid(0) = an even mix to start from
+            self.static.weight.requires_grad_(False)  # the teacher's vectors as they are: what reads them learns
+            if self.kind == "pair":
+                self.static_mix = nn.Parameter(torch.zeros(1))  # sigmoid(0) = an even mix to start from
 
     @property
     def task_head(self):

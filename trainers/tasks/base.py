@@ -134,8 +134,9 @@ class Task:
         return AttentionBridge(student.hidden, state_dim) if state_dim else None
 
     def bridge_loss(self, bridge, student, h: torch.Tensor, batch) -> torch.Tensor:
-        """The bridge loss of a batch, from the student's node states ``h``."""
-        return bridge(h, batch.batch, batch.t_states.float(), batch.t_mask)
+        """The bridge loss of a batch, from the student's node states ``h`` (the GNN's: a static
+        path's columns are the teacher's vectors as they are)."""
+        return bridge(h[:, :student.hidden], batch.batch, batch.t_states.float(), batch.t_mask)
 
     def gate_weight(self, batch, t_kd: torch.Tensor) -> torch.Tensor:
         """Per-KD-row weight when the weak-teacher gate is on: 1 where the teacher predicts the gold

@@ -1,5 +1,6 @@
-"""The pair student's static path (``student.static_path``): a frozen table of the teacher's static
-word vectors next to the GNN, the similarity a learned mix of the GNN's cosine and the static one."""
+"""The student's static path (``student.static_path``): a frozen table of the teacher's static word
+vectors next to the GNN; for pairs the similarity is a learned mix of the GNN's cosine and the static
+one, for documents the head reads both vectors."""
 from __future__ import annotations
 
 import pytest
@@ -63,8 +64,25 @@ def test_only_the_mix_learns_the_static_table_stays_frozen():
     assert torch.equal(model.static.weight, before)
 
 
-def test_only_the_pair_head_has_a_static_path_and_the_gnn_row_never_does(tmp_path):
-    assert Student(6, 18, 5, 2, CFG, "classification").static is None
+def test_document_head_reads_the_unit_static_sum_next_to_the_readout():
+    """Classification: the MLP reads [readout of the GNN's states, unit-length sum of the static rows];
+    no mix. Token labelling has no static path."""
+    from trainers.student.heads import unit
+
+    batch = _pairs()  # any graphs: read here as documents
+    torch.manual_seed(0)
+    model = Student(len(ENC.vocab), len(ENC.pos), ENC.num_edge_types, 2, CFG, "classification").eval()
+    assert model.static is not None and model.static_mix is None
+    assert model.head[0].in_features == model.readout.out_dim + CFG.hidden
+    h = model.node_states(batch)
+    z = model.readout(h[:, :CFG.hidden], batch.batch, 2)
+    sums = torch.zeros(2, CFG.hidden).index_add_(0, batch.batch, model.static.weight[batch.x_tok])
+    want = model.head(torch.cat([z, unit(sums)], -1))
+    assert torch.allclose(model(batch)[0], want, atol=1e-6)
+    assert Student(6, 18, 5, 2, CFG, "token").static is None
+
+
+def test_the_gnn_row_never_has_a_static_path(tmp_path):
     assert _student(CFG.model_copy(update={"static_path": False})).static is None
     cfg = RunConfig(run_dir=str(tmp_path), data={"source": "brown-pairs", "task": "pair"})
     assert cfg.student.static_path and not gnn_baseline_config(cfg).student.static_path
