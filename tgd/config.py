@@ -292,13 +292,13 @@ class StudentConfig(_Section):
         "scores better on the validation split (the teacher's rows help where a word's vector says what the task "
         "needs, e.g. its POS, and can hurt where a rare word carries the label: docs/RESULTS.md, \"Words the student "
         "never saw\"). The GNN-without-teacher row never uses them")
-    static_path: bool = Field(True, description="pairs: a second, frozen path next to the GNN. Each side is also "
-                              "the sum of static word vectors from the teacher (its input embeddings, PCA, each "
-                              "word weighted by its training-split rarity: the model2vec / SIF recipe), and the "
-                              "similarity is a learned mix of the GNN's cosine and this path's (trained with the "
-                              "rest, not set by hand). It costs one frozen vocabulary x hidden table in the "
-                              "package. Other tasks have "
-                              "no static path; the GNN-without-teacher row never uses it")
+    static_path: bool = Field(True, description="a second, frozen path next to the GNN: a table of static word "
+                              "vectors from the teacher (its input embeddings, PCA, each word weighted by its "
+                              "training-split rarity: the model2vec / SIF recipe), summed over a text's nodes. "
+                              "Pairs: the similarity is a learned mix of the GNN's cosine and the two static sums' "
+                              "cosine. Classification: the head reads the unit-length static sum next to the GNN "
+                              "readout. It costs one frozen vocabulary x hidden table in the package. Token "
+                              "labelling has none; the GNN-without-teacher row never uses it")
     edges: Literal["hybrid", "dependency", "cooccurrence"] = Field(
         "hybrid", description="edge kinds the student sees (ablation)")
 
