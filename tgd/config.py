@@ -292,13 +292,16 @@ class StudentConfig(_Section):
         "scores better on the validation split (the teacher's rows help where a word's vector says what the task "
         "needs, e.g. its POS, and can hurt where a rare word carries the label: docs/RESULTS.md, \"Words the student "
         "never saw\"). The GNN-without-teacher row never uses them")
-    static_path: bool = Field(True, description="a second, frozen path next to the GNN: a table of static word "
-                              "vectors from the teacher (its input embeddings, PCA, each word weighted by its "
-                              "training-split rarity: the model2vec / SIF recipe), summed over a text's nodes. "
-                              "Pairs: the similarity is a learned mix of the GNN's cosine and the two static sums' "
-                              "cosine. Classification: the head reads the unit-length static sum next to the GNN "
-                              "readout. It costs one frozen vocabulary x hidden table in the package. Token "
-                              "labelling has none; the GNN-without-teacher row never uses it")
+    static_path: bool | None = Field(None, description="a second, frozen path next to the GNN: a table of static "
+                                     "word vectors from the teacher (its input embeddings, PCA, each word weighted by "
+                                     "its training-split rarity: the model2vec / SIF recipe), summed over a text's "
+                                     "nodes. Pairs: the similarity is a learned mix of the GNN's cosine and the two "
+                                     "static sums' cosine. Classification: the head reads the unit-length static sum "
+                                     "next to the GNN readout. It costs one frozen vocabulary x hidden table in the "
+                                     "package. Token labelling has none; the GNN-without-teacher row never uses it; "
+                                     "null: the task's default (tgd/tasks.py `task_defaults`: on for pairs, off for "
+                                     "classification, where it helped on one corpus and not on the other, "
+                                     "docs/RESULTS.md)")
     edges: Literal["hybrid", "dependency", "cooccurrence"] = Field(
         "hybrid", description="edge kinds the student sees (ablation)")
 
@@ -389,7 +392,7 @@ class DistillConfig(_Section):
 
 # keys whose null default means "the task's default" (``TaskSpec.task_defaults`` names every one of them)
 TASK_DEFAULTED = ("distill.lr", "distill.lr_schedule", "distill.alpha_kl", "distill.temperature", "distill.beta_bridge",
-                  "student.dropout")
+                  "student.dropout", "student.static_path")
 
 # transfer.copies when null: one copy gives the student the teacher's soft labels on new inputs while
 # adding the least teacher-logits and training work per document (more copies: see transfer.copies)

@@ -15,7 +15,7 @@ from trainers.student.model import Student
 from trainers.tasks import get_task
 
 ENC = GraphEncoding(["<pad>", "<unk>", "good", "film", "dull", "plot"], ["nsubj", "<other>"], [])
-CFG = StudentConfig(hidden=16, heads=2, pos_dim=4, dropout=0.0)
+CFG = StudentConfig(hidden=16, heads=2, pos_dim=4, dropout=0.0, static_path=True)
 
 
 def _graph(words):
@@ -86,6 +86,11 @@ def test_the_gnn_row_never_has_a_static_path(tmp_path):
     assert _student(CFG.model_copy(update={"static_path": False})).static is None
     cfg = RunConfig(run_dir=str(tmp_path), data={"source": "brown-pairs", "task": "pair"})
     assert cfg.student.static_path and not gnn_baseline_config(cfg).student.static_path
+    # the task's default: on for pairs, off for classification (a setting says otherwise)
+    docs = RunConfig(run_dir=str(tmp_path), data={"source": "rt-sentiment"})
+    assert docs.student.static_path is False
+    assert RunConfig(run_dir=str(tmp_path), data={"source": "rt-sentiment"},
+                     student={"static_path": True}).student.static_path
 
 
 def test_student_saved_before_the_static_path_loads_without_one(tmp_path):
@@ -97,3 +102,20 @@ def test_student_saved_before_the_static_path_loads_without_one(tmp_path):
     model, _, _ = load_student(tmp_path / "s.pt")
     assert model.static is None
     assert model(_pairs())[0][:, 0].tolist() == pytest.approx(old(_pairs())[0][:, 0].tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("task,labels", [("classification", 2), ("pair", 0)])
+def test_export_form_computes_what_the_student_does(task, labels):
+    """The export head (what TorchScript / ONNX trace) reads the static columns of the exported node
+    states as the student's head does (the pair form is also checked end to end in tests/serving)."""
+    batch = _pairs()
+    torch.manual_seed(0)
+    model = Student(len(ENC.vocab), len(ENC.pos), ENC.num_edge_types, labels, CFG, task).eval()
+    model.static.weight.data.normal_()
+    if model.static_mix is not None:
+        model.static_mix.data.fill_(0.7)
+    h = model.node_states(batch)
+    head = model.task_head.export(model).eval()
+    args = {"h": h, "batch": batch.batch, "graphs": torch.zeros(batch.num_graphs), "side": batch.side}
+    got = head(*(args[k] for k in model.task_head.export_inputs))
+    assert torch.allclose(got, model(batch)[0], atol=1e-5)
