@@ -4,7 +4,8 @@ One example is ONE graph: the disjoint union of side A's and side B's text graph
 (0/1) on every node. No edge joins the two sides, so one message-passing pass encodes both with the
 same weights (a siamese encoder by construction), and batching, sampling and Ray Data need nothing
 pair-specific. The student reads out one vector per side (``trainers.student.heads.PairHead``) and returns per
-pair ``[cosine(u, v), label logits...]``: column 0 is the similarity (scores), the rest the logits
+pair ``[similarity, label logits...]``: column 0 is the similarity (scores: cosine(u, v), mixed with
+the static path's cosine where the student has one), the rest the logits
 of a head over ``[u, v, |u-v|, u*v]`` (labels; none when the data has scores only).
 
 Distillation: the student's cosine regressed onto the teacher's (MSE; the KD term), the gold loss
