@@ -46,10 +46,8 @@ class PosVocabulary:
     """Training-split words per POS with their counts, for POS-guided replacement."""
 
     def __init__(self, graphs: pa.Table):
-        """``graphs``: a ``graph`` column (and a pair's ``graph_b``: both sides' words count)."""
         counts: dict[str, dict[str, int]] = {}
-        sides = [graphs.column(c).to_pylist() for c in ("graph", "graph_b") if c in graphs.column_names]
-        for g in (g for side in sides for g in side if g is not None):
+        for g in graphs.column("graph").to_pylist():
             for tok, pos in zip(g["token"], g["pos"]):
                 by_pos = counts.setdefault(pos, {})
                 by_pos[tok] = by_pos.get(tok, 0) + 1
@@ -115,21 +113,16 @@ def augment(text: str, g: dict[str, Any], cfg: TransferConfig, vocab: PosVocabul
 
 def augment_shard(docs: pa.Table, graphs: pa.Table, cfg: TransferConfig, vocab: PosVocabulary,
                   rng: np.random.Generator) -> tuple[pa.Table, pa.Table]:
-    """Copies of the shard's training documents -> (DOCUMENTS rows, GRAPHS rows). A pair's copy
-    augments each side on its own graph (``text`` with ``graph``, ``text_b`` with ``graph_b``)."""
+    """Copies of the shard's training documents -> (DOCUMENTS rows, GRAPHS rows)."""
     d_rows, g_rows = [], []
-    for doc, gr in zip(docs.to_pylist(), graphs.select(["id", "split", "graph", "graph_b"]).to_pylist()):
+    for doc, gr in zip(docs.to_pylist(), graphs.select(["id", "split", "graph"]).to_pylist()):
         if doc["split"] != "train" or gr["graph"]["num_nodes"] == 0:
             continue
         for k in range(cfg.copies):
+            text, graph = augment(doc["text"], gr["graph"], cfg, vocab, rng)
             cid = f"{doc['id']}{COPY_MARK}{k}"
-            d_row = {"id": cid, "row": doc["row"], "split": TRANSFER_SPLIT}
-            g_row = {"id": cid, "split": TRANSFER_SPLIT}
-            d_row["text"], g_row["graph"] = augment(doc["text"], gr["graph"], cfg, vocab, rng)
-            if gr["graph_b"] is not None:
-                d_row["text_b"], g_row["graph_b"] = augment(doc["text_b"], gr["graph_b"], cfg, vocab, rng)
-            d_rows.append(d_row)
-            g_rows.append(g_row)
+            d_rows.append({"id": cid, "row": doc["row"], "split": TRANSFER_SPLIT, "text": text})
+            g_rows.append({"id": cid, "split": TRANSFER_SPLIT, "graph": graph})
     return pa.Table.from_pylist(d_rows, schema=DOCUMENTS), pa.Table.from_pylist(g_rows, schema=GRAPHS)
 
 
@@ -140,10 +133,10 @@ def run(cfg: RunConfig, out_dir: Path) -> dict[str, Any]:
     shards = sorted(graph_dir.glob("part-*.parquet"))
     rows = 0
     if tcfg.copies:
-        vocab = PosVocabulary(pa.concat_tables(pq.read_table(s, schema=GRAPHS, columns=["split", "graph", "graph_b"],
+        vocab = PosVocabulary(pa.concat_tables(pq.read_table(s, schema=GRAPHS, columns=["split", "graph"],
                                                              filters=[("split", "=", "train")]) for s in shards))
         for i, shard in enumerate(shards):
-            docs = pq.read_table(doc_dir / shard.name, schema=DOCUMENTS, columns=["id", "row", "split", "text", "text_b"])
+            docs = pq.read_table(doc_dir / shard.name, schema=DOCUMENTS, columns=["id", "row", "split", "text"])
             d, g = augment_shard(docs, pq.read_table(shard, schema=GRAPHS), tcfg, vocab,
                                  np.random.default_rng([tcfg.seed, i]))
             write_table(d, out_dir / "documents" / shard.name, DOCUMENTS)

@@ -678,7 +678,7 @@ class RunConfig(_Section):
 
     def _transfer_unsupported(self) -> str | None:
         if not task_spec(self.data.task).transfer_set:
-            return f"the transfer set is built for data.task=classification and pair, not {self.data.task}"
+            return f"the transfer set is built for data.task=classification only, not {self.data.task}"
         if self.graph.merge_repeated:
             return "the transfer set augments token graphs (one node per word, in text order), not graph.merge_repeated"
         return None
@@ -688,8 +688,8 @@ class RunConfig(_Section):
         why = self._transfer_unsupported()
         if why and self.transfer.copies:
             raise ValueError(f"transfer.copies={self.transfer.copies}: {why}; set transfer.copies=0")
-        if self.data.unlabelled_source and not task_spec(self.data.task).unlabelled_texts:
-            raise ValueError(f"data.unlabelled_source: unlabelled single texts join the transfer set of "
+        if self.data.unlabelled_source and not task_spec(self.data.task).transfer_set:
+            raise ValueError(f"data.unlabelled_source: unlabelled texts join the transfer set, which is built for "
                              f"data.task=classification only, not {self.data.task}; remove data.unlabelled_source")
         return self
 

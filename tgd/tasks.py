@@ -25,7 +25,6 @@ class TaskSpec:
     pretokenized: ClassVar[bool] = False  # rows carry given tokens, one graph node each; ``text`` joins them by spaces
     paired: ClassVar[bool] = False  # rows carry a second text, ``text_b``: its own graph, ``graph_b``
     transfer_set: ClassVar[bool] = False  # the transfer stage's augmented copies fit this task
-    unlabelled_texts: ClassVar[bool] = False  # data.unlabelled_source's single texts fit this task's transfer set
     # `tgd tune`'s search space when ``tune.space`` is null: section.key -> the values to draw from.
     # Each list spans the settings the task's losses are sensitive to, so a small random search on
     # validation covers them; a task whose losses weigh differently has its own.
@@ -76,7 +75,7 @@ class TaskSpec:
 
 class ClassificationSpec(TaskSpec):
     name = "classification"
-    transfer_set = unlabelled_texts = True
+    transfer_set = True
     # what `tgd tune` chose on the full rt-sentiment (KD at T 1 with the CE term weighed equally, a light
     # bridge), with the cosine decay that measured better than a constant rate there; the peak rate 2e-3,
     # level with 1e-3 on the full corpus, because the fewer steps of a 4,000-document corpus need it
@@ -179,7 +178,6 @@ class TokenSpec(TaskSpec):
 class PairSpec(TaskSpec):
     name = "pair"
     paired = True
-    transfer_set = True  # a copy augments both sides; unlabelled single texts cannot make a pair
     # beta_bridge spans large weights: for pairs the sentence-level bridge (each side's vector onto the
     # teacher's sentence embedding) is the main path of the teacher's knowledge, not a small auxiliary
     # term; no temperature (the teacher's similarity is regressed, not softened)

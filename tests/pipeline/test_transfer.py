@@ -116,36 +116,3 @@ def test_stage_writes_copies_the_teacher_labels_and_the_student_reads(ray_local,
     no_transfer = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"use_transfer": False})})
     _, rows = build_spec(no_transfer, prepared, True, tmp_path / "fit")
     assert rows.num_rows == len(train_ids)
-
-
-def test_pair_copies_augment_both_sides_and_the_teacher_embeds_each(ray_local, tmp_path):
-    """A pair's copy: both sides augmented on their own graphs, the teacher's embeddings of each side and
-    their cosine as its targets, and a distilled pair student trains on pairs + copies."""
-    from tests.trainers.tasks.test_pair_task import pair_fixture
-    from trainers.distill.data import prepare
-    from trainers.distill.spec import build_spec
-
-    cfg = make_config(tmp_path, data={"source": str(pair_fixture(tmp_path / "pairs.jsonl", n=30)), "task": "pair",
-                                      "split_fractions": [0.6, 0.2, 0.2]},
-                      teacher={"model": str(tiny_bert(tmp_path / "teacher")), "max_length": 32, "stride": 8},
-                      transfer={"copies": 2, "mask_prob": 0.3}, ray={"num_workers": 2})
-    ensure(cfg, "teacher-logits", log=lambda _: None)
-    docs = read_table(tmp_path / "run/ingest/documents", DOCUMENTS).to_pylist()
-    train = {d["id"]: d for d in docs if d["split"] == "train"}
-    copies = read_table(tmp_path / "run/transfer/documents", DOCUMENTS).to_pylist()
-    graphs = {r["id"]: r for r in read_table(tmp_path / "run/transfer/graphs", GRAPHS).to_pylist()}
-    assert sorted(r["id"] for r in copies) == sorted(f"{i}~aug{k}" for i in train for k in range(2))
-    for r in copies:
-        g = graphs[r["id"]]
-        assert r["score"] is None and _consistent(r["text"], g["graph"]) and _consistent(r["text_b"], g["graph_b"])
-    # each side was augmented on its own: masks appear on both sides, and neither side is the other's original
-    assert any(MASK in r["text"] for r in copies) and any(MASK in r["text_b"] for r in copies)
-    out = {r["id"]: r for r in read_table(tmp_path / "run/teacher-logits", TEACHER).to_pylist()}
-    for r in copies:
-        ea, eb = (np.asarray(out[r["id"]][k]) for k in ("embedding_a", "embedding_b"))
-        assert out[r["id"]]["similarity"] == pytest.approx(ea @ eb / np.linalg.norm(ea) / np.linalg.norm(eb), abs=1e-5)
-
-    prepared = prepare(cfg, use_teacher=True)
-    prepared.teacher_check = {"weaker": False}
-    _, rows = build_spec(cfg, prepared, True, tmp_path / "fit")
-    assert rows.num_rows == len(train) + len(copies)

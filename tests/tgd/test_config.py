@@ -116,10 +116,8 @@ def test_transfer_set_default_and_refusals():
     assert RunConfig().transfer_copies() == 1
     assert RunConfig.model_validate({"data": {"task": "token"}}).transfer_copies() == 0  # default: none for tokens
     assert RunConfig.model_validate({"graph": {"merge_repeated": True}}).transfer_copies() == 0
-    assert RunConfig.model_validate({"data": {"task": "pair"}, "transfer": {"copies": 2}}).transfer_copies() == 2
-    with pytest.raises(ValueError, match="transfer.copies=2: the transfer set is built for data.task=classification "
-                                         "and pair, not token"):
-        RunConfig.model_validate({"data": {"task": "token"}, "transfer": {"copies": 2}})
+    with pytest.raises(ValueError, match="transfer.copies=2: the transfer set is built for data.task=classification"):
+        RunConfig.model_validate({"data": {"task": "pair"}, "transfer": {"copies": 2}})
     with pytest.raises(ValueError, match="mask_prob \\+ transfer.replace_prob"):
         RunConfig.model_validate({"transfer": {"mask_prob": 0.6, "replace_prob": 0.6}})
 
