@@ -300,7 +300,7 @@ class StudentConfig(_Section):
                                      "next to the GNN readout. It costs one frozen vocabulary x hidden table in the "
                                      "package. Token labelling has none; the GNN-without-teacher row never uses it; "
                                      "null: the task's default (tgd/tasks.py `task_defaults`: on for pairs, off for "
-                                     "classification, where three measurements on two corpora average out level, "
+                                     "classification, where four comparisons on two corpora average out level, "
                                      "docs/RESULTS.md)")
     edges: Literal["hybrid", "dependency", "cooccurrence"] = Field(
         "hybrid", description="edge kinds the student sees (ablation)")
